@@ -1,0 +1,5 @@
+import sys
+
+from bioflux.cli import main
+
+sys.exit(main())

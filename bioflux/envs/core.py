@@ -45,6 +45,8 @@ class StepResult:
     truncated: np.ndarray  # bool; alive when the step limit was reached
     acted: np.ndarray  # bool; alive at the start of the step
     born: np.ndarray  # bool; slots that came alive this step
+    caught: np.ndarray  # bool; prey captured this step
+    starved: np.ndarray  # bool; predators that starved this step (ecology mode)
     captured: np.ndarray  # (B,) int; prey captured this step
     done: np.ndarray  # (B,) bool; the world's episode has ended
 
@@ -229,10 +231,13 @@ class BatchedWorld:
         terminated = np.zeros((B, N), dtype=bool)
         terminated[qb[caught], qa[caught]] = True
         self.alive[qb[caught], qa[caught]] = False
+        caught_mask = terminated.copy()
 
         born = np.zeros((B, N), dtype=bool)
+        starved = np.zeros((B, N), dtype=bool)
         if c.ecology:
-            self._ecology_step(pb, pa, share, rewards, terminated, born, active)
+            self._ecology_step(pb, pa, share, rewards, starved, born, active)
+            terminated |= starved
             nb, na = np.nonzero(self.alive & active[:, None])
             now_cell = self._cells(nb, self.pos[nb, na])
             np.add.at(G, (now_cell, self._species_channel[na]), 1.0)
@@ -251,16 +256,26 @@ class BatchedWorld:
         truncated = self.alive & timeout[:, None]
         # A finished world keeps its last state (final observations, populations) until reset.
         self.done |= ended | timeout
-        return StepResult(rewards, terminated, truncated, acted, born, captured, ended | timeout)
+        return StepResult(
+            rewards,
+            terminated,
+            truncated,
+            acted,
+            born,
+            caught_mask,
+            starved,
+            captured,
+            ended | timeout,
+        )
 
-    def _ecology_step(self, pb, pa, share, rewards, terminated, born, active) -> None:
+    def _ecology_step(self, pb, pa, share, rewards, starved, born, active) -> None:
         c, P = self.config, self.n_pred_slots
         e = self.energy
         e[pb, pa] += c.energy_gain * share - c.energy_decay
-        starved = e[pb, pa] <= 0.0
-        sb, sa = pb[starved], pa[starved]
+        hungry = e[pb, pa] <= 0.0
+        sb, sa = pb[hungry], pa[hungry]
         rewards[sb, sa] += c.reward_starved
-        terminated[sb, sa] = True
+        starved[sb, sa] = True
         self.alive[sb, sa] = False
         # births: predators above the energy threshold, prey with probability prey_birth_prob
         fertile = np.zeros_like(self.alive)

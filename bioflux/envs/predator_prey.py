@@ -45,6 +45,10 @@ and splits its energy with the newborn; each prey gives birth with probability
 (``max_predators``, ``max_prey``); when the pool is exhausted no more are born. Population
 counts per step: ``populations()`` and ``population_history``.
 
+**Infos**: a captured prey's info has ``captured: True``, a starved predator's ``starved: True``;
+on the last step every info holds ``episode`` (``episode_stats``): initial populations,
+captures, births, starvations, ``first_capture_step`` and ``length``.
+
 **Arguments**: see ``bioflux.envs.config.EnvConfig`` (sizes, counts, ``wall_density`` [0.02],
 ``obs_radius`` [5], capture and reward terms, ecology rates); ``render_mode`` is ``None``,
 ``"rgb_array"`` (an ``(height·4, width·4, 3)`` uint8 image) or ``"ansi"``. Invalid or unknown
@@ -103,6 +107,7 @@ class PredatorPreyEnv(ParallelEnv):
         state_high[..., :] = [1.0, c.max_predators, c.max_prey]
         self.state_space = gymnasium.spaces.Box(0.0, state_high, dtype=np.float32)
         self.agents: list[str] = []
+        self.episode_stats: dict[str, Any] = {}
         self.population_history: list[tuple[int, int, int]] = []
 
     # PettingZoo requires the same space object on every call.
@@ -121,6 +126,15 @@ class PredatorPreyEnv(ParallelEnv):
         self.world.reset(seed=seed, layout=(options or {}).get("layout"))
         idx = np.flatnonzero(self.world.alive[0])
         self.agents = self._names[idx].tolist()
+        pred, prey = self.world.populations()[0]
+        self.episode_stats = {
+            "initial_predators": int(pred),
+            "initial_prey": int(prey),
+            "captures": 0,
+            "births": 0,
+            "starvations": 0,
+            "first_capture_step": None,
+        }
         self._record_population()
         obs = self._observations(idx)
         return obs, {a: {} for a in self.agents}
@@ -148,7 +162,19 @@ class PredatorPreyEnv(ParallelEnv):
         terminated = dict(zip(names, res.terminated[0, idx].tolist()))
         truncated = dict(zip(names, res.truncated[0, idx].tolist()))
         infos = {a: {} for a in names}
-        if res.done[0]:
+        for flag, mask in (("captured", res.caught[0]), ("starved", res.starved[0])):
+            for agent in self._names[np.flatnonzero(mask)]:
+                infos[agent][flag] = True
+        stats = self.episode_stats
+        stats["captures"] += int(res.captured[0])
+        stats["births"] += int(res.born[0].sum())
+        stats["starvations"] += int(res.starved[0].sum())
+        if res.captured[0] and stats["first_capture_step"] is None:
+            stats["first_capture_step"] = int(w.t[0])
+        if res.done[0]:  # episode summary for loggers, in every final info
+            stats["length"] = int(w.t[0])
+            for info in infos.values():
+                info["episode"] = dict(stats)
             self.agents = []
         else:
             self.agents = self._names[np.flatnonzero(w.alive[0])].tolist()

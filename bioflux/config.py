@@ -1,0 +1,184 @@
+"""Experiment configs: YAML files validated once, before Ray starts.
+
+An experiment file has these sections (unknown keys anywhere are rejected, naming the key)::
+
+    name: ppo_demo            # run name: runs/<name>/ and models/<algorithm>/<name>/
+    algorithm: ppo            # a key of bioflux.algorithms.ALGORITHMS
+    seed: 0
+    env: {...}                # arguments of predator_prey_v0 (bioflux.envs.EnvConfig)
+    training: {...}           # the algorithm's hyper-parameters (its ``Params`` model)
+    resources: {...}          # EnvRunners, vectorised envs per runner, fault tolerance
+    stop: {...}               # iterations / env_steps / episodes / time_s (first reached wins)
+    checkpoint: {...}         # frequency, keep, score
+    evaluation: {...}         # episodes and seed used by `bioflux evaluate` / `bioflux demo`
+
+``--set section.key=value`` overrides any value (the value is parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bioflux.envs.config import EnvConfig
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
+
+
+class Resources(_Section):
+    num_env_runners: int = Field(1, ge=0, description="Ray workers that sample (0: the driver)")
+    num_envs_per_env_runner: int = Field(1, ge=1, description="vectorised envs per EnvRunner")
+    num_cpus_per_env_runner: float = Field(1.0, gt=0)
+    restart_failed_env_runners: bool = Field(True, description="replace crashed EnvRunners")
+    max_num_env_runner_restarts: int = Field(100, ge=0)
+
+
+class Stop(_Section):
+    iterations: int | None = Field(None, ge=1)
+    env_steps: int | None = Field(None, ge=1)
+    episodes: int | None = Field(None, ge=1)
+    time_s: float | None = Field(None, gt=0)
+
+    def model_post_init(self, _context: Any) -> None:
+        if all(v is None for v in self.model_dump().values()):
+            raise ValueError("stop: give at least one of iterations, env_steps, episodes, time_s")
+
+
+class Checkpointing(_Section):
+    frequency: int = Field(5, ge=1, description="checkpoint every N iterations (and at the end)")
+    keep: int = Field(3, ge=1, description="keep the last K periodic checkpoints (+ the best)")
+    score: Literal["predator_return", "prey_return"] = "predator_return"
+
+
+class Evaluation(_Section):
+    episodes: int = Field(20, ge=1)
+    seed: int = 1000
+
+
+class Experiment(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    algorithm: str
+    seed: int = 0
+    env: dict[str, Any] = Field(default_factory=dict)
+    training: dict[str, Any] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    stop: Stop
+    checkpoint: Checkpointing = Field(default_factory=Checkpointing)
+    evaluation: Evaluation = Field(default_factory=Evaluation)
+
+    @field_validator("env")
+    @classmethod
+    def _valid_env(cls, value: dict[str, Any]) -> dict[str, Any]:
+        EnvConfig.from_kwargs(value)
+        return value
+
+    @property
+    def env_config(self) -> EnvConfig:
+        return EnvConfig.from_kwargs(self.env)
+
+    @property
+    def params(self) -> BaseModel:
+        """The algorithm's validated hyper-parameters."""
+        from bioflux.algorithms import get_algorithm
+
+        return get_algorithm(self.algorithm).Params(**self.training)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {dotted}: {key} is not a section")
+    node[keys[-1]] = value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.sub=value`` strings (values parsed as YAML) to a copy of ``data``."""
+    data = copy.deepcopy(data)
+    for item in overrides or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. training.lr=1e-3")
+        _set_path(data, key.strip(), yaml.safe_load(raw))
+    return data
+
+
+def validate(data: dict[str, Any], source: str = "config") -> Experiment:
+    """Validate a config dict (and the algorithm's hyper-parameters) or raise ``ConfigError``."""
+    from bioflux.algorithms import ALGORITHMS
+
+    try:
+        exp = Experiment(**data)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: " + _describe(err)) from None
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    if exp.algorithm not in ALGORITHMS:
+        raise ConfigError(
+            f"{source}: algorithm={exp.algorithm!r} is unknown; allowed: {sorted(ALGORITHMS)}"
+        )
+    try:
+        exp.params  # noqa: B018 - validates the training section
+    except ValidationError as err:
+        raise ConfigError(f"{source}: " + _describe(err, prefix="training")) from None
+    return exp
+
+
+def _describe(err: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"]))
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        if e["type"] == "missing":
+            msg = "required key is missing"
+        parts.append(f"{loc or '(top level)'}: {msg}")
+    return "; ".join(parts)
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Read, override and validate an experiment file.
+
+    ``path`` may also be the name of a packaged config (``demo``, ``ppo``, ...).
+    """
+    path = resolve_path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return validate(apply_overrides(data, overrides), source=str(path))
+
+
+def resolve_path(path: str | Path) -> Path:
+    p = Path(path)
+    if p.is_file():
+        return p
+    packaged = resources.files("bioflux.configs").joinpath(f"{Path(path).stem}.yaml")
+    if packaged.is_file():
+        return Path(str(packaged))
+    raise ConfigError(f"config {str(path)!r} not found (a file, or one of: {packaged_names()})")
+
+
+def packaged_names() -> list[str]:
+    return sorted(
+        p.name.removesuffix(".yaml")
+        for p in resources.files("bioflux.configs").iterdir()
+        if p.name.endswith(".yaml")
+    )

@@ -1,0 +1,1 @@
+"""Packaged data sets (read with ``importlib.resources.files("bioflux.data")``)."""

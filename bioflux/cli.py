@@ -8,11 +8,69 @@ import sys
 from pathlib import Path
 
 
-def _cmd_render(args: argparse.Namespace) -> int:
-    from bioflux.envs.episode import run_random_episode
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bioflux import config, training
 
-    summary = run_random_episode(args.out, steps=args.steps, seed=args.seed)
-    print(json.dumps(summary, indent=2))
+    exp = config.load(args.config, args.set)  # validated before Ray starts
+    summary = training.train(
+        exp,
+        output=args.output,
+        models=args.models,
+        resume=args.resume,
+        address=args.address,
+        num_env_runners=args.num_env_runners,
+    )
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in ("run_dir", "iterations", "env_steps", "models", "learning_curves")
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bioflux import config, evaluation
+
+    exp = config.load(args.config, args.set)
+    result = evaluation.evaluate(
+        args.predator,
+        args.prey,
+        exp.env_config,
+        episodes=args.episodes or exp.evaluation.episodes,
+        seed=exp.evaluation.seed if args.seed is None else args.seed,
+        greedy=args.greedy,
+        progress=True,
+    )
+    files = evaluation.write_report([result], args.out)
+    print(evaluation.markdown_table(result))
+    print(json.dumps(files, indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bioflux.demo import run_demo
+
+    run_demo(args.out, args.set)
+    return 0
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from bioflux import config, evaluation
+    from bioflux.policies import load_policy
+
+    exp = config.load(args.config, args.set)
+    out = evaluation.record_episode(
+        load_policy(args.predator, "predator"),
+        load_policy(args.prey, "prey"),
+        exp.env_config,
+        args.out,
+        seed=args.seed,
+    )
+    print(json.dumps(out, indent=2))
     return 0
 
 
@@ -20,12 +78,55 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioflux", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    render = sub.add_parser(
-        "render", help="simulate one episode with random policies and write a GIF and a PNG strip"
+    def config_args(p: argparse.ArgumentParser, default: str | None = "demo") -> None:
+        p.add_argument(
+            "--config",
+            default=default,
+            required=default is None,
+            help="experiment YAML (a path, or a packaged name: demo, ppo, ...)",
+        )
+        p.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a config value, e.g. --set training.lr=1e-3",
+        )
+
+    train = sub.add_parser("train", help="train an experiment config")
+    config_args(train, default=None)
+    train.add_argument("--output", type=Path, default=Path("runs"), help="runs folder")
+    train.add_argument("--models", type=Path, default=Path("models"), help="export folder")
+    train.add_argument(
+        "--resume", action="store_true", help="continue the run from its last checkpoint"
     )
-    render.add_argument("--out", type=Path, default=Path("outputs/render"))
-    render.add_argument("--steps", type=int, default=100)
+    train.add_argument(
+        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)"
+    )
+    train.add_argument("--num-env-runners", type=int, default=None)
+    train.set_defaults(func=_cmd_train)
+
+    ev = sub.add_parser("evaluate", help="any predator policy against any prey policy")
+    ev.add_argument("--predator", required=True, help="'random' or a checkpoint/model path")
+    ev.add_argument("--prey", required=True, help="'random' or a checkpoint/model path")
+    ev.add_argument("--episodes", type=int, default=None)
+    ev.add_argument("--seed", type=int, default=None)
+    ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
+    ev.add_argument("--out", type=Path, default=Path("outputs/evaluation"))
+    config_args(ev)
+    ev.set_defaults(func=_cmd_evaluate)
+
+    demo = sub.add_parser("demo", help="train the demo config, evaluate it, render an episode")
+    demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    demo.set_defaults(func=_cmd_demo)
+
+    render = sub.add_parser("render", help="record one episode as a GIF or PNG strip")
+    render.add_argument("--predator", default="random")
+    render.add_argument("--prey", default="random")
+    render.add_argument("--out", type=Path, default=Path("outputs/episode.gif"))
     render.add_argument("--seed", type=int, default=0)
+    config_args(render)
     render.set_defaults(func=_cmd_render)
     return parser
 

@@ -37,6 +37,11 @@ class _Section(BaseModel):
 
 
 class Resources(_Section):
+    env_runner: Literal["batched", "multi_agent"] = Field(
+        "batched",
+        description="batched: BatchedCoreEnvRunner (the batched numpy core, fast); "
+        "multi_agent: RLlib's MultiAgentEnvRunner over the RLlib env adapter",
+    )
     num_env_runners: int = Field(1, ge=0, description="Ray workers that sample (0: the driver)")
     num_envs_per_env_runner: int = Field(1, ge=1, description="vectorised envs per EnvRunner")
     num_cpus_per_env_runner: float = Field(1.0, gt=0)

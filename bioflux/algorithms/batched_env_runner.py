@@ -1,0 +1,286 @@
+"""An EnvRunner that samples from the batched numpy core instead of one env per agent-dict.
+
+Why: RLlib's ``MultiAgentEnvRunner`` does Python work per agent and step (episode bookkeeping,
+connector pipelines); at the default 120 agents that caps sampling at a few thousand
+agent-steps/s whatever the env costs. This runner steps ``num_envs_per_env_runner`` worlds of a
+``BatchedWorld`` together, runs each species' module once per step on all its agents' stacked
+observations, stores the rollout as flat arrays and only at the end cuts it into one
+``SingleAgentEpisode`` per agent trajectory (tagged with ``agent_id``/``module_id``, so RLlib's
+multi-agent learner connectors route each to its species' module).
+
+Per-agent learning semantics are kept: every agent's trajectory holds its own observations,
+actions, log-probs and rewards; a capture or starvation terminates that agent's trajectory
+(``terminated=True``, no bootstrap); the step limit truncates it (bootstrapped); a trajectory
+still running at the end of a rollout fragment continues in the next one and is bootstrapped
+from its latest observation. Newborns (ecology mode) start their own trajectories.
+
+Select it with ``resources.env_runner: batched`` in an experiment config.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.env.multi_agent_env_runner import MultiAgentEnvRunner
+from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.env.utils.infinite_lookback_buffer import InfiniteLookbackBuffer
+from ray.rllib.utils.metrics import (
+    EPISODE_LEN_MEAN,
+    EPISODE_MODULE_RETURN_MEAN,
+    EPISODE_RETURN_MEAN,
+    NUM_AGENT_STEPS_SAMPLED,
+    NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+    NUM_ENV_STEPS_SAMPLED,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+    NUM_EPISODES,
+    NUM_EPISODES_LIFETIME,
+    NUM_MODULE_STEPS_SAMPLED,
+    NUM_MODULE_STEPS_SAMPLED_LIFETIME,
+)
+
+from bioflux.envs.config import SPECIES, EnvConfig
+from bioflux.envs.core import BatchedWorld
+
+
+class BatchedCoreEnvRunner(MultiAgentEnvRunner):
+    """``MultiAgentEnvRunner`` whose ``_sample`` drives a ``BatchedWorld`` (see module doc)."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config=config, **kwargs)
+        seed = (config.seed or 0) * 10_007 + 101 * (self.worker_index or 0)
+        self._world_seed = seed
+        self._world = BatchedWorld(
+            EnvConfig.from_kwargs(dict(config.env_config)),
+            num_worlds=config.num_envs_per_env_runner,
+            seed=seed,
+        )
+        self._rng = torch.Generator().manual_seed(seed)
+        self._cur: np.ndarray | None = None  # current observations of the acting agents
+        self._serial = np.zeros(self._world.num_worlds, dtype=np.int64)
+        self._next_serial = 0
+        self._fragment = 0
+
+    # ----------------------------------------------------------------- rollout
+    def _reset_worlds(self, worlds: np.ndarray) -> None:
+        w = self._world
+        w.reset(worlds=worlds)
+        n = len(worlds)
+        self._serial[worlds] = np.arange(self._next_serial, self._next_serial + n)
+        self._next_serial += n
+        self._returns[worlds] = 0.0
+        self._captures[worlds] = 0
+        self._first_capture[worlds] = -1
+        self._started[worlds] = time.perf_counter()
+
+    def _acting(self) -> tuple[np.ndarray, np.ndarray]:
+        w = self._world
+        return np.nonzero(w.alive & ~w.done[:, None])
+
+    def _start(self) -> None:
+        w = self._world
+        B, N = w.alive.shape
+        self._returns = np.zeros((B, N))
+        self._captures = np.zeros(B, dtype=np.int64)
+        self._first_capture = np.full(B, -1)
+        self._started = np.zeros(B)
+        self._reset_worlds(np.arange(B))
+        b, a = self._acting()
+        self._cur = w.observe(b, a).reshape(len(a), -1)
+
+    def _policy(self, obs: np.ndarray, is_pred: np.ndarray, explore: bool, random_actions: bool):
+        actions = np.zeros(len(obs), dtype=np.int64)
+        logp = np.zeros(len(obs), dtype=np.float32)
+        logits = np.zeros((len(obs), 5), dtype=np.float32)
+        for species, mask in (("predator", is_pred), ("prey", ~is_pred)):
+            if not mask.any():
+                continue
+            if random_actions:
+                out = torch.zeros((int(mask.sum()), 5))
+            else:
+                module = self.module[species]
+                batch = {Columns.OBS: torch.from_numpy(obs[mask])}
+                with torch.no_grad():
+                    fwd = (module.forward_exploration if explore else module.forward_inference)(
+                        batch
+                    )
+                out = fwd[Columns.ACTION_DIST_INPUTS]
+            dist = torch.distributions.Categorical(logits=out)
+            act = dist.sample() if explore or random_actions else out.argmax(-1)
+            actions[mask] = act.numpy()
+            logp[mask] = dist.log_prob(act).numpy()
+            logits[mask] = out.numpy()
+        return actions, logp, logits
+
+    def _sample(
+        self,
+        *,
+        num_timesteps=None,
+        num_episodes=None,
+        explore=True,
+        random_actions=False,
+        force_reset=False,
+    ):
+        w = self._world
+        N = w.n_agents
+        if self._cur is None or force_reset or num_episodes is not None:
+            self._start()
+        steps: list[dict[str, np.ndarray]] = []
+        final_uid, final_obs = [], []
+        agent_steps = env_steps = episodes_done = 0
+        full_actions = np.zeros(w.alive.shape, dtype=np.int64)
+        while True:
+            if num_timesteps is not None and agent_steps >= num_timesteps:
+                break
+            if num_episodes is not None and episodes_done >= num_episodes:
+                break
+            b, a = self._acting()
+            is_pred = w.is_predator[a]
+            actions, logp, logits = self._policy(self._cur, is_pred, explore, random_actions)
+            full_actions[b, a] = actions
+            res = w.step(full_actions)
+            uid = self._serial[b] * N + a
+            steps.append(
+                {
+                    "uid": uid,
+                    "obs": self._cur,
+                    "act": actions,
+                    "logp": logp,
+                    "logits": logits,
+                    "rew": res.rewards[b, a],
+                    "term": res.terminated[b, a],
+                    "trunc": res.truncated[b, a],
+                }
+            )
+            agent_steps += len(a)
+            env_steps += int(res.acted.any(axis=1).sum())
+            self._returns += res.rewards
+            self._captures += res.captured
+            self._first_capture = np.where(
+                (self._first_capture < 0) & (res.captured > 0), w.t, self._first_capture
+            )
+            # observe everyone who acted (final observations of the ended) and the newborns
+            ob, oa = np.nonzero(res.acted | (res.born & ~res.done[:, None]))
+            nxt = w.observe(ob, oa).reshape(len(oa), -1)
+            dead = (res.terminated | res.truncated)[ob, oa]
+            final_uid.append(self._serial[ob[dead]] * N + oa[dead])
+            final_obs.append(nxt[dead])
+            self._cur = nxt[~dead]
+            finished = np.flatnonzero(res.done)
+            if len(finished):
+                episodes_done += len(finished)
+                self._log_finished(finished)
+                self._reset_worlds(finished)
+                b2, a2 = self._acting()
+                keep = ~np.isin(b2, finished)
+                fresh = w.observe(b2[~keep], a2[~keep]).reshape(int((~keep).sum()), -1)
+                cur = np.empty((len(a2), self._cur.shape[1]), dtype=np.float32)
+                cur[keep] = self._cur
+                cur[~keep] = fresh
+                self._cur = cur
+        # trajectories still running: bootstrap from their current observation
+        b, a = self._acting()
+        final_uid.append(self._serial[b] * N + a)
+        final_obs.append(self._cur)
+        self._log_counts(env_steps, agent_steps, steps)
+        self._fragment += 1
+        return self._episodes(steps, np.concatenate(final_uid), np.concatenate(final_obs))
+
+    def _episodes(self, steps, final_uid, final_obs) -> list[SingleAgentEpisode]:
+        if not steps:
+            return []
+        N = self._world.n_agents
+        cols = {k: np.concatenate([s[k] for s in steps]) for k in steps[0]}
+        order = np.argsort(cols["uid"], kind="stable")  # groups by agent, time-ordered
+        cols = {k: v[order] for k, v in cols.items()}
+        uids, starts = np.unique(cols["uid"], return_index=True)
+        ends = np.append(starts[1:], len(order))
+        f_order = np.argsort(final_uid)
+        f_pos = f_order[np.searchsorted(final_uid, uids, sorter=f_order)]
+        names = self._agent_names
+        P = self._world.n_pred_slots
+        episodes = []
+        for uid, s, e, fp in zip(uids.tolist(), starts.tolist(), ends.tolist(), f_pos.tolist()):
+            slot = uid % N
+            agent = names[slot]
+            species = SPECIES[0] if slot < P else SPECIES[1]
+            obs = np.concatenate([cols["obs"][s:e], final_obs[fp][None]])
+            episodes.append(
+                SingleAgentEpisode(
+                    id_=f"{uid}-{self.worker_index}-{self._fragment}",
+                    agent_id=agent,
+                    module_id=species,
+                    multi_agent_episode_id=f"{uid // N}-{self.worker_index}",
+                    observations=InfiniteLookbackBuffer(obs),
+                    actions=InfiniteLookbackBuffer(cols["act"][s:e]),
+                    rewards=InfiniteLookbackBuffer(cols["rew"][s:e].astype(np.float32)),
+                    extra_model_outputs={
+                        Columns.ACTION_LOGP: InfiniteLookbackBuffer(cols["logp"][s:e]),
+                        Columns.ACTION_DIST_INPUTS: InfiniteLookbackBuffer(cols["logits"][s:e]),
+                    },
+                    terminated=bool(cols["term"][e - 1]),
+                    truncated=bool(cols["trunc"][e - 1]),
+                    len_lookback_buffer=0,
+                    observation_space=self.module[species].observation_space,
+                    action_space=self.module[species].action_space,
+                )
+            )
+        return episodes
+
+    @functools.cached_property
+    def _agent_names(self) -> list[str]:
+        c = self._world.config
+        return [f"predator_{i}" for i in range(c.max_predators)] + [
+            f"prey_{i}" for i in range(c.max_prey)
+        ]
+
+    # ----------------------------------------------------------------- metrics
+    def _log_counts(self, env_steps: int, agent_steps: int, steps: list) -> None:
+        m = self.metrics
+        m.log_value(NUM_ENV_STEPS_SAMPLED, env_steps, reduce="sum")
+        m.log_value(
+            NUM_ENV_STEPS_SAMPLED_LIFETIME, env_steps, reduce="lifetime_sum", with_throughput=True
+        )
+        n_pred = sum(
+            int((s["uid"] % self._world.n_agents < self._world.n_pred_slots).sum()) for s in steps
+        )
+        for species, n in (("predator", n_pred), ("prey", agent_steps - n_pred)):
+            m.log_value((NUM_AGENT_STEPS_SAMPLED, species), n, reduce="sum")
+            m.log_value((NUM_AGENT_STEPS_SAMPLED_LIFETIME, species), n, reduce="lifetime_sum")
+            m.log_value((NUM_MODULE_STEPS_SAMPLED, species), n, reduce="sum")
+            m.log_value((NUM_MODULE_STEPS_SAMPLED_LIFETIME, species), n, reduce="lifetime_sum")
+
+    def _log_finished(self, worlds: np.ndarray) -> None:
+        w = self._world
+        m = self.metrics
+        win = max(
+            1,
+            self.config.metrics_num_episodes_for_smoothing
+            // max(1, self.config.num_env_runners or 1),
+        )
+        for b in worlds.tolist():
+            used = w.used[b]
+            pred = float(self._returns[b, used & w.is_predator].sum())
+            prey = float(self._returns[b, used & ~w.is_predator].sum())
+            m.log_value(NUM_EPISODES, 1, reduce="sum")
+            m.log_value(NUM_EPISODES_LIFETIME, 1, reduce="lifetime_sum")
+            m.log_dict(
+                {
+                    EPISODE_LEN_MEAN: int(w.t[b]),
+                    EPISODE_RETURN_MEAN: pred + prey,
+                    EPISODE_MODULE_RETURN_MEAN: {"predator": pred, "prey": prey},
+                },
+                window=win,
+            )
+            n_prey = max(int((used & ~w.is_predator).sum()), 1)
+            m.log_value("capture_rate", self._captures[b] / n_prey, window=win)
+            m.log_value("captures", int(self._captures[b]), window=win)
+            if self._first_capture[b] >= 0:
+                m.log_value("first_capture_step", int(self._first_capture[b]), window=win)
+
+    def get_metrics(self) -> dict[str, Any]:
+        return self.metrics.reduce()

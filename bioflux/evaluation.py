@@ -1,0 +1,255 @@
+"""Evaluation: any predator policy against any prey policy, many episodes in parallel.
+
+Episodes run on the batched core (``BatchedWorld``): up to ``num_worlds`` episodes step
+together and each species' policy sees one batch of observations per step. Results are
+deterministic for a given ``seed``.
+
+Metrics (per species, over episodes; "return" is the mean over the species' agents of each
+agent's summed reward):
+
+- ``return_mean`` / ``return_std``;
+- ``capture_rate``: fraction of the prey alive at the start (plus newborns) that were captured;
+- ``success_rate``: predators — the capture rate; prey — the survival rate, the fraction of
+  prey that were never captured;
+- ``episode_length_mean``: steps per episode;
+- ``first_capture_step_mean``: step of the first capture, over episodes that had one
+  (``first_capture_fraction`` says how many had one).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from bioflux.envs.config import SPECIES, EnvConfig
+from bioflux.envs.core import BatchedWorld
+from bioflux.policies import Policy, act
+
+
+@dataclass
+class EpisodeRecord:
+    length: int
+    captures: int
+    prey_total: int
+    first_capture_step: int | None
+    predator_return: float
+    prey_return: float
+
+
+def run_episodes(
+    predator: Policy,
+    prey: Policy,
+    env_config: EnvConfig,
+    episodes: int,
+    seed: int = 0,
+    num_worlds: int = 16,
+    greedy: bool = False,
+    progress: bool = False,
+) -> list[EpisodeRecord]:
+    """Play ``episodes`` episodes; returns one record per episode, in a seed-determined order."""
+    if episodes < 1:
+        raise ValueError(f"episodes={episodes} is out of range; allowed: >= 1")
+    B = min(num_worlds, episodes)
+    world = BatchedWorld(env_config, num_worlds=B, seed=seed)
+    world.reset()
+    rng = np.random.default_rng(seed + 1)
+    policies = {True: predator, False: prey}
+    returns = np.zeros(world.alive.shape)
+    first = np.full(B, -1)
+    captures = np.zeros(B, dtype=int)
+    started = B
+    records: list[EpisodeRecord] = []
+    bar = tqdm(total=episodes, desc="episodes", disable=not progress, leave=False)
+    actions = np.zeros(world.alive.shape, dtype=np.int64)
+    while len(records) < episodes:
+        b, a = np.nonzero(world.alive & ~world.done[:, None])
+        obs = world.observe(b, a)
+        is_pred = world.is_predator[a]
+        for species_is_pred, policy in policies.items():
+            m = is_pred == species_is_pred
+            if m.any():
+                actions[b[m], a[m]] = act(policy, obs[m], rng, greedy)[0]
+        res = world.step(actions)
+        returns += res.rewards
+        captures += res.captured
+        first = np.where((first < 0) & (res.captured > 0), world.t, first)
+        for w in np.flatnonzero(res.done):
+            used = world.used[w]
+            pred_slots = used & world.is_predator
+            prey_slots = used & ~world.is_predator
+            records.append(
+                EpisodeRecord(
+                    length=int(world.t[w]),
+                    captures=int(captures[w]),
+                    prey_total=int(prey_slots.sum()),
+                    first_capture_step=int(first[w]) if first[w] >= 0 else None,
+                    predator_return=float(returns[w, pred_slots].mean()) if pred_slots.any() else 0,
+                    prey_return=float(returns[w, prey_slots].mean()) if prey_slots.any() else 0.0,
+                )
+            )
+            bar.update(1)
+            if started < episodes:
+                world.reset(worlds=[w])
+                started += 1
+            returns[w] = 0.0
+            captures[w] = 0
+            first[w] = -1
+    bar.close()
+    return records[:episodes]
+
+
+def summarize(records: list[EpisodeRecord]) -> dict[str, dict[str, Any]]:
+    """Per-species metrics (see the module docstring) from episode records."""
+    capture_rate = np.array([r.captures / max(r.prey_total, 1) for r in records])
+    lengths = np.array([r.length for r in records])
+    firsts = [r.first_capture_step for r in records if r.first_capture_step is not None]
+    shared = {
+        "episodes": len(records),
+        "capture_rate": float(capture_rate.mean()),
+        "episode_length_mean": float(lengths.mean()),
+        "first_capture_step_mean": float(np.mean(firsts)) if firsts else None,
+        "first_capture_fraction": len(firsts) / len(records),
+    }
+    out = {}
+    for species in SPECIES:
+        ret = np.array([getattr(r, f"{species}_return") for r in records])
+        success = capture_rate if species == "predator" else 1.0 - capture_rate
+        out[species] = {
+            "return_mean": float(ret.mean()),
+            "return_std": float(ret.std()),
+            "success_rate": float(success.mean()),
+            **shared,
+        }
+    return out
+
+
+def evaluate(
+    predator: str | Path,
+    prey: str | Path,
+    env_config: EnvConfig,
+    episodes: int = 20,
+    seed: int = 0,
+    greedy: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Load both policies (built-in names or checkpoint paths) and return the metrics dict."""
+    from bioflux.policies import load_policy
+
+    pred_policy = load_policy(predator, "predator")
+    prey_policy = load_policy(prey, "prey")
+    records = run_episodes(
+        pred_policy, prey_policy, env_config, episodes, seed=seed, greedy=greedy, progress=progress
+    )
+    return {
+        "predator_policy": str(predator),
+        "prey_policy": str(prey),
+        "episodes": episodes,
+        "seed": seed,
+        "greedy": greedy,
+        "env": env_config.to_dict(),
+        "metrics": summarize(records),
+    }
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The evaluation table (one row per species) as Markdown."""
+    lines = [
+        f"Predator: `{result['predator_policy']}` vs prey: `{result['prey_policy']}` "
+        f"({result['episodes']} episodes, seed {result['seed']})",
+        "",
+        "| species | return (mean ± std) | success rate | capture rate | episode length "
+        "| first capture (step) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for species, m in result["metrics"].items():
+        first = m["first_capture_step_mean"]
+        lines.append(
+            f"| {species} | {m['return_mean']:.3f} ± {m['return_std']:.3f} "
+            f"| {m['success_rate']:.3f} | {m['capture_rate']:.3f} "
+            f"| {m['episode_length_mean']:.1f} | {'—' if first is None else f'{first:.1f}'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
+    """Bar chart of capture rate, prey survival and returns for one or more evaluations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [
+        f"{Path(r['predator_policy']).name}\nvs {Path(r['prey_policy']).name}" for r in results
+    ]
+    x = np.arange(len(results))
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    panels = [
+        ("capture rate", [r["metrics"]["predator"]["capture_rate"] for r in results], None),
+        (
+            "predator return",
+            [r["metrics"]["predator"]["return_mean"] for r in results],
+            [r["metrics"]["predator"]["return_std"] for r in results],
+        ),
+        (
+            "prey return",
+            [r["metrics"]["prey"]["return_mean"] for r in results],
+            [r["metrics"]["prey"]["return_std"] for r in results],
+        ),
+    ]
+    for ax, (title, values, err) in zip(axes, panels):
+        ax.bar(x, values, yerr=err, color=["#d22" if "return" not in title else "#467"] * len(x))
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: list[dict[str, Any]], out_dir: str | Path, stem: str = "evaluation"):
+    """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    (out / f"{stem}.md").write_text("\n".join(markdown_table(r) for r in results))
+    plot(results, out / f"{stem}.png")
+    return {k: str(out / f"{stem}.{k}") for k in ("json", "md", "png")}
+
+
+def record_episode(
+    predator: Policy,
+    prey: Policy,
+    env_config: EnvConfig,
+    path: str | Path,
+    seed: int = 0,
+    greedy: bool = False,
+    cell_pixels: int = 8,
+) -> dict[str, Any]:
+    """Play one episode and write it as a GIF (``.gif``) or PNG strip (``.png``)."""
+    from bioflux.envs.rendering import render_rgb, save_frames
+
+    world = BatchedWorld(env_config, num_worlds=1, seed=seed)
+    world.reset()
+    rng = np.random.default_rng(seed + 1)
+    policies = {True: predator, False: prey}
+    frames = [render_rgb(world, 0, cell_pixels)]
+    actions = np.zeros(world.alive.shape, dtype=np.int64)
+    captures = 0
+    while not world.done[0]:
+        a = np.flatnonzero(world.alive[0])
+        obs = world.observe(np.zeros_like(a), a)
+        for is_pred, policy in policies.items():
+            m = world.is_predator[a] == is_pred
+            if m.any():
+                actions[0, a[m]] = act(policy, obs[m], rng, greedy)[0]
+        captures += int(world.step(actions).captured[0])
+        frames.append(render_rgb(world, 0, cell_pixels))
+    saved = save_frames(frames, path)
+    return {"path": str(saved), "steps": int(world.t[0]), "captures": captures}

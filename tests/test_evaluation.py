@@ -1,0 +1,84 @@
+"""Evaluation on the batched core with built-in policies (no Ray needed)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from bioflux import evaluation
+from bioflux.envs import EnvConfig
+from bioflux.policies import RandomPolicy, load_policy
+
+ENV = EnvConfig(height=12, width=12, n_predators=2, n_prey=5, max_steps=30, obs_radius=2)
+
+
+class ChasePolicy:
+    """Steps toward the nearest prey in view (a scripted baseline for the tests)."""
+
+    name = "chase"
+
+    def probabilities(self, obs):
+        prey = obs[..., 2]
+        s = obs.shape[1] // 2
+        rows, cols = np.nonzero(np.ones(prey.shape[1:]))
+        out = np.zeros((len(obs), 5))
+        for i, window in enumerate(prey):
+            seen = window.ravel() > 0
+            if not seen.any():
+                out[i] = 0.2
+                continue
+            d = np.abs(rows - s) + np.abs(cols - s)
+            k = np.argmin(np.where(seen, d, 999))
+            dr, dc = rows[k] - s, cols[k] - s
+            action = (2 if dr > 0 else 1) if abs(dr) >= abs(dc) and dr else (4 if dc > 0 else 3)
+            out[i, action if (dr or dc) else 0] = 1.0
+        return out
+
+
+def test_deterministic_per_seed():
+    a = evaluation.run_episodes(RandomPolicy(), RandomPolicy(), ENV, 12, seed=3)
+    b = evaluation.run_episodes(RandomPolicy(), RandomPolicy(), ENV, 12, seed=3)
+    c = evaluation.run_episodes(RandomPolicy(), RandomPolicy(), ENV, 12, seed=4)
+    assert a == b and a != c
+    assert len(a) == 12 and all(r.length <= 30 for r in a)
+
+
+def test_metrics_are_consistent():
+    m = evaluation.summarize(evaluation.run_episodes(RandomPolicy(), RandomPolicy(), ENV, 20))
+    assert 0.0 <= m["predator"]["capture_rate"] <= 1.0
+    assert m["prey"]["success_rate"] == pytest.approx(1.0 - m["predator"]["capture_rate"])
+    assert m["predator"]["success_rate"] == m["predator"]["capture_rate"]
+    assert 1 <= m["prey"]["episode_length_mean"] <= 30
+
+
+def test_a_chasing_predator_beats_a_random_one():
+    rnd = evaluation.summarize(evaluation.run_episodes(RandomPolicy(), RandomPolicy(), ENV, 40))
+    chase = evaluation.summarize(evaluation.run_episodes(ChasePolicy(), RandomPolicy(), ENV, 40))
+    assert chase["predator"]["capture_rate"] > rnd["predator"]["capture_rate"] + 0.1
+    assert chase["predator"]["first_capture_step_mean"] < rnd["predator"]["first_capture_step_mean"]
+
+
+def test_report_files(tmp_path):
+    result = evaluation.evaluate("random", "random", ENV, episodes=6, seed=0)
+    files = evaluation.write_report([result], tmp_path)
+    assert json.loads((tmp_path / "evaluation.json").read_text())[0]["metrics"]["prey"]
+    table = (tmp_path / "evaluation.md").read_text()
+    assert "| predator |" in table and "| prey |" in table
+    assert (tmp_path / "evaluation.png").stat().st_size > 1000
+    assert set(files) == {"json", "md", "png"}
+
+
+def test_record_episode_gif(tmp_path):
+    out = evaluation.record_episode(RandomPolicy(), RandomPolicy(), ENV, tmp_path / "ep.gif")
+    from PIL import Image
+
+    assert Image.open(out["path"]).n_frames == out["steps"] + 1
+
+
+def test_unknown_policy_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="neither a built-in"):
+        load_policy("no_such_policy", "predator")
+    with pytest.raises(ValueError, match="no predator module"):
+        load_policy(tmp_path, "predator")
+    with pytest.raises(ValueError, match="species"):
+        load_policy(tmp_path, "wolf")

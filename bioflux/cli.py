@@ -74,6 +74,41 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    import ray
+    from ray import serve
+
+    from bioflux.serve.app import start
+
+    if not Path(args.models).is_dir():
+        raise ValueError(f"--models {args.models} is not a directory")
+    ray.init(address=args.address, include_dashboard=False)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        start(
+            args.models,
+            host=args.host,
+            port=args.port,
+            max_batch_size=args.max_batch_size,
+            batch_wait_timeout_s=args.batch_wait_timeout_s,
+            num_replicas=args.replicas,
+        )
+        print(
+            f"serving {args.models} on http://{args.host}:{args.port} (docs: /docs); Ctrl-C stops",
+            flush=True,
+        )
+        stop.wait()
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioflux", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     demo.set_defaults(func=_cmd_demo)
+
+    srv = sub.add_parser("serve", help="serve trained policies over HTTP (Ray Serve)")
+    srv.add_argument("--models", type=Path, default=Path("models"))
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument("--max-batch-size", type=int, default=32)
+    srv.add_argument("--batch-wait-timeout-s", type=float, default=0.002)
+    srv.add_argument("--replicas", type=int, default=1)
+    srv.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    srv.set_defaults(func=_cmd_serve)
 
     render = sub.add_parser("render", help="record one episode as a GIF or PNG strip")
     render.add_argument("--predator", default="random")

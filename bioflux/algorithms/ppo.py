@@ -61,6 +61,14 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     unknown = set(p.train_species) - set(SPECIES)
     if unknown:
         raise ValueError(f"training.train_species: unknown {sorted(unknown)}; allowed {SPECIES}")
+    if r.env_runner == "batched":
+        count_steps_by, batch_size = "agent_steps", p.train_batch_size
+    else:
+        # RLlib's MultiAgentEnvRunner reports NaN agent-step counts once agents leave (caught
+        # prey), which breaks agent-step counting: count env steps at the initial population.
+        env = exp.env_config
+        count_steps_by = "env_steps"
+        batch_size = max(1, -(-p.train_batch_size // max(1, env.n_predators + env.n_prey)))
     return (
         PPOConfig()
         # RLlib's env pre-check rejects final observations of agents that just left (which
@@ -80,7 +88,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             policies=set(SPECIES),
             policy_mapping_fn=species_of,
             policies_to_train=list(p.train_species),
-            count_steps_by="agent_steps",
+            count_steps_by=count_steps_by,
         )
         .rl_module(
             rl_module_spec=MultiRLModuleSpec(rl_module_specs={s: RLModuleSpec() for s in SPECIES}),
@@ -99,7 +107,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             kl_coeff=p.kl_coeff,
             use_kl_loss=p.kl_coeff > 0,
             num_epochs=p.num_epochs,
-            train_batch_size_per_learner=p.train_batch_size,
+            train_batch_size_per_learner=batch_size,
             minibatch_size=p.minibatch_size,
             grad_clip=p.grad_clip,
         )

@@ -4,7 +4,8 @@ Run folder (``<output>/<name>/``)::
 
     config.yaml            the resolved experiment (after --set overrides)
     metrics.jsonl          one JSON object per iteration (see ``ITERATION_KEYS``)
-    summary.json           final figures, best iteration, checkpoint and export paths
+    summary.json           final figures, best iteration, checkpoint and export paths,
+                           ``env_runner_nodes`` (Ray node ID of each remote EnvRunner)
     learning_curves.png    return per species and capture rate against env steps
     tb/                    TensorBoard logs (same scalars as metrics.jsonl)
     checkpoints/iter_NNNNNN/  the last ``checkpoint.keep`` periodic RLlib checkpoints
@@ -183,6 +184,23 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def _node_id(_env_runner: Any) -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def env_runner_nodes(algo: Any) -> list[str]:
+    """Ray node IDs of the algorithm's remote EnvRunners, in runner order (empty with none).
+
+    Node IDs, not IPs: several nodes on one machine share an IP.
+    """
+    group = getattr(algo, "env_runner_group", None)
+    if group is None or group.num_remote_env_runners() == 0:
+        return []
+    return list(group.foreach_env_runner(_node_id, local_env_runner=False))
+
+
 def export_modules(checkpoint: Path, target: Path, metadata: dict[str, Any]) -> Path:
     """Copy each species' module out of an RLlib checkpoint, with a ``bioflux.json``."""
     tmp = target.with_name(target.name + ".tmp")
@@ -256,6 +274,7 @@ def train(
 
     algo = get_algorithm(exp.algorithm).build_config(exp).build_algo()
     try:
+        runner_nodes = env_runner_nodes(algo)
         rows: list[dict[str, Any]] = []
         if resume and latest is not None:
             algo.restore_from_path(str(latest.resolve()))
@@ -333,6 +352,7 @@ def train(
         "last": rows[-1] if rows else None,
         "best": {"score": score_key, "value": best if rows else None, "iteration": best_iteration},
         "run_dir": str(run.root),
+        "env_runner_nodes": runner_nodes,
         "checkpoints": {
             "final": str(run.checkpoints / "final"),
             "best": str(run.checkpoints / "best"),

@@ -139,7 +139,11 @@ async def _load_failed(_: Request, err: ModelLoadError) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": str(err)})
 
 
-@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=256,  # let concurrent requests reach @serve.batch together
+    logging_config={"enable_access_log": False, "log_level": "WARNING"},
+)
 @serve.ingress(api)
 class PolicyServer:
     """One replica: a ``ModelInference`` cache behind the FastAPI routes."""

@@ -1,0 +1,160 @@
+"""Serving latency and throughput, batching on vs off. Prints one JSON object.
+
+Run: ``python benchmarks/serve_latency.py [--models outputs/demo/models] [--requests 2000]``.
+
+Starts Ray Serve on 127.0.0.1 with a trained demo checkpoint (trains a 2-iteration demo into a
+temporary folder when ``--models`` has none), then drives it from a separate client process
+on loopback (aiohttp, keep-alive connections) at concurrency 1 and 64, once with batching
+(``max_batch_size=32``) and once without (``max_batch_size=1``). Targets on 2 cores: p50 ≤ 5 ms
+and p99 ≤ 10 ms at concurrency 1; at concurrency 64 batching ≥ 3× the throughput of
+``max_batch_size=1``, no errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+async def _client(url: str, body: bytes, concurrency: int, requests: int) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    queue = iter(range(requests))
+
+    async def worker(session):
+        nonlocal errors
+        for _ in queue:
+            t0 = time.perf_counter()
+            async with session.post(
+                url, data=body, headers={"content-type": "application/json"}
+            ) as r:
+                await r.read()
+                if r.status != 200:
+                    errors += 1
+            latencies.append(time.perf_counter() - t0)
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=conn) as session:
+        for _ in range(20):  # warm-up
+            async with session.post(
+                url, data=body, headers={"content-type": "application/json"}
+            ) as r:
+                await r.read()
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+        wall = time.perf_counter() - t0
+    latencies.sort()
+
+    def pct(p: float) -> float:
+        return round(1000 * latencies[min(len(latencies) - 1, int(p * len(latencies)))], 2)
+
+    return {
+        "concurrency": concurrency,
+        "requests": len(latencies),
+        "errors": errors,
+        "throughput_rps": round(len(latencies) / wall, 1),
+        "p50_ms": pct(0.50),
+        "p99_ms": pct(0.99),
+        "mean_ms": round(1000 * sum(latencies) / len(latencies), 2),
+    }
+
+
+def client_main() -> None:
+    url, concurrency, requests = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    body = sys.stdin.buffer.read()
+    print(json.dumps(asyncio.run(_client(url, body, concurrency, requests))))
+
+
+def run_client(url: str, body: bytes, concurrency: int, requests: int) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--client", url, str(concurrency), str(requests)],
+        input=body,
+        capture_output=True,
+        check=True,
+    )
+    return json.loads(out.stdout)
+
+
+def demo_models(path: Path | None) -> Path:
+    if path and any(path.glob("*/*/*/*/bioflux.json")):
+        return path
+    from bioflux import config, training
+
+    out = Path(tempfile.mkdtemp(prefix="bioflux-serve-bench-"))
+    exp = config.load("demo", ["stop.iterations=2"])
+    training.train(exp, output=out / "runs", models=out / "models", log=lambda _: None)
+    return out / "models"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, default=Path("outputs/demo/models"))
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--policy", default="ppo/predator")
+    parser.add_argument("--batch-wait-timeout-s", type=float, default=0.0)
+    args = parser.parse_args()
+
+    import numpy as np
+    import ray
+    from ray import serve
+
+    from bioflux.serve.app import start
+
+    ray.init(include_dashboard=False, log_to_driver=False)
+    results = {}
+    try:
+        models = demo_models(args.models)
+        window = 2 * 4 + 1  # demo config: obs_radius 4
+        obs = np.zeros((window, window, 4), dtype=np.float32)
+        obs[window // 2, window // 2, 1] = 1.0
+        obs[..., 3] = 1.0
+        body = json.dumps({"policy": args.policy, "observation": obs.tolist()}).encode()
+        for label, max_batch in (("batching", 32), ("no_batching", 1)):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            start(
+                models,
+                port=port,
+                max_batch_size=max_batch,
+                batch_wait_timeout_s=args.batch_wait_timeout_s,
+                name=f"bench_{label}",
+            )
+            url = f"http://127.0.0.1:{port}/v1/predict"
+            results[label] = {
+                "max_batch_size": max_batch,
+                "batch_wait_timeout_s": args.batch_wait_timeout_s,
+                "c1": run_client(url, body, 1, args.requests),
+                "c64": run_client(url, body, 64, args.requests * 2),
+            }
+            serve.shutdown()
+    finally:
+        ray.shutdown()
+    b, nb = results["batching"], results["no_batching"]
+    results["batching_speedup_c64"] = round(
+        b["c64"]["throughput_rps"] / nb["c64"]["throughput_rps"], 2
+    )
+    results["targets"] = {
+        "p50_c1_le_5ms": b["c1"]["p50_ms"] <= 5,
+        "p99_c1_le_10ms": b["c1"]["p99_ms"] <= 10,
+        "batching_ge_3x_at_c64": results["batching_speedup_c64"] >= 3,
+        "no_errors": all(r[c]["errors"] == 0 for r in (b, nb) for c in ("c1", "c64")),
+    }
+    results["models"] = str(models)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--client":
+        client_main()
+    else:
+        main()

@@ -30,9 +30,13 @@ class Policy(Protocol):
 
 
 def act(policy: Policy, obs: np.ndarray, rng: np.random.Generator, greedy: bool = False):
-    """Sample (or argmax) one action per row; returns ``(actions, probabilities)``."""
+    """Sample (or argmax) one action per row; returns ``(actions, probabilities)``.
+
+    Policies that declare ``deterministic = True`` (e.g. epsilon-greedy Q-networks, greedy at
+    evaluation) always take the argmax.
+    """
     probs = policy.probabilities(obs)
-    if greedy:
+    if greedy or getattr(policy, "deterministic", False):
         return probs.argmax(axis=1), probs
     u = rng.random((len(probs), 1))
     actions = (probs.cumsum(axis=1) < u).sum(axis=1)
@@ -54,6 +58,7 @@ class ModulePolicy:
     def __init__(self, module, name: str):
         self.module = module
         self.name = name
+        self.deterministic = bool(getattr(module, "deterministic", False))
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, name: str | None = None) -> ModulePolicy:
@@ -77,8 +82,21 @@ class ModulePolicy:
             logits = self.module.forward_inference({Columns.OBS: flat})[Columns.ACTION_DIST_INPUTS]
             return torch.softmax(logits, dim=-1).numpy().astype(np.float64)
 
+    def drives(self, obs: np.ndarray) -> dict[str, np.ndarray] | None:
+        """Per-action drive values for interpretable modules (Lotka–Volterra), else None."""
+        if not hasattr(self.module, "drives"):
+            return None
+        return {k: v.numpy() for k, v in self.module.drives(obs).items()}
 
-BUILTINS = {"random": RandomPolicy}
+
+def _lotka_volterra(species: str) -> ModulePolicy:
+    from bioflux.algorithms.lotka_volterra import make_module
+
+    return ModulePolicy(make_module(species), name="lotka_volterra")
+
+
+#: Built-in policies by name: a factory taking the species.
+BUILTINS = {"random": lambda species: RandomPolicy(), "lotka_volterra": _lotka_volterra}
 
 
 def module_dir(spec: str | Path, species: str) -> Path:
@@ -106,7 +124,9 @@ def module_dir(spec: str | Path, species: str) -> Path:
 def load_policy(spec: str | Path, species: str) -> Policy:
     """A built-in by name or a trained module by path (see the module docstring)."""
     if isinstance(spec, str) and spec in BUILTINS:
-        return BUILTINS[spec]()
+        if species not in SPECIES:
+            raise ValueError(f"species={species!r} is unknown; allowed: {SPECIES}")
+        return BUILTINS[spec](species)
     folder = module_dir(spec, species)
     return ModulePolicy.from_checkpoint(folder, name=f"{spec}:{species}")
 

@@ -257,6 +257,11 @@ def train(
     """Train ``exp`` to its stop criteria; returns the summary (also written to summary.json)."""
     from bioflux.algorithms import get_algorithm
 
+    plugin = get_algorithm(exp.algorithm)
+    if hasattr(plugin, "train"):  # plug-ins that are not an RLlib Algorithm (coefficient search)
+        return plugin.train(
+            exp, output=output, models=models, resume=resume, address=address, log=log
+        )
     if num_env_runners is not None:
         exp.resources.num_env_runners = num_env_runners
     run = RunFolder(Path(output) / exp.name)

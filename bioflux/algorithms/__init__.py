@@ -15,6 +15,8 @@ from types import ModuleType
 #: algorithm name → module implementing it.
 ALGORITHMS: dict[str, str] = {
     "ppo": "bioflux.algorithms.ppo",
+    "epsilon_greedy": "bioflux.algorithms.epsilon_greedy",
+    "lotka_volterra": "bioflux.algorithms.lotka_volterra",
 }
 
 

@@ -204,10 +204,13 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
         names = self._agent_names
         P = self._world.n_pred_slots
         episodes = []
+        trained = set(self.config.policies_to_train or SPECIES)
         for uid, s, e, fp in zip(uids.tolist(), starts.tolist(), ends.tolist(), f_pos.tolist()):
             slot = uid % N
             agent = names[slot]
             species = SPECIES[0] if slot < P else SPECIES[1]
+            if species not in trained:
+                continue  # fixed (non-learned) modules need no training data
             obs = np.concatenate([cols["obs"][s:e], final_obs[fp][None]])
             episodes.append(
                 SingleAgentEpisode(

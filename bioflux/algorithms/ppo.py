@@ -44,6 +44,11 @@ class Params(BaseModel):
     activation: str = Field("tanh", description="MLP activation")
     grad_clip: float | None = Field(0.5, description="global gradient-norm clip")
     train_species: list[str] = Field(list(SPECIES), description="species whose module learns")
+    fixed_modules: dict[str, str] = Field(
+        {},
+        description="species → non-learned module ('lotka_volterra'), e.g. {prey: "
+        "lotka_volterra} trains predators against Lotka–Volterra prey",
+    )
 
 
 def build_config(exp: Experiment) -> AlgorithmConfig:
@@ -54,13 +59,27 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
 
     from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner
     from bioflux.algorithms.callbacks import EpisodeStatsCallback
+    from bioflux.algorithms.lotka_volterra import DEFAULTS as LV_DEFAULTS
+    from bioflux.algorithms.lotka_volterra import LotkaVolterraModule
     from bioflux.envs.rllib_env import register, species_of
 
     p: Params = exp.params  # type: ignore[assignment]
     r = exp.resources
-    unknown = set(p.train_species) - set(SPECIES)
+    unknown = (set(p.train_species) | set(p.fixed_modules)) - set(SPECIES)
     if unknown:
-        raise ValueError(f"training.train_species: unknown {sorted(unknown)}; allowed {SPECIES}")
+        raise ValueError(f"training: unknown species {sorted(unknown)}; allowed {SPECIES}")
+    specs = {}
+    for s in SPECIES:
+        kind = p.fixed_modules.get(s)
+        if kind is None:
+            specs[s] = RLModuleSpec()
+        elif kind == "lotka_volterra":
+            specs[s] = RLModuleSpec(
+                module_class=LotkaVolterraModule, model_config={**LV_DEFAULTS, "species": s}
+            )
+        else:
+            raise ValueError(f"training.fixed_modules.{s}={kind!r}; allowed: 'lotka_volterra'")
+    to_train = [s for s in p.train_species if s not in p.fixed_modules]
     if r.env_runner == "batched":
         count_steps_by, batch_size = "agent_steps", p.train_batch_size
     else:
@@ -87,11 +106,11 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
         .multi_agent(
             policies=set(SPECIES),
             policy_mapping_fn=species_of,
-            policies_to_train=list(p.train_species),
+            policies_to_train=to_train,
             count_steps_by=count_steps_by,
         )
         .rl_module(
-            rl_module_spec=MultiRLModuleSpec(rl_module_specs={s: RLModuleSpec() for s in SPECIES}),
+            rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs),
             model_config=DefaultModelConfig(
                 fcnet_hiddens=list(p.hidden), fcnet_activation=p.activation, vf_share_layers=False
             ),

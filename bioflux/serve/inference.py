@@ -130,11 +130,25 @@ def observation_from_state(state: dict[str, Any], species: str, entry: ModelEntr
     return world.observe(np.array([0]), np.array([slot]))[0]
 
 
-def explain(obs: np.ndarray, probs: np.ndarray, action: int) -> str:
-    """A short human-readable reason: the choice, the alternatives, what dominates the view."""
+def explain(
+    obs: np.ndarray, probs: np.ndarray, action: int, drives: dict[str, np.ndarray] | None = None
+) -> str:
+    """A short human-readable reason: the choice, the alternatives, what dominates the view
+    and, for interpretable policies (Lotka–Volterra), the drive values behind the choice."""
     order = np.argsort(-probs)
     alts = ", ".join(f"{ACTION_NAMES[i]} {probs[i]:.2f}" for i in order[:3] if i != action)
     parts = [f"chose {ACTION_NAMES[action]} (p={probs[action]:.2f}); next: {alts}"]
+    if drives:
+        parts.append(
+            "drives for "
+            + ACTION_NAMES[action]
+            + ": "
+            + ", ".join(
+                f"{name} {values[action]:+.2f}"
+                for name, values in drives.items()
+                if np.any(values != 0)
+            )
+        )
     s = obs.shape[0] // 2
     for ch, label in ((1, "predator"), (2, "prey")):
         grid = obs[..., ch].copy()
@@ -188,7 +202,7 @@ class ModelInference:
         self.registry.scan()
         entry = self.resolve(name)
         if entry.builtin:
-            policy: Policy = BUILTINS[entry.algorithm]()
+            policy: Policy = BUILTINS[entry.algorithm](entry.species)
         else:
             try:
                 policy = ModulePolicy.from_checkpoint(entry.path, name=entry.name)
@@ -275,10 +289,12 @@ class ModelInference:
             for sub in by_shape:
                 obs = np.stack([items[i][1] for i in sub])
                 probs = model.policy.probabilities(obs)
+                drives_fn = getattr(model.policy, "drives", None)
+                drives = drives_fn(obs) if drives_fn else None
                 if sample:
                     u = rng.random((len(sub), 1))
                     actions = np.minimum((probs.cumsum(1) < u).sum(1), len(ACTION_NAMES) - 1)
-                else:
+                if not sample or getattr(model.policy, "deterministic", False):
                     actions = probs.argmax(1)
                 for j, i in enumerate(sub):
                     a = int(actions[j])
@@ -288,7 +304,9 @@ class ModelInference:
                         "action_name": ACTION_NAMES[a],
                         "confidence": float(probs[j, a]),
                         "probabilities": {n: float(p) for n, p in zip(ACTION_NAMES, probs[j])},
-                        "reasoning": explain(obs[j], probs[j], a),
+                        "reasoning": explain(
+                            obs[j], probs[j], a, drives and {k: v[j] for k, v in drives.items()}
+                        ),
                         "degraded": False,
                     }
         return results

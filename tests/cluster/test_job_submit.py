@@ -207,8 +207,7 @@ def test_job_submit_trains_on_two_nodes(cluster, tmp_path):
         "--set=name=cluster_tiny",
         "--set=env={height: 10, width: 10, n_predators: 2, n_prey: 4, max_steps: 20,"
         " obs_radius: 2, wall_density: 0.0}",
-        "--set=training={train_batch_size: 200, minibatch_size: 100, num_epochs: 1,"
-        " hidden: [32]}",
+        "--set=training={train_batch_size: 200, minibatch_size: 100, num_epochs: 1, hidden: [32]}",
         # 1 CPU per runner on 1-CPU nodes: the scheduler must put one runner on each node.
         "--set=resources={num_env_runners: 2, num_cpus_per_env_runner: 1,"
         " num_envs_per_env_runner: 2}",

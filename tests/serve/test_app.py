@@ -178,3 +178,15 @@ def test_metrics_show_requests_errors_and_batching(server):
     total = float(text.split("bioflux_batch_size_sum ")[1].split()[0])
     assert total / count > 1.0, "concurrent requests should share batches"
     assert "bioflux_request_latency_seconds_bucket" in text
+
+
+def test_lotka_volterra_builtin_explains_its_drives(server):
+    r = post(
+        server,
+        "/v1/predict",
+        json={"policy": "lotka_volterra/predator", "observation": OBS.tolist()},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["action_name"] == "up"  # the prey is two up, one right
+    assert "drives for up: pursuit +" in body["reasoning"]

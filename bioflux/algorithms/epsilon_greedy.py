@@ -1,0 +1,127 @@
+"""Epsilon-greedy: a Q-network per species trained with RLlib's DQN (double-Q, target network,
+multi-agent episode replay), acting epsilon-greedily while sampling and greedily otherwise.
+
+Run: ``bioflux train --config configs/epsilon_greedy.yaml``.
+
+``EpsilonGreedyQModule`` is RLlib's default DQN module plus two things BioFlux needs
+everywhere a policy is used: its inference output carries the Q-values as
+``ACTION_DIST_INPUTS`` (so evaluation and serving can report a Boltzmann "confidence" over
+actions and the Q-values as reasoning), and it declares itself ``deterministic`` (evaluation
+and serving take the argmax: greedy at evaluation). Exploration follows the ``epsilon``
+schedule of the config (linear from ``epsilon_start`` to ``epsilon_end`` over
+``epsilon_timesteps`` sampled steps).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.rllib.algorithms.dqn.torch.default_dqn_torch_rl_module import (
+    DefaultDQNTorchRLModule,
+)
+from ray.rllib.core.columns import Columns
+
+from bioflux.envs.config import SPECIES
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    from bioflux.config import Experiment
+
+
+class EpsilonGreedyQModule(DefaultDQNTorchRLModule):
+    """DQN Q-network; greedy in inference, epsilon-greedy in exploration (see module doc)."""
+
+    deterministic = True
+
+    def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        q = self.compute_q_values(batch)["qf_preds"]
+        return {Columns.ACTIONS: q.argmax(-1), Columns.ACTION_DIST_INPUTS: q}
+
+
+class Params(BaseModel):
+    """DQN hyper-parameters (the ``training`` section of an epsilon-greedy experiment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(5e-4, gt=0, description="Adam learning rate")
+    gamma: float = Field(0.95, gt=0, le=1, description="discount factor")
+    epsilon_start: float = Field(1.0, ge=0, le=1, description="exploration epsilon at step 0")
+    epsilon_end: float = Field(0.05, ge=0, le=1, description="final exploration epsilon")
+    epsilon_timesteps: int = Field(50_000, ge=1, description="env steps to decay epsilon")
+    double_q: bool = Field(True, description="double Q-learning targets")
+    dueling: bool = Field(False, description="dueling value/advantage heads")
+    n_step: int = Field(1, ge=1, description="n-step returns")
+    target_network_update_freq: int = Field(2000, ge=1, description="steps between syncs")
+    tau: float = Field(1.0, gt=0, le=1, description="target update rate (1: hard copy)")
+    replay_capacity: int = Field(100_000, ge=1, description="replay buffer capacity")
+    learning_starts: int = Field(2000, ge=0, description="steps sampled before updates")
+    train_batch_size: int = Field(64, ge=1, description="replayed transitions per update")
+    rollout_fragment_length: int = Field(8, ge=1, description="env steps per sample call")
+    steps_per_iteration: int = Field(1000, ge=1, description="min env steps per iteration")
+    training_intensity: float | None = Field(None, description="replayed/sampled step ratio")
+    hidden: list[int] = Field([128, 128], description="Q-network MLP layer sizes")
+    train_species: list[str] = Field(list(SPECIES), description="species whose module learns")
+
+
+def build_config(exp: Experiment) -> AlgorithmConfig:
+    from ray.rllib.algorithms.dqn import DQNConfig
+    from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from bioflux.algorithms.callbacks import EpisodeStatsCallback
+    from bioflux.envs.rllib_env import register, species_of
+
+    p: Params = exp.params  # type: ignore[assignment]
+    r = exp.resources
+    if r.env_runner != "multi_agent":
+        raise ValueError(
+            "resources.env_runner: epsilon_greedy (DQN replay of multi-agent "
+            "episodes) needs 'multi_agent'"
+        )
+    specs = {s: RLModuleSpec(module_class=EpsilonGreedyQModule) for s in SPECIES}
+    return (
+        DQNConfig()
+        .environment(register(), env_config=exp.env, disable_env_checking=True)
+        .env_runners(
+            num_env_runners=r.num_env_runners,
+            num_envs_per_env_runner=r.num_envs_per_env_runner,
+            num_cpus_per_env_runner=r.num_cpus_per_env_runner,
+            rollout_fragment_length=p.rollout_fragment_length,
+        )
+        .fault_tolerance(
+            restart_failed_env_runners=r.restart_failed_env_runners,
+            max_num_env_runner_restarts=r.max_num_env_runner_restarts,
+        )
+        .multi_agent(
+            policies=set(SPECIES),
+            policy_mapping_fn=species_of,
+            policies_to_train=list(p.train_species),
+        )
+        .rl_module(
+            rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs),
+            model_config=DefaultModelConfig(fcnet_hiddens=list(p.hidden), fcnet_activation="relu"),
+        )
+        .training(
+            lr=p.lr,
+            gamma=p.gamma,
+            double_q=p.double_q,
+            dueling=p.dueling,
+            n_step=p.n_step,
+            target_network_update_freq=p.target_network_update_freq,
+            tau=p.tau,
+            epsilon=[[0, p.epsilon_start], [p.epsilon_timesteps, p.epsilon_end]],
+            num_steps_sampled_before_learning_starts=p.learning_starts,
+            train_batch_size_per_learner=p.train_batch_size,
+            training_intensity=p.training_intensity,
+            replay_buffer_config={
+                "type": "MultiAgentEpisodeReplayBuffer",
+                "capacity": p.replay_capacity,
+            },
+        )
+        .reporting(min_sample_timesteps_per_iteration=p.steps_per_iteration)
+        .callbacks(EpisodeStatsCallback)
+        .debugging(seed=exp.seed)
+    )

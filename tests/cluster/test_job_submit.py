@@ -77,7 +77,20 @@ class LocalCluster:
         self.gcs_port, self.dashboard_port = free_ports(2)
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
 
-    def _start(self, name: str, args: list[str], timeout: float = 60) -> None:
+    def _start(self, name: str, args: list[str], timeout: float = 90, attempts: int = 2) -> None:
+        # A loaded machine can make `ray start` miss its own 30 s GCS deadline: retry once.
+        for attempt in range(attempts):
+            try:
+                return self._start_once(f"{name}{attempt or ''}", args, timeout)
+            except RuntimeError:
+                if attempt == attempts - 1:
+                    raise
+                proc = self.nodes.pop()
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    proc.wait()
+
+    def _start_once(self, name: str, args: list[str], timeout: float) -> None:
         agent, agent_grpc, runtime_env, metrics, node_manager, object_manager = free_ports(6)
         log = self.root / f"{name}.log"
         cmd = [

@@ -17,6 +17,7 @@ ALGORITHMS: dict[str, str] = {
     "ppo": "bioflux.algorithms.ppo",
     "epsilon_greedy": "bioflux.algorithms.epsilon_greedy",
     "lotka_volterra": "bioflux.algorithms.lotka_volterra",
+    "maddpg": "bioflux.algorithms.maddpg",
 }
 
 

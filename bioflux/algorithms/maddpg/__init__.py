@@ -1,0 +1,123 @@
+"""MADDPG-style centralised-critic algorithm (Lowe et al. 2017) on RLlib's new API stack.
+
+Run: ``bioflux train --config configs/maddpg.yaml`` (or ``configs/maddpg_coop.yaml``, where two
+predators must be within reach of a prey at once).
+
+Decentralised actors (one ``GumbelActorModule`` per species, acting on the agent's own
+observation only) and centralised critics (one ``CentralCriticModule`` per species, seeing the
+global state, every agent's action and the alive mask) learn off-policy from a replay of joint
+transitions; discrete actions go through the Gumbel-softmax relaxation; targets follow by soft
+updates. Checkpoints hold actor modules that load like any other policy (inference needs only
+the actor). See ``modules``, ``learner``, ``replay``, ``env_runner`` and ``algorithm``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bioflux.envs.config import SPECIES
+
+if TYPE_CHECKING:
+    from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
+
+    from bioflux.config import Experiment
+
+
+class Params(BaseModel):
+    """MADDPG hyper-parameters (the ``training`` section of a MADDPG experiment)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    actor_lr: float = Field(1e-3, gt=0, description="actor Adam learning rate")
+    critic_lr: float = Field(1e-3, gt=0, description="critic Adam learning rate")
+    gamma: float = Field(0.95, gt=0, le=1, description="discount factor")
+    tau: float = Field(0.01, gt=0, le=1, description="soft target-update rate")
+    gumbel_temperature: float = Field(1.0, gt=0, description="Gumbel-softmax temperature")
+    logit_penalty: float = Field(1e-3, ge=0, description="weight of the actor logit L2 term")
+    replay_capacity: int = Field(50_000, ge=1, description="joint transitions kept")
+    learning_starts: int = Field(1000, ge=1, description="transitions before the first update")
+    batch_size: int = Field(256, ge=1, description="joint transitions per gradient step")
+    updates_per_iteration: int = Field(20, ge=1, description="gradient steps per iteration")
+    env_steps_per_iteration: int = Field(200, ge=1, description="world steps sampled per iter")
+    grad_clip: float = Field(10.0, gt=0, description="gradient-norm clip per optimizer")
+    actor_hidden: list[int] = Field([128, 128], description="actor MLP layer sizes")
+    critic_hidden: list[int] = Field([256, 256], description="critic MLP layer sizes")
+
+
+def build_config(exp: Experiment) -> AlgorithmConfig:
+    import gymnasium
+    import numpy as np
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from bioflux.algorithms.callbacks import EpisodeStatsCallback
+    from bioflux.algorithms.maddpg.algorithm import MADDPGConfig
+    from bioflux.algorithms.maddpg.env_runner import JointTransitionEnvRunner
+    from bioflux.algorithms.maddpg.learner import critic_id
+    from bioflux.algorithms.maddpg.modules import CentralCriticModule, GumbelActorModule
+    from bioflux.envs.rllib_env import register, species_of
+
+    p: Params = exp.params  # type: ignore[assignment]
+    r = exp.resources
+    env = exp.env_config
+    if r.env_runner != "batched":
+        raise ValueError(
+            "resources.env_runner: maddpg samples joint transitions from the "
+            "batched core; use 'batched'"
+        )
+    obs_dim = env.obs_size**2 * 4
+    obs_space = gymnasium.spaces.Box(0.0, np.inf, (obs_dim,), np.float32)
+    act_space = gymnasium.spaces.Discrete(5)
+    critic_dim = env.height * env.width * 3 + 7 * env.n_agents_max
+    critic_space = gymnasium.spaces.Box(-np.inf, np.inf, (critic_dim,), np.float32)
+    specs = {}
+    for s in SPECIES:
+        specs[s] = RLModuleSpec(
+            module_class=GumbelActorModule,
+            observation_space=obs_space,
+            action_space=act_space,
+            model_config={"hidden": p.actor_hidden},
+        )
+        specs[critic_id(s)] = RLModuleSpec(
+            module_class=CentralCriticModule,
+            observation_space=critic_space,
+            action_space=act_space,
+            learner_only=True,
+            model_config={"hidden": p.critic_hidden},
+        )
+    return (
+        MADDPGConfig()
+        .environment(register(), env_config=exp.env, disable_env_checking=True)
+        .env_runners(
+            env_runner_cls=JointTransitionEnvRunner,
+            num_env_runners=r.num_env_runners,
+            num_envs_per_env_runner=r.num_envs_per_env_runner,
+            num_cpus_per_env_runner=r.num_cpus_per_env_runner,
+        )
+        .fault_tolerance(
+            restart_failed_env_runners=r.restart_failed_env_runners,
+            max_num_env_runner_restarts=r.max_num_env_runner_restarts,
+        )
+        .multi_agent(
+            policies=set(specs), policy_mapping_fn=species_of, policies_to_train=list(specs)
+        )
+        .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
+        .training(
+            gamma=p.gamma,
+            grad_clip=p.grad_clip,
+            actor_lr=p.actor_lr,
+            critic_lr=p.critic_lr,
+            tau=p.tau,
+            gumbel_temperature=p.gumbel_temperature,
+            logit_penalty=p.logit_penalty,
+            replay_capacity=p.replay_capacity,
+            learning_starts=p.learning_starts,
+            batch_size=p.batch_size,
+            updates_per_iteration=p.updates_per_iteration,
+            env_steps_per_iteration=p.env_steps_per_iteration,
+        )
+        .callbacks(EpisodeStatsCallback)
+        .debugging(seed=exp.seed)
+    )

@@ -1,0 +1,95 @@
+"""MADDPG-style centralised-critic training as an RLlib ``Algorithm`` (new API stack).
+
+``training_step``: the EnvRunners (``JointTransitionEnvRunner``) step the batched core with the
+current actors and return joint transitions → the joint replay buffer → once
+``learning_starts`` transitions are stored, ``updates_per_iteration`` gradient steps on the
+Learner (``MADDPGTorchLearner.update_joint``) → the actors' weights go back to the EnvRunners.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray.rllib.algorithms.algorithm import Algorithm
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS
+
+from bioflux.algorithms.maddpg.replay import JointReplayBuffer
+from bioflux.envs.config import SPECIES
+
+#: Hyper-parameters with their defaults (documented in ``bioflux.algorithms.maddpg.Params``).
+MADDPG_DEFAULTS: dict[str, Any] = {
+    "actor_lr": 1e-3,
+    "critic_lr": 1e-3,
+    "tau": 0.01,
+    "gumbel_temperature": 1.0,
+    "logit_penalty": 1e-3,
+    "replay_capacity": 50_000,
+    "learning_starts": 1000,
+    "batch_size": 256,
+    "updates_per_iteration": 20,
+    "env_steps_per_iteration": 200,
+}
+
+
+class MADDPGConfig(AlgorithmConfig):
+    def __init__(self, algo_class: type | None = None):
+        super().__init__(algo_class=algo_class or MADDPG)
+        for key, value in MADDPG_DEFAULTS.items():
+            setattr(self, key, value)
+        self.gamma = 0.95
+        self.grad_clip = 10.0
+
+    def training(self, **kwargs: Any) -> MADDPGConfig:
+        own = {k: kwargs.pop(k) for k in list(kwargs) if k in MADDPG_DEFAULTS}
+        super().training(**kwargs)
+        for key, value in own.items():
+            if value is not NotProvided:
+                setattr(self, key, value)
+        return self
+
+    def get_default_rl_module_spec(self):
+        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+        from bioflux.algorithms.maddpg.modules import GumbelActorModule
+
+        return RLModuleSpec(module_class=GumbelActorModule)
+
+    def get_default_learner_class(self):
+        from bioflux.algorithms.maddpg.learner import MADDPGTorchLearner
+
+        return MADDPGTorchLearner
+
+
+class MADDPG(Algorithm):
+    @classmethod
+    def get_default_config(cls) -> MADDPGConfig:
+        return MADDPGConfig()
+
+    def setup(self, config: Any) -> None:
+        super().setup(config)
+        self.replay = JointReplayBuffer(self.config.replay_capacity, seed=self.config.seed or 0)
+
+    def training_step(self) -> None:
+        cfg = self.config
+        runners = self.env_runner_group
+        local = runners.num_remote_env_runners() == 0
+        per_runner = max(1, cfg.env_steps_per_iteration // max(1, runners.num_remote_env_runners()))
+        sampled = runners.foreach_env_runner(
+            lambda r: (r.sample_joint(per_runner), r.get_metrics()), local_env_runner=local
+        )
+        for batch, _ in sampled:
+            self.replay.add(batch)
+        self.metrics.aggregate([m for _, m in sampled], key=ENV_RUNNER_RESULTS)
+        if len(self.replay) < cfg.learning_starts:
+            return
+        learner = self.learner_group
+        for _ in range(cfg.updates_per_iteration):
+            batch = self.replay.sample(cfg.batch_size)
+            results = learner.foreach_learner(lambda lrn, b=batch: lrn.update_joint(b))
+            losses = next(iter(results)).get()
+            for module_id, value in losses.items():
+                self.metrics.log_value((LEARNER_RESULTS, module_id, "loss"), value, window=50)
+        runners.sync_weights(
+            from_worker_or_learner_group=learner, policies=list(SPECIES), inference_only=True
+        )

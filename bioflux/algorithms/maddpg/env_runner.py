@@ -1,0 +1,99 @@
+"""EnvRunner that samples joint transitions from the batched core for MADDPG."""
+
+from __future__ import annotations
+
+import numpy as np
+from ray.rllib.utils.metrics import (
+    NUM_AGENT_STEPS_SAMPLED,
+    NUM_AGENT_STEPS_SAMPLED_LIFETIME,
+    NUM_ENV_STEPS_SAMPLED,
+    NUM_ENV_STEPS_SAMPLED_LIFETIME,
+)
+
+from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner
+
+
+class JointTransitionEnvRunner(BatchedCoreEnvRunner):
+    """``sample_joint(n)`` steps all worlds ``n`` times with the actors and returns dense
+    ``(transitions, ...)`` arrays, one transition per live world and step (see ``replay``)."""
+
+    def _dense(self, b: np.ndarray, a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        w = self._world
+        out = np.zeros((*w.alive.shape, rows.shape[1]), dtype=np.float16)
+        out[b, a] = rows
+        return out
+
+    def _states(self) -> np.ndarray:
+        w, p, c = self._world, self._world.pad, self._world.config
+        return w._grid[:, p : p + c.height, p : p + c.width, :3].reshape(w.num_worlds, -1)
+
+    def sample_joint(self, num_env_steps: int, explore: bool = True) -> dict[str, np.ndarray]:
+        w = self._world
+        if self._cur is None:
+            self._start()
+        out: dict[str, list] = {
+            k: []
+            for k in (
+                "state",
+                "obs",
+                "actions",
+                "rewards",
+                "alive",
+                "terminated",
+                "next_state",
+                "next_obs",
+                "next_alive",
+            )
+        }
+        full_actions = np.zeros(w.alive.shape, dtype=np.int64)
+        env_steps = agent_steps = 0
+        pred_steps = 0
+        while env_steps < num_env_steps:
+            b, a = self._acting()
+            live = np.unique(b)
+            state = self._states()[live].astype(np.float16)
+            obs = self._dense(b, a, self._cur)[live]
+            actions, _, _ = self._policy(self._cur, w.is_predator[a], explore, False)
+            full_actions[:] = 0
+            full_actions[b, a] = actions
+            res = w.step(full_actions)
+            env_steps += len(live)
+            agent_steps += len(a)
+            pred_steps += int(w.is_predator[a].sum())
+            self._returns += res.rewards
+            self._captures += res.captured
+            self._first_capture = np.where(
+                (self._first_capture < 0) & (res.captured > 0), w.t, self._first_capture
+            )
+            ob, oa = np.nonzero(res.acted | (res.born & ~res.done[:, None]))
+            nxt = w.observe(ob, oa).reshape(len(oa), -1)
+            out["state"].append(state)
+            out["obs"].append(obs)
+            out["actions"].append(full_actions[live].astype(np.int8))
+            out["rewards"].append(res.rewards[live])
+            out["alive"].append(res.acted[live])
+            out["terminated"].append(res.terminated[live])
+            out["next_state"].append(self._states()[live].astype(np.float16))
+            out["next_obs"].append(self._dense(ob, oa, nxt)[live])
+            out["next_alive"].append(w.alive[live].copy())
+            dead = (res.terminated | res.truncated)[ob, oa]
+            self._cur = nxt[~dead]
+            finished = np.flatnonzero(res.done)
+            if len(finished):
+                self._log_finished(finished)
+                self._reset_worlds(finished)
+                b2, a2 = self._acting()
+                keep = ~np.isin(b2, finished)
+                cur = np.empty((len(a2), self._cur.shape[1]), dtype=np.float32)
+                cur[keep] = self._cur
+                cur[~keep] = w.observe(b2[~keep], a2[~keep]).reshape(int((~keep).sum()), -1)
+                self._cur = cur
+        m = self.metrics
+        m.log_value(NUM_ENV_STEPS_SAMPLED, env_steps, reduce="sum")
+        m.log_value(
+            NUM_ENV_STEPS_SAMPLED_LIFETIME, env_steps, reduce="lifetime_sum", with_throughput=True
+        )
+        for species, n in (("predator", pred_steps), ("prey", agent_steps - pred_steps)):
+            m.log_value((NUM_AGENT_STEPS_SAMPLED, species), n, reduce="sum")
+            m.log_value((NUM_AGENT_STEPS_SAMPLED_LIFETIME, species), n, reduce="lifetime_sum")
+        return {k: np.concatenate(v) for k, v in out.items()}

@@ -1,0 +1,87 @@
+"""MADDPG's RLModules: decentralised Gumbel-softmax actors and centralised critics.
+
+- ``GumbelActorModule`` (one per species, shared by its agents): an MLP from the agent's own
+  flattened observation to action logits. Acting samples the categorical (exploration) or
+  takes the argmax; the learner differentiates through ``gumbel_softmax(hard=True)``
+  (straight-through), as EPyMARL does for discrete MADDPG. Holds its target copy ``pi_target``.
+- ``CentralCriticModule`` (one per species, learner-only): Q(s, a, m, e_i) of agent ``i`` from
+  the global state ``s`` (flattened ``state()``), the joint action ``a`` (one-hot per slot,
+  zero for absent agents), the alive mask ``m`` over all slots, and ``i``'s slot one-hot
+  ``e_i``. Fixed-size slots plus the mask handle deaths and births. Holds ``q_target``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
+from torch import nn
+
+
+def mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def soft_update(target: nn.Module, online: nn.Module, tau: float) -> None:
+    """target ← tau · online + (1 − tau) · target."""
+    with torch.no_grad():
+        for t, o in zip(target.parameters(), online.parameters()):
+            t.mul_(1.0 - tau).add_(o, alpha=tau)
+
+
+class GumbelActorModule(TorchRLModule):
+    """Decentralised actor; ``model_config``: ``hidden`` (list of layer sizes)."""
+
+    def setup(self) -> None:
+        hidden = list((self.model_config or {}).get("hidden", [128, 128]))
+        obs_dim = int(self.observation_space.shape[0])
+        self.pi = mlp([obs_dim, *hidden, int(self.action_space.n)])
+        if not self.inference_only:
+            self.pi_target = copy.deepcopy(self.pi)
+            self.pi_target.requires_grad_(False)
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {Columns.ACTION_DIST_INPUTS: self.pi(batch[Columns.OBS])}
+
+
+class CentralCriticModule(TorchRLModule):
+    """Centralised critic; ``model_config``: ``hidden``. Input size = observation_space."""
+
+    def setup(self) -> None:
+        hidden = list((self.model_config or {}).get("hidden", [128, 128]))
+        self.q = mlp([int(self.observation_space.shape[0]), *hidden, 1])
+        self.q_target = copy.deepcopy(self.q)
+        self.q_target.requires_grad_(False)
+
+    def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return {"q": self.q(batch[Columns.OBS]).squeeze(-1)}
+
+
+def critic_input(
+    state: torch.Tensor, joint_onehot: torch.Tensor, alive: torch.Tensor, slots: torch.Tensor
+) -> torch.Tensor:
+    """Rows ``[s, a (N*5), m (N), e_i (N)]`` for each (transition, agent) pair.
+
+    ``state`` (T, S), ``joint_onehot`` (T, K, N, 5) — one joint action per evaluated agent
+    (the actor loss swaps in each agent's own differentiable action), ``alive`` (T, N),
+    ``slots`` (K,) the evaluated agents' slot indices. Returns (T, K, S + 7N).
+    """
+    T, K, N, _ = joint_onehot.shape
+    eye = torch.eye(N, device=state.device)[slots]  # (K, N)
+    return torch.cat(
+        [
+            state[:, None, :].expand(T, K, state.shape[1]),
+            (joint_onehot * alive[:, None, :, None]).reshape(T, K, N * 5),
+            alive[:, None, :].expand(T, K, N),
+            eye[None].expand(T, K, N),
+        ],
+        dim=-1,
+    )

@@ -109,6 +109,39 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from bioflux import config
+    from bioflux.ecology.simulate import simulate
+
+    exp = config.load(args.config, args.set)
+    if args.seeds < 1:
+        raise ValueError(f"--seeds {args.seeds} is out of range; allowed: >= 1")
+    result = simulate(
+        exp.env_config,
+        args.predator,
+        args.prey,
+        steps=args.steps,
+        seeds=range(exp.seed, exp.seed + args.seeds),
+        out_dir=args.out,
+        greedy=args.greedy,
+        progress=True,
+    )
+    print(json.dumps({k: result[k] for k in ("per_seed", "survived", "files")}, indent=2))
+    return 0
+
+
+def _cmd_ecology_analyze(args: argparse.Namespace) -> int:
+    from bioflux.ecology.analysis import analyze
+    from bioflux.ecology.simulate import load_for_analysis
+
+    series, source = load_for_analysis(args.series)
+    out = args.out if args.out is not None else source["default_out"]
+    result = analyze(series, reference=args.reference, out_dir=out)
+    result["source"] = {k: v for k, v in source.items() if k != "default_out"}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bioflux", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +206,34 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--seed", type=int, default=0)
     config_args(render)
     render.set_defaults(func=_cmd_render)
+
+    simulate = sub.add_parser(
+        "simulate", help="long ecology-mode episodes: population series per seed"
+    )
+    simulate.add_argument("--predator", default="lotka_volterra", help="built-in name or path")
+    simulate.add_argument("--prey", default="lotka_volterra", help="built-in name or path")
+    simulate.add_argument("--steps", type=int, default=3000, help="steps per episode")
+    simulate.add_argument(
+        "--seeds", type=int, default=1, help="number of seeds (config seed, seed+1, ...)"
+    )
+    simulate.add_argument("--greedy", action="store_true", help="argmax actions")
+    simulate.add_argument("--out", type=Path, default=Path("outputs/simulate"))
+    config_args(simulate, default="ecology")
+    simulate.set_defaults(func=_cmd_simulate)
+
+    ecology = sub.add_parser("ecology", help="population-cycle analysis")
+    eco_sub = ecology.add_subparsers(dest="ecology_command", required=True)
+    analyze = eco_sub.add_parser(
+        "analyze", help="LV fit, cycle statistics and plots of a series (or a simulate folder)"
+    )
+    analyze.add_argument(
+        "series", type=Path, help="a series CSV, or a simulate --out folder (mean over seeds)"
+    )
+    analyze.add_argument("--reference", default=None, help="'lynx_hare' or a CSV to compare with")
+    analyze.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: next to the series)"
+    )
+    analyze.set_defaults(func=_cmd_ecology_analyze)
     return parser
 
 

@@ -88,6 +88,8 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
         env = exp.env_config
         count_steps_by = "env_steps"
         batch_size = max(1, -(-p.train_batch_size // max(1, env.n_predators + env.n_prey)))
+    # RLlib's PPO validator requires minibatch <= train batch in the counting unit.
+    minibatch_size = min(p.minibatch_size, batch_size)
     return (
         PPOConfig()
         # RLlib's env pre-check rejects final observations of agents that just left (which
@@ -127,7 +129,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             use_kl_loss=p.kl_coeff > 0,
             num_epochs=p.num_epochs,
             train_batch_size_per_learner=batch_size,
-            minibatch_size=p.minibatch_size,
+            minibatch_size=minibatch_size,
             grad_clip=p.grad_clip,
         )
         .callbacks(EpisodeStatsCallback)

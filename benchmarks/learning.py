@@ -28,40 +28,66 @@ def compare_maddpg(args: argparse.Namespace, out: Path) -> dict:
     budget = [f"stop.env_steps={args.env_steps}", "stop.iterations=null", "stop.time_s=null"]
     maddpg = config.load("maddpg_coop", [*args.set, *budget])
     data = maddpg.to_dict()
-    data.update(name="ppo_coop", algorithm="ppo", training={
-        "train_batch_size": 8000, "minibatch_size": 2000, "num_epochs": 6, "lr": 5e-4,
-        "gamma": 0.95})
+    data.update(
+        name="ppo_coop",
+        algorithm="ppo",
+        training={
+            "train_batch_size": 8000,
+            "minibatch_size": 2000,
+            "num_epochs": 6,
+            "lr": 5e-4,
+            "gamma": 0.95,
+        },
+    )
     ppo = config.validate(config.apply_overrides(data, budget))
     results, models = {}, {}
     for exp in (maddpg, ppo):
         t0 = time.perf_counter()
-        summary = training.train(exp, output=out / "runs", models=out / "models",
-                                 log=lambda line: print(line, flush=True))
+        summary = training.train(
+            exp,
+            output=out / "runs",
+            models=out / "models",
+            log=lambda line: print(line, flush=True),
+        )
         models[exp.algorithm] = summary["models"]["final"]
-        results[exp.algorithm] = {"env_steps": summary["env_steps"],
-                                  "iterations": summary["iterations"],
-                                  "train_wall_s": round(time.perf_counter() - t0, 1),
-                                  "learning_curves": summary["learning_curves"]}
+        results[exp.algorithm] = {
+            "env_steps": summary["env_steps"],
+            "iterations": summary["iterations"],
+            "train_wall_s": round(time.perf_counter() - t0, 1),
+            "learning_curves": summary["learning_curves"],
+        }
     ev = dict(env_config=maddpg.env_config, episodes=args.episodes, seed=maddpg.evaluation.seed)
     base = evaluation.evaluate("random", "random", **ev)["metrics"]["predator"]["capture_rate"]
     for algo, model in models.items():
-        results[algo]["capture_rate_vs_random_prey"] = evaluation.evaluate(
-            model, "random", **ev)["metrics"]["predator"]["capture_rate"]
+        results[algo]["capture_rate_vs_random_prey"] = evaluation.evaluate(model, "random", **ev)[
+            "metrics"
+        ]["predator"]["capture_rate"]
         other = models["ppo" if algo == "maddpg" else "maddpg"]
         results[algo]["capture_rate_vs_other_algorithms_prey"] = evaluation.evaluate(
-            model, other, **ev)["metrics"]["predator"]["capture_rate"]
+            model, other, **ev
+        )["metrics"]["predator"]["capture_rate"]
     m, p = results["maddpg"], results["ppo"]
-    return {"config": "maddpg_coop (capture_predators: 2)", "env_step_budget": args.env_steps,
-            "random_predators_capture_rate": base, "maddpg": m, "ppo": p,
-            "maddpg_at_least_matches_ppo": m["capture_rate_vs_random_prey"]
-            >= p["capture_rate_vs_random_prey"], "outputs": str(out)}
+    return {
+        "config": "maddpg_coop (capture_predators: 2)",
+        "env_step_budget": args.env_steps,
+        "random_predators_capture_rate": base,
+        "maddpg": m,
+        "ppo": p,
+        "maddpg_at_least_matches_ppo": m["capture_rate_vs_random_prey"]
+        >= p["capture_rate_vs_random_prey"],
+        "outputs": str(out),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--algo", choices=["ppo", "maddpg"], default="ppo")
-    parser.add_argument("--env-steps", type=int, default=40_000,
-                        help="--algo maddpg: env-step budget of each algorithm")
+    parser.add_argument(
+        "--env-steps",
+        type=int,
+        default=40_000,
+        help="--algo maddpg: env-step budget of each algorithm",
+    )
     parser.add_argument("--config", default="demo")
     parser.add_argument("--time-budget", type=float, default=600.0, help="seconds of training")
     parser.add_argument("--episodes", type=int, default=200)

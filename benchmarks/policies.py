@@ -22,8 +22,9 @@ def trained(name: str, given: str | None, out: Path, overrides: list[str]) -> st
     if given:
         return given
     exp = config.load(name, overrides)
-    summary = training.train(exp, output=out / "runs", models=out / "models",
-                             log=lambda line: print(line, flush=True))
+    summary = training.train(
+        exp, output=out / "runs", models=out / "models", log=lambda line: print(line, flush=True)
+    )
     return summary["models"]["final"]
 
 
@@ -48,22 +49,50 @@ def main() -> None:
     for opponent in ("random", "ppo"):
         for name, model in models.items():
             r = evaluation.evaluate(model, models[opponent], env, args.episodes, seed=7)
-            rows.append({"predator": name, "prey": opponent, **{
-                k: r["metrics"]["predator"][k] for k in ("return_mean", "return_std",
-                                                        "capture_rate", "success_rate")}})
+            rows.append(
+                {
+                    "predator": name,
+                    "prey": opponent,
+                    **{
+                        k: r["metrics"]["predator"][k]
+                        for k in ("return_mean", "return_std", "capture_rate", "success_rate")
+                    },
+                }
+            )
             r = evaluation.evaluate(models[opponent], model, env, args.episodes, seed=7)
-            rows.append({"predator": opponent, "prey": name, **{
-                k: r["metrics"]["prey"][k] for k in ("return_mean", "return_std",
-                                                    "capture_rate", "success_rate")}})
-    lines = ["| predator | prey | return (mean ± std) of the tested side | capture rate "
-             "| success rate |", "|---|---|---|---|---|"]
+            rows.append(
+                {
+                    "predator": opponent,
+                    "prey": name,
+                    **{
+                        k: r["metrics"]["prey"][k]
+                        for k in ("return_mean", "return_std", "capture_rate", "success_rate")
+                    },
+                }
+            )
+    lines = [
+        "| predator | prey | return (mean ± std) of the tested side | capture rate "
+        "| success rate |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| {r['predator']} | {r['prey']} | {r['return_mean']:.3f} ± "
-                     f"{r['return_std']:.3f} | {r['capture_rate']:.3f} | {r['success_rate']:.3f} |")
+        lines.append(
+            f"| {r['predator']} | {r['prey']} | {r['return_mean']:.3f} ± "
+            f"{r['return_std']:.3f} | {r['capture_rate']:.3f} | {r['success_rate']:.3f} |"
+        )
     (out / "policies.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    print(json.dumps({"models": models, "episodes": args.episodes, "rows": rows,
-                      "markdown": str(out / "policies.md")}, indent=2))
+    print(
+        json.dumps(
+            {
+                "models": models,
+                "episodes": args.episodes,
+                "rows": rows,
+                "markdown": str(out / "policies.md"),
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

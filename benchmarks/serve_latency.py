@@ -101,6 +101,10 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--policy", default="ppo/predator")
     parser.add_argument("--batch-wait-timeout-s", type=float, default=0.0)
+    parser.add_argument("--max-batch-size", type=int, default=32, help="the batching run's")
+    parser.add_argument(
+        "--direct-ingress", action="store_true", help="replica answers HTTP itself (no proxy)"
+    )
     args = parser.parse_args()
 
     import numpy as np
@@ -109,16 +113,25 @@ def main() -> None:
 
     from bioflux.serve.app import start
 
-    ray.init(include_dashboard=False, log_to_driver=False)
-    results = {}
-    try:
-        models = demo_models(args.models)
-        window = 2 * 4 + 1  # demo config: obs_radius 4
-        obs = np.zeros((window, window, 4), dtype=np.float32)
-        obs[window // 2, window // 2, 1] = 1.0
-        obs[..., 3] = 1.0
-        body = json.dumps({"policy": args.policy, "observation": obs.tolist()}).encode()
-        for label, max_batch in (("batching", 32), ("no_batching", 1)):
+    direct_port = None
+    if args.direct_ingress:
+        from bioflux.serve.app import enable_direct_ingress
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            direct_port = sock.getsockname()[1]
+        enable_direct_ingress(direct_port)
+    results: dict = {"direct_ingress": args.direct_ingress}
+    models = demo_models(args.models)
+    window = 2 * 4 + 1  # demo config: obs_radius 4
+    obs = np.zeros((window, window, 4), dtype=np.float32)
+    obs[window // 2, window // 2, 1] = 1.0
+    obs[..., 3] = 1.0
+    body = json.dumps({"policy": args.policy, "observation": obs.tolist()}).encode()
+    for label, max_batch in (("batching", args.max_batch_size), ("no_batching", 1)):
+        # a fresh Ray session per configuration: Serve's direct ingress does not restart
+        ray.init(include_dashboard=False, log_to_driver=False)
+        try:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 port = s.getsockname()[1]
@@ -129,7 +142,7 @@ def main() -> None:
                 batch_wait_timeout_s=args.batch_wait_timeout_s,
                 name=f"bench_{label}",
             )
-            url = f"http://127.0.0.1:{port}/v1/predict"
+            url = f"http://127.0.0.1:{direct_port or port}/v1/predict"
             results[label] = {
                 "max_batch_size": max_batch,
                 "batch_wait_timeout_s": args.batch_wait_timeout_s,
@@ -137,8 +150,8 @@ def main() -> None:
                 "c64": run_client(url, body, 64, args.requests * 2),
             }
             serve.shutdown()
-    finally:
-        ray.shutdown()
+        finally:
+            ray.shutdown()
     b, nb = results["batching"], results["no_batching"]
     results["batching_speedup_c64"] = round(
         b["c64"]["throughput_rps"] / nb["c64"]["throughput_rps"], 2

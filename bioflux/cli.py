@@ -85,6 +85,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if not Path(args.models).is_dir():
         raise ValueError(f"--models {args.models} is not a directory")
+    port = args.port
+    if args.direct_ingress:
+        if args.address or args.replicas != 1:
+            raise ValueError("--direct-ingress needs a local Ray (no --address) and 1 replica")
+        from bioflux.serve.app import enable_direct_ingress
+
+        port = enable_direct_ingress(args.port)
     ray.init(address=args.address, include_dashboard=False)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -93,7 +100,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         start(
             args.models,
             host=args.host,
-            port=args.port,
+            port=port,
             max_batch_size=args.max_batch_size,
             batch_wait_timeout_s=args.batch_wait_timeout_s,
             num_replicas=args.replicas,
@@ -197,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--batch-wait-timeout-s", type=float, default=0.002)
     srv.add_argument("--replicas", type=int, default=1)
     srv.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    srv.add_argument(
+        "--direct-ingress",
+        action="store_true",
+        help="the replica answers on --port itself, without Serve's proxy hop "
+        "(Ray Serve's experimental direct ingress; local Ray, 1 replica)",
+    )
     srv.set_defaults(func=_cmd_serve)
 
     render = sub.add_parser("render", help="record one episode as a GIF or PNG strip")

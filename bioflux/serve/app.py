@@ -270,6 +270,25 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     )
 
 
+def enable_direct_ingress(port: int) -> int:
+    """Make the (single) replica itself listen on ``port``, skipping Serve's HTTP proxy hop.
+
+    Uses Ray Serve 2.60's experimental direct ingress; must run before Ray starts in this
+    process (the flags are read when Serve's actors start). Returns a free port for Serve's
+    own ingress router (``http_options``), which stays available as a slower second door.
+    With several replicas each would need its own port: use the proxy mode then.
+    """
+    import os
+    import socket
+
+    os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(port)
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(port + 1)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start(
     models_dir: str | Path,
     host: str = "127.0.0.1",

@@ -71,8 +71,8 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from bioflux.algorithms.callbacks import EpisodeStatsCallback
-    from bioflux.envs.rllib_env import register, species_of
+    from bioflux.algorithms.common import with_env_and_resources
+    from bioflux.envs.rllib_env import species_of
 
     p: Params = exp.params  # type: ignore[assignment]
     r = exp.resources
@@ -83,18 +83,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
         )
     specs = {s: RLModuleSpec(module_class=EpsilonGreedyQModule) for s in SPECIES}
     return (
-        DQNConfig()
-        .environment(register(), env_config=exp.env, disable_env_checking=True)
-        .env_runners(
-            num_env_runners=r.num_env_runners,
-            num_envs_per_env_runner=r.num_envs_per_env_runner,
-            num_cpus_per_env_runner=r.num_cpus_per_env_runner,
-            rollout_fragment_length=p.rollout_fragment_length,
-        )
-        .fault_tolerance(
-            restart_failed_env_runners=r.restart_failed_env_runners,
-            max_num_env_runner_restarts=r.max_num_env_runner_restarts,
-        )
+        with_env_and_resources(DQNConfig(), exp, rollout_fragment_length=p.rollout_fragment_length)
         .multi_agent(
             policies=set(SPECIES),
             policy_mapping_fn=species_of,
@@ -122,6 +111,4 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             },
         )
         .reporting(min_sample_timesteps_per_iteration=p.steps_per_iteration)
-        .callbacks(EpisodeStatsCallback)
-        .debugging(seed=exp.seed)
     )

@@ -58,10 +58,10 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
     from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner
-    from bioflux.algorithms.callbacks import EpisodeStatsCallback
+    from bioflux.algorithms.common import with_env_and_resources
     from bioflux.algorithms.lotka_volterra import DEFAULTS as LV_DEFAULTS
     from bioflux.algorithms.lotka_volterra import LotkaVolterraModule
-    from bioflux.envs.rllib_env import register, species_of
+    from bioflux.envs.rllib_env import species_of
 
     p: Params = exp.params  # type: ignore[assignment]
     r = exp.resources
@@ -91,19 +91,8 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     # RLlib's PPO validator requires minibatch <= train batch in the counting unit.
     minibatch_size = min(p.minibatch_size, batch_size)
     return (
-        PPOConfig()
-        # RLlib's env pre-check rejects final observations of agents that just left (which
-        # RLlib itself needs); the env passes PettingZoo's API tests instead.
-        .environment(register(), env_config=exp.env, disable_env_checking=True)
-        .env_runners(
-            env_runner_cls=BatchedCoreEnvRunner if r.env_runner == "batched" else None,
-            num_env_runners=r.num_env_runners,
-            num_envs_per_env_runner=r.num_envs_per_env_runner,
-            num_cpus_per_env_runner=r.num_cpus_per_env_runner,
-        )
-        .fault_tolerance(
-            restart_failed_env_runners=r.restart_failed_env_runners,
-            max_num_env_runner_restarts=r.max_num_env_runner_restarts,
+        with_env_and_resources(
+            PPOConfig(), exp, BatchedCoreEnvRunner if r.env_runner == "batched" else None
         )
         .multi_agent(
             policies=set(SPECIES),
@@ -132,6 +121,4 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             minibatch_size=minibatch_size,
             grad_clip=p.grad_clip,
         )
-        .callbacks(EpisodeStatsCallback)
-        .debugging(seed=exp.seed)
     )

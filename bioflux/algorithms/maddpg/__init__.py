@@ -52,12 +52,12 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from bioflux.algorithms.callbacks import EpisodeStatsCallback
+    from bioflux.algorithms.common import with_env_and_resources
     from bioflux.algorithms.maddpg.algorithm import MADDPGConfig
     from bioflux.algorithms.maddpg.env_runner import JointTransitionEnvRunner
     from bioflux.algorithms.maddpg.learner import critic_id
     from bioflux.algorithms.maddpg.modules import CentralCriticModule, GumbelActorModule
-    from bioflux.envs.rllib_env import register, species_of
+    from bioflux.envs.rllib_env import species_of
 
     p: Params = exp.params  # type: ignore[assignment]
     r = exp.resources
@@ -88,18 +88,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             model_config={"hidden": p.critic_hidden},
         )
     return (
-        MADDPGConfig()
-        .environment(register(), env_config=exp.env, disable_env_checking=True)
-        .env_runners(
-            env_runner_cls=JointTransitionEnvRunner,
-            num_env_runners=r.num_env_runners,
-            num_envs_per_env_runner=r.num_envs_per_env_runner,
-            num_cpus_per_env_runner=r.num_cpus_per_env_runner,
-        )
-        .fault_tolerance(
-            restart_failed_env_runners=r.restart_failed_env_runners,
-            max_num_env_runner_restarts=r.max_num_env_runner_restarts,
-        )
+        with_env_and_resources(MADDPGConfig(), exp, JointTransitionEnvRunner)
         .multi_agent(
             policies=set(specs), policy_mapping_fn=species_of, policies_to_train=list(specs)
         )
@@ -118,6 +107,4 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             updates_per_iteration=p.updates_per_iteration,
             env_steps_per_iteration=p.env_steps_per_iteration,
         )
-        .callbacks(EpisodeStatsCallback)
-        .debugging(seed=exp.seed)
     )

@@ -116,6 +116,30 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
             logits[mask] = out.numpy()
         return actions, logp, logits
 
+    def _track(self, res) -> None:
+        """Episode statistics of the running worlds (returns, captures, first capture)."""
+        self._returns += res.rewards
+        self._captures += res.captured
+        self._first_capture = np.where(
+            (self._first_capture < 0) & (res.captured > 0), self._world.t, self._first_capture
+        )
+
+    def _restart_finished(self, res) -> int:
+        """Log and reset the worlds whose episode ended; splice their new agents' first
+        observations into ``self._cur``. Returns how many episodes ended."""
+        w = self._world
+        finished = np.flatnonzero(res.done)
+        if len(finished):
+            self._log_finished(finished)
+            self._reset_worlds(finished)
+            b, a = self._acting()
+            keep = ~np.isin(b, finished)
+            cur = np.empty((len(a), self._cur.shape[1]), dtype=np.float32)
+            cur[keep] = self._cur
+            cur[~keep] = w.observe(b[~keep], a[~keep]).reshape(int((~keep).sum()), -1)
+            self._cur = cur
+        return len(finished)
+
     def _sample(
         self,
         *,
@@ -158,11 +182,7 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
             )
             agent_steps += len(a)
             env_steps += int(res.acted.any(axis=1).sum())
-            self._returns += res.rewards
-            self._captures += res.captured
-            self._first_capture = np.where(
-                (self._first_capture < 0) & (res.captured > 0), w.t, self._first_capture
-            )
+            self._track(res)
             # observe everyone who acted (final observations of the ended) and the newborns
             ob, oa = np.nonzero(res.acted | (res.born & ~res.done[:, None]))
             nxt = w.observe(ob, oa).reshape(len(oa), -1)
@@ -170,18 +190,7 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
             final_uid.append(self._serial[ob[dead]] * N + oa[dead])
             final_obs.append(nxt[dead])
             self._cur = nxt[~dead]
-            finished = np.flatnonzero(res.done)
-            if len(finished):
-                episodes_done += len(finished)
-                self._log_finished(finished)
-                self._reset_worlds(finished)
-                b2, a2 = self._acting()
-                keep = ~np.isin(b2, finished)
-                fresh = w.observe(b2[~keep], a2[~keep]).reshape(int((~keep).sum()), -1)
-                cur = np.empty((len(a2), self._cur.shape[1]), dtype=np.float32)
-                cur[keep] = self._cur
-                cur[~keep] = fresh
-                self._cur = cur
+            episodes_done += self._restart_finished(res)
         # trajectories still running: bootstrap from their current observation
         b, a = self._acting()
         final_uid.append(self._serial[b] * N + a)

@@ -60,11 +60,7 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
             env_steps += len(live)
             agent_steps += len(a)
             pred_steps += int(w.is_predator[a].sum())
-            self._returns += res.rewards
-            self._captures += res.captured
-            self._first_capture = np.where(
-                (self._first_capture < 0) & (res.captured > 0), w.t, self._first_capture
-            )
+            self._track(res)
             ob, oa = np.nonzero(res.acted | (res.born & ~res.done[:, None]))
             nxt = w.observe(ob, oa).reshape(len(oa), -1)
             out["state"].append(state)
@@ -78,16 +74,7 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
             out["next_alive"].append(w.alive[live].copy())
             dead = (res.terminated | res.truncated)[ob, oa]
             self._cur = nxt[~dead]
-            finished = np.flatnonzero(res.done)
-            if len(finished):
-                self._log_finished(finished)
-                self._reset_worlds(finished)
-                b2, a2 = self._acting()
-                keep = ~np.isin(b2, finished)
-                cur = np.empty((len(a2), self._cur.shape[1]), dtype=np.float32)
-                cur[keep] = self._cur
-                cur[~keep] = w.observe(b2[~keep], a2[~keep]).reshape(int((~keep).sum()), -1)
-                self._cur = cur
+            self._restart_finished(res)
         m = self.metrics
         m.log_value(NUM_ENV_STEPS_SAMPLED, env_steps, reduce="sum")
         m.log_value(

@@ -55,7 +55,7 @@ def run_episodes(
     if episodes < 1:
         raise ValueError(f"episodes={episodes} is out of range; allowed: >= 1")
     B = min(num_worlds, episodes)
-    world = BatchedWorld(env_config, num_worlds=B, seed=seed)
+    world = BatchedWorld(env_config.require_agent_identity("evaluation"), num_worlds=B, seed=seed)
     world.reset()
     rng = np.random.default_rng(seed + 1)
     policies = {True: predator, False: prey}

@@ -257,6 +257,7 @@ def train(
     """Train ``exp`` to its stop criteria; returns the summary (also written to summary.json)."""
     from bioflux.algorithms import get_algorithm
 
+    exp.env_config.require_agent_identity("training")  # before Ray starts
     plugin = get_algorithm(exp.algorithm)
     if hasattr(plugin, "train"):  # plug-ins that are not an RLlib Algorithm (coefficient search)
         return plugin.train(

@@ -55,7 +55,7 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
         seed = (config.seed or 0) * 10_007 + 101 * (self.worker_index or 0)
         self._world_seed = seed
         self._world = BatchedWorld(
-            EnvConfig.from_kwargs(dict(config.env_config)),
+            EnvConfig.from_kwargs(dict(config.env_config)).require_agent_identity("training"),
             num_worlds=config.num_envs_per_env_runner,
             seed=seed,
         )

@@ -40,7 +40,19 @@ class EnvConfig:
         energy_gain: energy gained per capture (shared like the reward).
         reproduce_energy: a predator with at least this energy gives birth; it keeps half its
             energy and the newborn gets the other half.
-        prey_birth_prob: per-step probability that a live prey gives birth.
+        prey_birth_prob: per-step probability that a live prey gives birth (the prey's
+            intrinsic growth rate).
+        prey_capacity: carrying capacity ``K`` of live prey per world: a prey gives birth with
+            probability ``prey_birth_prob * max(0, 1 - n_prey / K)`` (logistic growth).
+            ``None``: no self-limitation (the pool size is then the only cap).
+        birth_radius: newborns appear on a random cell within this Chebyshev distance of the
+            parent (1: one of the 8 neighbours). ``None``: anywhere on the grid (global natal
+            dispersal, which keeps the populations well mixed). A wall or off-grid cell keeps the
+            newborn on its parent's cell.
+        recycle_slots: a newborn may take the slot of a dead agent, so ``max_predators`` and
+            ``max_prey`` cap the *live* populations instead of everyone ever alive. Only the
+            batched core and ``bioflux simulate`` accept it: a PettingZoo agent cannot come back
+            to life, so the PettingZoo and RLlib envs reject it.
     """
 
     height: int = 100
@@ -65,6 +77,9 @@ class EnvConfig:
     energy_gain: float = 10.0
     reproduce_energy: float = 40.0
     prey_birth_prob: float = 0.02
+    prey_capacity: int | None = None
+    birth_radius: int | None = 1
+    recycle_slots: bool = False
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -90,6 +105,17 @@ class EnvConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def require_agent_identity(self, user: str) -> EnvConfig:
+        """Raise unless every agent keeps its own slot for life (``recycle_slots`` off), as
+        PettingZoo agents and RLlib episodes need; returns ``self``."""
+        if self.recycle_slots:
+            raise ValueError(
+                f"recycle_slots=True cannot be used by {user}: a PettingZoo agent cannot come "
+                "back to life; it is only for simulations (bioflux simulate). Set "
+                "recycle_slots: false (and size max_predators/max_prey for every birth)"
+            )
+        return self
 
     @property
     def n_agents_max(self) -> int:
@@ -133,6 +159,10 @@ class EnvConfig:
         _require(
             0.0 <= self.prey_birth_prob <= 1.0, "prey_birth_prob", self.prey_birth_prob, "[0, 1]"
         )
+        if self.prey_capacity is not None:
+            _require(self.prey_capacity >= 1, "prey_capacity", self.prey_capacity, ">= 1 or null")
+        if self.birth_radius is not None:
+            _require(self.birth_radius >= 0, "birth_radius", self.birth_radius, ">= 0 or null")
 
 
 def _require(ok: bool, name: str, value: Any, allowed: str) -> None:

@@ -5,7 +5,9 @@ This is the engine. The PettingZoo env (``predator_prey_v0``) is a thin dict vie
 
 Agents live in fixed slots: slots ``0 … max_predators-1`` are predators, the rest are prey.
 A slot is *used* once an agent has occupied it; a dead agent's slot is never reused, so a
-newborn always takes a fresh slot (PettingZoo forbids reviving an agent). Several agents may
+newborn always takes a fresh slot (PettingZoo forbids reviving an agent) — unless
+``recycle_slots`` is set (simulations that only count agents), when a newborn may take any
+slot that is not alive. Several agents may
 share a cell. Positions are ``(row, col)``; "up" decreases the row.
 
 Every step is vectorised over all worlds and agents: move → capture → rewards → energy and
@@ -24,10 +26,6 @@ from bioflux.envs.config import EnvConfig
 
 #: Row/col displacement of each action: stay, up, down, left, right.
 ACTION_DELTAS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int32)
-#: The eight cells around a parent where a newborn may appear.
-NEIGHBOUR_DELTAS = np.array(
-    [[-1, -1], [-1, 0], [-1, 1], [0, -1], [0, 1], [1, -1], [1, 0], [1, 1]], dtype=np.int32
-)
 #: Observation channels, in order (last axis of an observation).
 OBS_CHANNELS: tuple[str, ...] = ("obstacle", "predators", "prey", "own_energy")
 #: Global-state channels, in order (last axis of ``state``).
@@ -278,10 +276,15 @@ class BatchedWorld:
         starved[sb, sa] = True
         self.alive[sb, sa] = False
         # births: predators above the energy threshold, prey with probability prey_birth_prob
+        # (times the logistic crowding factor 1 - n_prey / K when prey_capacity is set)
         fertile = np.zeros_like(self.alive)
         fertile[:, :P] = self.alive[:, :P] & (e[:, :P] >= c.reproduce_energy)
+        birth_prob = np.full((self.num_worlds, 1), c.prey_birth_prob)
+        if c.prey_capacity is not None:
+            n_prey = self.alive[:, P:].sum(axis=1, keepdims=True)
+            birth_prob *= np.clip(1.0 - n_prey / c.prey_capacity, 0.0, 1.0)
         fertile[:, P:] = self.alive[:, P:] & (
-            self.rng.random(self.alive[:, P:].shape) < c.prey_birth_prob
+            self.rng.random(self.alive[:, P:].shape) < birth_prob
         )
         fertile &= active[:, None]
         for lo, hi in ((0, P), (P, self.n_agents)):
@@ -292,9 +295,10 @@ class BatchedWorld:
                 e[b, child] = e[b, parent]
 
     def _give_birth(self, fertile: np.ndarray, lo: int, hi: int):
-        """Match fertile parents in slots ``[lo, hi)`` to never-used slots, world by world."""
+        """Match fertile parents in slots ``[lo, hi)`` to free slots, world by world: never-used
+        slots, or (``recycle_slots``) any slot not alive now, counting this step's dead."""
         cand = fertile[:, lo:hi]
-        free = ~self.used[:, lo:hi]
+        free = ~(self.alive if self.config.recycle_slots else self.used)[:, lo:hi]
         free_first = np.argsort(~free, axis=1, kind="stable")
         rank = np.cumsum(cand, axis=1) - 1
         ok = cand & (rank < free.sum(axis=1, keepdims=True))
@@ -302,7 +306,17 @@ class BatchedWorld:
         child = free_first[b, rank[b, p]] + lo
         parent = p + lo
         home = self.pos[b, parent]
-        spot = home + NEIGHBOUR_DELTAS[self.rng.integers(len(NEIGHBOUR_DELTAS), size=len(b))]
+        radius = self.config.birth_radius
+        if radius is None:  # global dispersal: any cell of the grid
+            spot = np.stack(
+                [
+                    self.rng.integers(self.config.height, size=len(b)),
+                    self.rng.integers(self.config.width, size=len(b)),
+                ],
+                axis=1,
+            ).astype(np.int32)
+        else:
+            spot = home + self.rng.integers(-radius, radius + 1, size=(len(b), 2)).astype(np.int32)
         spot = np.where(self._valid(spot[:, 0], spot[:, 1], b)[:, None], spot, home)
         self.pos[b, child] = spot
         self.alive[b, child] = True

@@ -91,7 +91,7 @@ class PredatorPreyEnv(ParallelEnv):
                 f"render_mode={render_mode!r} is not supported; allowed: None, 'rgb_array', 'ansi'"
             )
         self.render_mode = render_mode
-        self.config = c = EnvConfig.from_kwargs(kwargs)
+        self.config = c = EnvConfig.from_kwargs(kwargs).require_agent_identity("predator_prey_v0")
         self.world = BatchedWorld(c, num_worlds=1)
         self.possible_agents = [f"predator_{i}" for i in range(c.max_predators)] + [
             f"prey_{i}" for i in range(c.max_prey)

@@ -283,9 +283,7 @@ class BatchedWorld:
         if c.prey_capacity is not None:
             n_prey = self.alive[:, P:].sum(axis=1, keepdims=True)
             birth_prob *= np.clip(1.0 - n_prey / c.prey_capacity, 0.0, 1.0)
-        fertile[:, P:] = self.alive[:, P:] & (
-            self.rng.random(self.alive[:, P:].shape) < birth_prob
-        )
+        fertile[:, P:] = self.alive[:, P:] & (self.rng.random(self.alive[:, P:].shape) < birth_prob)
         fertile &= active[:, None]
         for lo, hi in ((0, P), (P, self.n_agents)):
             b, parent, child = self._give_birth(fertile, lo, hi)

@@ -1,6 +1,6 @@
 """Ecology report: population cycles of configs/ecology.yaml under Lotka–Volterra policies.
 
-Run: ``python benchmarks/ecology_report.py [--steps 3000] [--seeds 10] [--out DIR]``. Prints one
+Run: ``python benchmarks/ecology_report.py [--steps N] [--seeds 10] [--out DIR]``. Prints one
 JSON object and writes plots (PNG) and the simulation files into ``--out`` (printed as
 ``out_dir``). Numpy/torch only, one process, no Ray.
 
@@ -47,7 +47,7 @@ def plot_seeds(series: dict, path: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="ecology")
-    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--steps", type=int, default=None, help="default: env.max_steps")
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--min-cycles", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("outputs/ecology_report"))
@@ -61,7 +61,7 @@ def main() -> None:
         exp.env_config,
         "lotka_volterra",
         "lotka_volterra",
-        steps=args.steps,
+        steps=args.steps or exp.env_config.max_steps,
         seeds=seeds,
         out_dir=args.out / "simulation",
         progress=args.progress,
@@ -96,7 +96,7 @@ def main() -> None:
         "config": args.config,
         "env": sim["env"],
         "policies": "lotka_volterra vs lotka_volterra",
-        "steps": args.steps,
+        "steps": args.steps or exp.env_config.max_steps,
         "seeds": seeds,
         "fraction_ok": len(ok) / len(seeds),
         "ok_seeds": ok,

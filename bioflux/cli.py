@@ -127,7 +127,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         exp.env_config,
         args.predator,
         args.prey,
-        steps=args.steps,
+        steps=args.steps or exp.env_config.max_steps,
         seeds=range(exp.seed, exp.seed + args.seeds),
         out_dir=args.out,
         greedy=args.greedy,
@@ -225,7 +225,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--predator", default="lotka_volterra", help="built-in name or path")
     simulate.add_argument("--prey", default="lotka_volterra", help="built-in name or path")
-    simulate.add_argument("--steps", type=int, default=3000, help="steps per episode")
+    simulate.add_argument(
+        "--steps", type=int, default=None, help="steps per episode (default: env.max_steps)"
+    )
     simulate.add_argument(
         "--seeds", type=int, default=1, help="number of seeds (config seed, seed+1, ...)"
     )

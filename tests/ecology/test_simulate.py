@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from bioflux import cli, config
+from bioflux import cli, config, training
 from bioflux.ecology.simulate import (
     COLUMNS,
     action_rng,
@@ -38,6 +38,9 @@ SMALL = {
     "energy_gain": 8.0,
     "reproduce_energy": 16.0,
     "prey_birth_prob": 0.05,
+    "prey_capacity": 400,
+    "birth_radius": 1,
+    "recycle_slots": False,
 }
 STEPS = 120
 SMALL_SET = [f"env.{k}={v}" for k, v in SMALL.items() if k != "ecology"]
@@ -132,10 +135,30 @@ def test_bad_arguments_raise_value_error():
         simulate(SMALL, "nope", "random", 10, 1, progress=False)
 
 
-def test_ecology_config_is_a_valid_experiment():
+def test_population_balance_with_recycled_slots_and_capacity():
+    """Each step: live count = previous + births - deaths, even when newborns reuse the slots
+    of the dead; the prey never exceed the carrying capacity's pool."""
+    env = {
+        **SMALL,
+        "recycle_slots": True,
+        "max_prey": 40,
+        "prey_capacity": 30,
+        "prey_birth_prob": 0.2,
+    }
+    s = simulate(env, "random", "random", 300, [0], progress=False)["series"][0]
+    for species in ("predator", "prey"):
+        change = np.diff(s[species])
+        assert (change == s[f"births_{species}"][1:] - s[f"deaths_{species}"][1:]).all()
+    assert s["births_prey"].sum() > env["max_prey"]  # more births than slots: slots reused
+    assert s["prey"].max() <= env["max_prey"]
+
+
+def test_ecology_config_is_simulation_only(tmp_path):
     exp = config.load("ecology")
-    assert exp.env_config.ecology and exp.algorithm == "ppo"
-    assert exp.env_config.max_prey > exp.env_config.n_prey
+    cfg = exp.env_config
+    assert cfg.ecology and cfg.recycle_slots and cfg.prey_capacity < cfg.max_prey
+    with pytest.raises(ValueError, match="recycle_slots"):  # before Ray starts
+        training.train(exp, output=tmp_path / "runs", models=tmp_path / "models")
 
 
 def test_cli_simulate_writes_series_and_summary(tmp_path, capsys):

@@ -47,13 +47,16 @@ def on_learner(algo, fn):
 
 
 def test_critic_input_masks_dead_agents():
-    T, N, S = 3, 6, 10
+    T, N, S, D = 3, 6, 10, 8
     state = torch.randn(T, S)
     actions = torch.nn.functional.one_hot(torch.randint(0, 5, (T, N)), 5).float()
     alive = torch.ones(T, N)
     alive[:, 4] = 0.0  # slot 4 is dead
-    x = critic_input(state, actions[:, None].expand(T, 2, N, 5), alive, torch.tensor([0, 1]))
-    assert x.shape == (T, 2, S + 7 * N)
+    own = torch.randn(T, 2, D)
+    x = critic_input(state, actions[:, None].expand(T, 2, N, 5), alive, torch.tensor([0, 1]), own)
+    assert x.shape == (T, 2, D + S + 7 * N)
+    assert torch.equal(x[..., :D], own) and torch.equal(x[:, 1, D : D + S], state)
+    x = x[..., D:]  # the rest as before: state, joint actions, alive mask, own slot
     joint = x[..., S : S + 5 * N].reshape(T, 2, N, 5)
     assert torch.all(joint[:, :, 4] == 0) and torch.all(joint[:, :, 3].sum(-1) == 1)
     assert torch.all(x[..., S + 5 * N : S + 6 * N] == alive[:, None])

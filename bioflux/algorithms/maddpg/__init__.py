@@ -70,7 +70,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     obs_dim = env.obs_size**2 * 4
     obs_space = gymnasium.spaces.Box(0.0, np.inf, (obs_dim,), np.float32)
     act_space = gymnasium.spaces.Discrete(5)
-    critic_dim = env.height * env.width * 3 + 7 * env.n_agents_max
+    critic_dim = obs_dim + env.height * env.width * 3 + 7 * env.n_agents_max
     critic_space = gymnasium.spaces.Box(-np.inf, np.inf, (critic_dim,), np.float32)
     specs = {}
     for s in SPECIES:

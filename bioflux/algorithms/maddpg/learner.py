@@ -3,8 +3,9 @@
 For species ``k`` (actor π_k, critic Q_k, targets π'_k, Q'_k) and each agent ``i`` of ``k``
 alive in a replayed transition:
 
-- critic: ``y_i = r_i + γ (1 − terminated_i) Q'_k(s', a', m', e_i)`` with ``a'_j = onehot(argmax
-  π'_{k(j)}(o'_j))`` for the agents alive in ``s'``; loss ``mean (Q_k(s, a, m, e_i) − y_i)²``;
+- critic: ``y_i = r_i + γ (1 − terminated_i) Q'_k(o'_i, s', a', m', e_i)`` with
+  ``a'_j = onehot(argmax π'_{k(j)}(o'_j))`` for the agents alive in ``s'``; loss
+  ``mean (Q_k(o_i, s, a, m, e_i) − y_i)²``;
 - actor: ``a`` with agent ``i``'s action replaced by ``gumbel_softmax(π_k(o_i), τ_g, hard=True)``
   (straight-through: gradients reach the actor); loss ``−mean Q_k(...)`` plus a small logit
   penalty. Critic weights are frozen while the actor loss is built, so each optimizer only
@@ -68,12 +69,18 @@ class MADDPGTorchLearner(TorchLearner):
             K = len(idx)
             # critic
             q = critic.q(
-                critic_input(b["state"], onehot[:, None].expand(T, K, N, 5), alive, idx)
+                critic_input(
+                    b["state"], onehot[:, None].expand(T, K, N, 5), alive, idx, b["obs"][:, idx]
+                )
             ).squeeze(-1)  # (T, K)
             with torch.no_grad():
                 q_next = critic.q_target(
                     critic_input(
-                        b["next_state"], next_onehot[:, None].expand(T, K, N, 5), next_alive, idx
+                        b["next_state"],
+                        next_onehot[:, None].expand(T, K, N, 5),
+                        next_alive,
+                        idx,
+                        b["next_obs"][:, idx],
                     )
                 ).squeeze(-1)
                 y = (
@@ -90,7 +97,9 @@ class MADDPGTorchLearner(TorchLearner):
             eye = torch.eye(N)[idx][None, :, :, None]  # (1, K, N, 1)
             joint = onehot[:, None] * (1 - eye) + eye * soft[:, :, None, :]
             critic.q.requires_grad_(False)
-            q_pi = critic.q(critic_input(b["state"], joint, alive, idx)).squeeze(-1)
+            q_pi = critic.q(critic_input(b["state"], joint, alive, idx, b["obs"][:, idx])).squeeze(
+                -1
+            )
             critic.q.requires_grad_(True)
             reg = cfg.logit_penalty * (logits**2).mean(-1)
             losses[species] = ((-q_pi + reg) * mask).sum() / denom

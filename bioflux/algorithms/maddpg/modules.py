@@ -4,10 +4,12 @@
   flattened observation to action logits. Acting samples the categorical (exploration) or
   takes the argmax; the learner differentiates through ``gumbel_softmax(hard=True)``
   (straight-through), as EPyMARL does for discrete MADDPG. Holds its target copy ``pi_target``.
-- ``CentralCriticModule`` (one per species, learner-only): Q(s, a, m, e_i) of agent ``i`` from
-  the global state ``s`` (flattened ``state()``), the joint action ``a`` (one-hot per slot,
-  zero for absent agents), the alive mask ``m`` over all slots, and ``i``'s slot one-hot
-  ``e_i``. Fixed-size slots plus the mask handle deaths and births. Holds ``q_target``.
+- ``CentralCriticModule`` (one per species, learner-only): Q(o_i, s, a, m, e_i) of agent ``i``
+  from its own observation ``o_i`` (the global state counts agents per cell but cannot say
+  which one is ``i``, so without ``o_i`` the critic cannot tell where ``i`` stands), the global
+  state ``s`` (flattened ``state()``), the joint action ``a`` (one-hot per slot, zero for
+  absent agents), the alive mask ``m`` over all slots, and ``i``'s slot one-hot ``e_i``.
+  Fixed-size slots plus the mask handle deaths and births. Holds ``q_target``.
 """
 
 from __future__ import annotations
@@ -66,18 +68,24 @@ class CentralCriticModule(TorchRLModule):
 
 
 def critic_input(
-    state: torch.Tensor, joint_onehot: torch.Tensor, alive: torch.Tensor, slots: torch.Tensor
+    state: torch.Tensor,
+    joint_onehot: torch.Tensor,
+    alive: torch.Tensor,
+    slots: torch.Tensor,
+    own_obs: torch.Tensor,
 ) -> torch.Tensor:
-    """Rows ``[s, a (N*5), m (N), e_i (N)]`` for each (transition, agent) pair.
+    """Rows ``[o_i, s, a (N*5), m (N), e_i (N)]`` for each (transition, agent) pair.
 
     ``state`` (T, S), ``joint_onehot`` (T, K, N, 5) — one joint action per evaluated agent
     (the actor loss swaps in each agent's own differentiable action), ``alive`` (T, N),
-    ``slots`` (K,) the evaluated agents' slot indices. Returns (T, K, S + 7N).
+    ``slots`` (K,) the evaluated agents' slot indices, ``own_obs`` (T, K, D) their own
+    observations. Returns (T, K, D + S + 7N).
     """
     T, K, N, _ = joint_onehot.shape
     eye = torch.eye(N, device=state.device)[slots]  # (K, N)
     return torch.cat(
         [
+            own_obs,
             state[:, None, :].expand(T, K, state.shape[1]),
             (joint_onehot * alive[:, None, :, None]).reshape(T, K, N * 5),
             alive[:, None, :].expand(T, K, N),

@@ -5,10 +5,10 @@ predators must be within reach of a prey at once).
 
 Decentralised actors (one ``GumbelActorModule`` per species, acting on the agent's own
 observation only) and centralised critics (one ``CentralCriticModule`` per species, seeing the
-global state, every agent's action and the alive mask) learn off-policy from a replay of joint
-transitions; discrete actions go through the Gumbel-softmax relaxation; targets follow by soft
-updates. Checkpoints hold actor modules that load like any other policy (inference needs only
-the actor). See ``modules``, ``learner``, ``replay``, ``env_runner`` and ``algorithm``.
+agent's own observation, the global state, every agent's action, the alive mask and which slot
+the agent is) learn off-policy from a replay of joint transitions; discrete actions go through
+the Gumbel-softmax relaxation; targets follow by soft updates. Checkpoints hold actor modules
+that load like any other policy (inference needs only the actor). See ``modules``, ``learner``, ``replay``, ``env_runner`` and ``algorithm``.
 """
 
 from __future__ import annotations

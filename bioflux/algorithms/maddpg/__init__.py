@@ -8,7 +8,8 @@ observation only) and centralised critics (one ``CentralCriticModule`` per speci
 agent's own observation, the global state, every agent's action, the alive mask and which slot
 the agent is) learn off-policy from a replay of joint transitions; discrete actions go through
 the Gumbel-softmax relaxation; targets follow by soft updates. Checkpoints hold actor modules
-that load like any other policy (inference needs only the actor). See ``modules``, ``learner``, ``replay``, ``env_runner`` and ``algorithm``.
+that load like any other policy (inference needs only the actor). See ``modules``, ``learner``,
+``replay``, ``env_runner`` and ``algorithm``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Training throughput: agent-steps trained per second, PPO, on the default env configuration.
 
 Run: ``python benchmarks/train_throughput.py [--iterations 4] [--num-env-runners 1]
-[--num-envs 4] [--paths batched,pettingzoo]``. Prints one JSON object.
+[--num-envs 4] [--paths batched,pettingzoo] [--learner-precision bfloat16]``. Prints one JSON
+object.
 
 Paths compared in the same run, with the same PPO hyper-parameters and network:
 
@@ -29,7 +30,7 @@ from bioflux import config
 from bioflux.algorithms import get_algorithm
 
 
-def build(path: str, runners: int, envs: int, batch: int, hidden: list[int]):
+def build(path: str, runners: int, envs: int, batch: int, hidden: list[int], precision: str):
     from ray.rllib.connectors.env_to_module import FlattenObservations
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
     from ray.tune.registry import register_env
@@ -47,6 +48,7 @@ def build(path: str, runners: int, envs: int, batch: int, hidden: list[int]):
                 "minibatch_size": 4096,
                 "num_epochs": 5,
                 "hidden": hidden,
+                "learner_precision": precision,
             },
             "resources": {
                 "num_env_runners": runners,
@@ -106,6 +108,12 @@ def main() -> None:
     parser.add_argument("--train-batch-size", type=int, default=12000, help="agent-steps")
     parser.add_argument("--hidden", default="128,128")
     parser.add_argument("--paths", default="batched,adapter,pettingzoo")
+    parser.add_argument(
+        "--learner-precision",
+        default="float32",
+        choices=["float32", "bfloat16"],
+        help="dtype of the PPO update's forward pass, for every path",
+    )
     args = parser.parse_args()
     ray.init(include_dashboard=False, log_to_driver=False)
     kw = dict(
@@ -113,6 +121,7 @@ def main() -> None:
         envs=args.num_envs,
         batch=args.train_batch_size,
         hidden=[int(h) for h in args.hidden.split(",")],
+        precision=args.learner_precision,
     )
     try:
         results = {p: measure(p, args.iterations, **kw) for p in args.paths.split(",")}
@@ -124,6 +133,7 @@ def main() -> None:
         "num_envs_per_env_runner": args.num_envs,
         "train_batch_size_agent_steps": args.train_batch_size,
         "hidden": kw["hidden"],
+        "learner_precision": args.learner_precision,
         "paths": results,
     }
     if "pettingzoo" in results:

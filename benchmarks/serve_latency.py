@@ -7,7 +7,8 @@ temporary folder when ``--models`` has none), then drives it from a separate cli
 on loopback (aiohttp, keep-alive connections) at concurrency 1 and 64, once with batching
 (``max_batch_size=32``) and once without (``max_batch_size=1``). Targets on 2 cores: p50 ≤ 5 ms
 and p99 ≤ 10 ms at concurrency 1; at concurrency 64 batching ≥ 3× the throughput of
-``max_batch_size=1``, no errors.
+``max_batch_size=1``, no errors. ``healthz_c64`` (GET /healthz at concurrency 64, an endpoint
+that does no work) is the ceiling any /v1/predict configuration can reach on this server.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ from pathlib import Path
 
 
 async def _client(url: str, body: bytes, concurrency: int, requests: int) -> dict:
+    """POST ``body`` to ``url`` (GET when ``body`` is empty) from ``concurrency`` workers."""
     import aiohttp
+
+    def send(session):
+        if not body:
+            return session.get(url)
+        return session.post(url, data=body, headers={"content-type": "application/json"})
 
     latencies: list[float] = []
     errors = 0
@@ -34,9 +41,7 @@ async def _client(url: str, body: bytes, concurrency: int, requests: int) -> dic
         nonlocal errors
         for _ in queue:
             t0 = time.perf_counter()
-            async with session.post(
-                url, data=body, headers={"content-type": "application/json"}
-            ) as r:
+            async with send(session) as r:
                 await r.read()
                 if r.status != 200:
                     errors += 1
@@ -45,9 +50,7 @@ async def _client(url: str, body: bytes, concurrency: int, requests: int) -> dic
     conn = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=conn) as session:
         for _ in range(20):  # warm-up
-            async with session.post(
-                url, data=body, headers={"content-type": "application/json"}
-            ) as r:
+            async with send(session) as r:
                 await r.read()
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
@@ -155,6 +158,12 @@ def main() -> None:
                 "c1": run_client(url, body, 1, args.requests),
                 "c64": run_client(url, body, 64, args.requests * 2),
             }
+            if max_batch > 1:
+                # The per-request floor of Serve + uvicorn + FastAPI (an endpoint that does
+                # nothing): no /v1/predict setting can exceed this throughput.
+                results["healthz_c64"] = run_client(
+                    url.replace("/v1/predict", "/healthz"), b"", 64, args.requests * 2
+                )
             serve.shutdown()
         finally:
             ray.shutdown()

@@ -1,25 +1,95 @@
-"""The ``bioflux`` command line: parses arguments and calls the library. No logic lives here."""
+"""The ``bioflux`` command line: parses arguments and calls the library. No logic lives here.
+
+Bad input (an out-of-range number, a missing file, an unreachable Ray cluster) ends with one line
+``bioflux: error: ...`` on stderr and exit status 2, like argparse's own usage errors: commands
+raise ``ValueError`` and ``main`` reports it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+from bioflux.serve import settings as serve_settings
+
+DESCRIPTION = (
+    "BioFlux: train, evaluate, serve and study predator and prey agents that learn in a shared "
+    "grid world (multi-agent reinforcement learning with Ray RLlib)."
+)
+EPILOG = "Run 'bioflux COMMAND --help' for the options of a command."
+#: Built-in policies (``bioflux.policies.BUILTINS``), named in the --predator/--prey help.
+BUILTIN_POLICIES = ("random", "lotka_volterra")
+
+
+def _require_at_least(option: str, value: int | None, low: int) -> None:
+    """``ValueError`` unless ``value`` (``None``: not given) is at least ``low``."""
+    if value is not None and value < low:
+        raise ValueError(f"{option} {value} is out of range; allowed: >= {low}")
+
+
+def _ray_address(address: str | None) -> tuple[str | None, str]:
+    """The Ray address in use and where it came from (``--address`` or ``$RAY_ADDRESS``)."""
+    if address:
+        return address, "--address"
+    return os.environ.get("RAY_ADDRESS") or None, "$RAY_ADDRESS"
+
+
+def _check_ray_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail fast when a ``host:port`` (or ``ray://host:port``) Ray address does not answer.
+
+    ``ray.init`` would otherwise retry for a minute or more, logging from C++, before raising.
+    Other forms (``auto``, ``local``, no address) are left to Ray.
+    """
+    import socket
+
+    address, source = _ray_address(address)
+    if not address or address in ("auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if "://" in target or not sep or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout_s).close()
+    except (OSError, OverflowError) as err:
+        why = getattr(err, "strerror", None) or str(err) or type(err).__name__
+        raise ValueError(
+            f"cannot reach the Ray cluster at {address} ({source}): {why}; start it "
+            "(ray start --head) or fix the address"
+        ) from None
+
+
+def _ray_connection_error(err: ConnectionError, address: str | None) -> ValueError | None:
+    """A one-line error when ``err`` means Ray could not connect (Ray is not initialised)."""
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return None  # a failure during the run, not a connection problem: keep the traceback
+    address, source = _ray_address(address)
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    where = f"at {address} ({source})" if address else "(local)"
+    return ValueError(f"cannot connect to the Ray cluster {where}: {first}")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from bioflux import config, training
 
+    _require_at_least("--num-env-runners", args.num_env_runners, 0)
     exp = config.load(args.config, args.set)  # validated before Ray starts
-    summary = training.train(
-        exp,
-        output=args.output,
-        models=args.models,
-        resume=args.resume,
-        address=args.address,
-        num_env_runners=args.num_env_runners,
-    )
+    _check_ray_reachable(args.address)
+    try:
+        summary = training.train(
+            exp,
+            output=args.output,
+            models=args.models,
+            resume=args.resume,
+            address=args.address,
+            num_env_runners=args.num_env_runners,
+        )
+    except ConnectionError as err:
+        raise (_ray_connection_error(err, args.address) or err) from None
     print(
         json.dumps(
             {
@@ -35,12 +105,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from bioflux import config, evaluation
 
+    _require_at_least("--episodes", args.episodes, 1)
     exp = config.load(args.config, args.set)
     result = evaluation.evaluate(
         args.predator,
         args.prey,
         exp.env_config,
-        episodes=args.episodes or exp.evaluation.episodes,
+        episodes=exp.evaluation.episodes if args.episodes is None else args.episodes,
         seed=exp.evaluation.seed if args.seed is None else args.seed,
         greedy=args.greedy,
         progress=True,
@@ -85,6 +156,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if not Path(args.models).is_dir():
         raise ValueError(f"--models {args.models} is not a directory")
+    _check_ray_reachable(args.address)
     port = args.port
     if args.direct_ingress:
         if args.address or args.replicas != 1:
@@ -120,14 +192,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from bioflux import config
     from bioflux.ecology.simulate import simulate
 
+    _require_at_least("--steps", args.steps, 1)
+    _require_at_least("--seeds", args.seeds, 1)
     exp = config.load(args.config, args.set)
-    if args.seeds < 1:
-        raise ValueError(f"--seeds {args.seeds} is out of range; allowed: >= 1")
     result = simulate(
         exp.env_config,
         args.predator,
         args.prey,
-        steps=args.steps or exp.env_config.max_steps,
+        steps=exp.env_config.max_steps if args.steps is None else args.steps,
         seeds=range(exp.seed, exp.seed + args.seeds),
         out_dir=args.out,
         greedy=args.greedy,
@@ -138,9 +210,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _cmd_ecology_analyze(args: argparse.Namespace) -> int:
-    from bioflux.ecology.analysis import analyze
+    from bioflux.ecology.analysis import REFERENCE_ALIASES, analyze
     from bioflux.ecology.simulate import load_for_analysis
 
+    ref = args.reference
+    if ref is not None and ref.lower() not in REFERENCE_ALIASES and not Path(ref).is_file():
+        raise ValueError(
+            f"--reference {ref} is neither a packaged reference ({', '.join(REFERENCE_ALIASES)}) "
+            "nor an existing CSV file"
+        )
     series, source = load_for_analysis(args.series)
     out = args.out if args.out is not None else source["default_out"]
     result = analyze(series, reference=args.reference, out_dir=out)
@@ -149,61 +227,163 @@ def _cmd_ecology_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bioflux", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help, unless the default is empty (None, False, [])
+    or the help already describes it."""
 
-    def config_args(p: argparse.ArgumentParser, default: str | None = "demo") -> None:
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        if (
+            action.default is None
+            or action.default is False
+            or action.default == []
+            or "(default" in help_text
+        ):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _packaged_configs() -> str:
+    from importlib import resources
+
+    files = resources.files("bioflux.configs").iterdir()
+    return ", ".join(sorted(Path(f.name).stem for f in files if f.name.endswith(".yaml")))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="bioflux", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(parent: argparse._SubParsersAction, name: str, help_text: str):
+        return parent.add_parser(
+            name,
+            help=help_text,
+            description=help_text[0].upper() + help_text[1:] + ".",
+            formatter_class=_HelpFormatter,
+        )
+
+    packaged = _packaged_configs()
+    policy_help = (
+        "{} policy: a built-in ("
+        + ", ".join(BUILTIN_POLICIES)
+        + ") or the path of a run folder, checkpoint or exported model"
+    )
+
+    def config_args(
+        p: argparse.ArgumentParser, default: str | None = "demo", example: str = "env.n_prey=50"
+    ) -> None:
         p.add_argument(
             "--config",
             default=default,
             required=default is None,
-            help="experiment YAML (a path, or a packaged name: demo, ppo, ...)",
+            help=f"experiment YAML: a path, or a packaged name ({packaged})",
         )
         p.add_argument(
             "--set",
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="override a config value, e.g. --set training.lr=1e-3",
+            help=f"override a config value (repeatable; the value is YAML), e.g. --set {example}",
         )
 
-    train = sub.add_parser("train", help="train an experiment config")
-    config_args(train, default=None)
-    train.add_argument("--output", type=Path, default=Path("runs"), help="runs folder")
-    train.add_argument("--models", type=Path, default=Path("models"), help="export folder")
+    def policy_args(p: argparse.ArgumentParser, default: str | None) -> None:
+        for species in ("predator", "prey"):
+            p.add_argument(
+                f"--{species}",
+                default=default,
+                required=default is None,
+                help=policy_help.format(species),
+            )
+
+    train = command(sub, "train", "train an experiment config")
+    config_args(train, default=None, example="training.lr=1e-3")
+    train.add_argument(
+        "--output", type=Path, default=Path("runs"), help="folder of the run folders"
+    )
+    train.add_argument(
+        "--models", type=Path, default=Path("models"), help="folder the trained models go to"
+    )
     train.add_argument(
         "--resume", action="store_true", help="continue the run from its last checkpoint"
     )
     train.add_argument(
-        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)"
+        "--address",
+        default=None,
+        help="Ray cluster address, e.g. 10.0.0.5:6379 (default: $RAY_ADDRESS, else a local Ray)",
     )
-    train.add_argument("--num-env-runners", type=int, default=None)
+    train.add_argument(
+        "--num-env-runners",
+        type=int,
+        default=None,
+        help="Ray workers that sample, 0 = the driver (default: the config's "
+        "resources.num_env_runners)",
+    )
     train.set_defaults(func=_cmd_train)
 
-    ev = sub.add_parser("evaluate", help="any predator policy against any prey policy")
-    ev.add_argument("--predator", required=True, help="'random' or a checkpoint/model path")
-    ev.add_argument("--prey", required=True, help="'random' or a checkpoint/model path")
-    ev.add_argument("--episodes", type=int, default=None)
-    ev.add_argument("--seed", type=int, default=None)
+    ev = command(sub, "evaluate", "play any predator policy against any prey policy")
+    policy_args(ev, default=None)
+    ev.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="episodes to play, >= 1 (default: the config's evaluation.episodes)",
+    )
+    ev.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the first episode (default: the config's evaluation.seed)",
+    )
     ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
-    ev.add_argument("--out", type=Path, default=Path("outputs/evaluation"))
+    ev.add_argument(
+        "--out", type=Path, default=Path("outputs/evaluation"), help="folder of the report"
+    )
     config_args(ev)
     ev.set_defaults(func=_cmd_evaluate)
 
-    demo = sub.add_parser("demo", help="train the demo config, evaluate it, render an episode")
-    demo.add_argument("--out", type=Path, default=Path("outputs/demo"))
-    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    demo = command(sub, "demo", "train the demo config, evaluate it and render an episode")
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/demo"),
+        help="folder of everything the demo writes (runs, models, report, episode GIF)",
+    )
+    demo.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the demo config (repeatable), e.g. --set stop.iterations=5",
+    )
     demo.set_defaults(func=_cmd_demo)
 
-    srv = sub.add_parser("serve", help="serve trained policies over HTTP (Ray Serve)")
-    srv.add_argument("--models", type=Path, default=Path("models"))
-    srv.add_argument("--host", default="127.0.0.1")
-    srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--max-batch-size", type=int, default=32)
-    srv.add_argument("--batch-wait-timeout-s", type=float, default=0.002)
-    srv.add_argument("--replicas", type=int, default=1)
-    srv.add_argument("--address", default=None, help="Ray cluster address (default: local)")
+    srv = command(sub, "serve", "serve trained policies over HTTP (Ray Serve)")
+    srv.add_argument(
+        "--models",
+        type=Path,
+        default=Path(serve_settings.MODELS_DIR),
+        help="folder of exported models (bioflux train --models)",
+    )
+    srv.add_argument("--host", default=serve_settings.HOST, help="address to listen on")
+    srv.add_argument("--port", type=int, default=serve_settings.PORT, help="HTTP port")
+    srv.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=serve_settings.MAX_BATCH_SIZE,
+        help="most concurrent requests sharing one forward pass",
+    )
+    srv.add_argument(
+        "--batch-wait-timeout-s",
+        type=float,
+        default=serve_settings.BATCH_WAIT_TIMEOUT_S,
+        help="how long a batch waits for more requests",
+    )
+    srv.add_argument("--replicas", type=int, default=1, help="Serve replicas of the app")
+    srv.add_argument(
+        "--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else local)"
+    )
     srv.add_argument(
         "--direct-ingress",
         action="store_true",
@@ -212,39 +392,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.set_defaults(func=_cmd_serve)
 
-    render = sub.add_parser("render", help="record one episode as a GIF or PNG strip")
-    render.add_argument("--predator", default="random")
-    render.add_argument("--prey", default="random")
-    render.add_argument("--out", type=Path, default=Path("outputs/episode.gif"))
-    render.add_argument("--seed", type=int, default=0)
+    render = command(sub, "render", "record one episode as a GIF or PNG strip")
+    policy_args(render, default="random")
+    render.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/episode.gif"),
+        help="file to write: .gif (animation) or .png (strip of frames)",
+    )
+    render.add_argument("--seed", type=int, default=0, help="seed of the episode")
     config_args(render)
     render.set_defaults(func=_cmd_render)
 
-    simulate = sub.add_parser(
-        "simulate", help="long ecology-mode episodes: population series per seed"
-    )
-    simulate.add_argument("--predator", default="lotka_volterra", help="built-in name or path")
-    simulate.add_argument("--prey", default="lotka_volterra", help="built-in name or path")
+    simulate = command(sub, "simulate", "long ecology-mode episodes: population series per seed")
+    policy_args(simulate, default="lotka_volterra")
     simulate.add_argument(
-        "--steps", type=int, default=None, help="steps per episode (default: env.max_steps)"
+        "--steps",
+        type=int,
+        default=None,
+        help="steps per episode, >= 1 (default: the config's env.max_steps)",
     )
     simulate.add_argument(
-        "--seeds", type=int, default=1, help="number of seeds (config seed, seed+1, ...)"
+        "--seeds", type=int, default=1, help="number of seeds, >= 1 (config seed, seed+1, ...)"
     )
     simulate.add_argument("--greedy", action="store_true", help="argmax actions")
-    simulate.add_argument("--out", type=Path, default=Path("outputs/simulate"))
+    simulate.add_argument(
+        "--out", type=Path, default=Path("outputs/simulate"), help="folder of the series"
+    )
     config_args(simulate, default="ecology")
     simulate.set_defaults(func=_cmd_simulate)
 
-    ecology = sub.add_parser("ecology", help="population-cycle analysis")
-    eco_sub = ecology.add_subparsers(dest="ecology_command", required=True)
-    analyze = eco_sub.add_parser(
-        "analyze", help="LV fit, cycle statistics and plots of a series (or a simulate folder)"
+    ecology = command(sub, "ecology", "population-cycle analysis")
+    eco_sub = ecology.add_subparsers(dest="ecology_command", required=True, metavar="COMMAND")
+    analyze = command(
+        eco_sub, "analyze", "LV fit, cycle statistics and plots of a series (or a simulate folder)"
     )
     analyze.add_argument(
         "series", type=Path, help="a series CSV, or a simulate --out folder (mean over seeds)"
     )
-    analyze.add_argument("--reference", default=None, help="'lynx_hare' or a CSV to compare with")
+    analyze.add_argument(
+        "--reference",
+        default=None,
+        help="series to compare with: lynx_hare (the packaged Hudson's Bay data) or a CSV file",
+    )
     analyze.add_argument(
         "--out", type=Path, default=None, help="output folder (default: next to the series)"
     )

@@ -8,7 +8,8 @@ Metrics (per species, over episodes; "return" is the mean over the species' agen
 agent's summed reward):
 
 - ``return_mean`` / ``return_std``;
-- ``capture_rate``: fraction of the prey alive at the start (plus newborns) that were captured;
+- ``capture_rate``: ``bioflux.rollout.capture_rate``, the fraction of the prey that lived in the
+  episode (alive at the start plus newborns) that were captured;
 - ``success_rate``: predators — the capture rate; prey — the survival rate, the fraction of
   prey that were never captured;
 - ``episode_length_mean``: steps per episode;
@@ -19,7 +20,6 @@ agent's summed reward):
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +28,8 @@ from tqdm import tqdm
 
 from bioflux.envs.config import SPECIES, EnvConfig
 from bioflux.envs.core import BatchedWorld
-from bioflux.policies import Policy, act
-
-
-@dataclass
-class EpisodeRecord:
-    length: int
-    captures: int
-    prey_total: int
-    first_capture_step: int | None
-    predator_return: float
-    prey_return: float
+from bioflux.policies import Policy
+from bioflux.rollout import EpisodeRecord, EpisodeStats, play_step
 
 
 def run_episodes(
@@ -58,54 +49,29 @@ def run_episodes(
     world = BatchedWorld(env_config.require_agent_identity("evaluation"), num_worlds=B, seed=seed)
     world.reset()
     rng = np.random.default_rng(seed + 1)
-    policies = {True: predator, False: prey}
-    returns = np.zeros(world.alive.shape)
-    first = np.full(B, -1)
-    captures = np.zeros(B, dtype=int)
+    policies = {"predator": predator, "prey": prey}
+    stats = EpisodeStats(world)
     started = B
     records: list[EpisodeRecord] = []
     bar = tqdm(total=episodes, desc="episodes", disable=not progress, leave=False)
     actions = np.zeros(world.alive.shape, dtype=np.int64)
     while len(records) < episodes:
-        b, a = np.nonzero(world.alive & ~world.done[:, None])
-        obs = world.observe(b, a)
-        is_pred = world.is_predator[a]
-        for species_is_pred, policy in policies.items():
-            m = is_pred == species_is_pred
-            if m.any():
-                actions[b[m], a[m]] = act(policy, obs[m], rng, greedy)[0]
-        res = world.step(actions)
-        returns += res.rewards
-        captures += res.captured
-        first = np.where((first < 0) & (res.captured > 0), world.t, first)
+        res = play_step(world, policies, rng, greedy, actions)
+        stats.update(res)
         for w in np.flatnonzero(res.done):
-            used = world.used[w]
-            pred_slots = used & world.is_predator
-            prey_slots = used & ~world.is_predator
-            records.append(
-                EpisodeRecord(
-                    length=int(world.t[w]),
-                    captures=int(captures[w]),
-                    prey_total=int(prey_slots.sum()),
-                    first_capture_step=int(first[w]) if first[w] >= 0 else None,
-                    predator_return=float(returns[w, pred_slots].mean()) if pred_slots.any() else 0,
-                    prey_return=float(returns[w, prey_slots].mean()) if prey_slots.any() else 0.0,
-                )
-            )
+            records.append(stats.record(w))
             bar.update(1)
             if started < episodes:
                 world.reset(worlds=[w])
                 started += 1
-            returns[w] = 0.0
-            captures[w] = 0
-            first[w] = -1
+            stats.reset([w])
     bar.close()
     return records[:episodes]
 
 
 def summarize(records: list[EpisodeRecord]) -> dict[str, dict[str, Any]]:
     """Per-species metrics (see the module docstring) from episode records."""
-    capture_rate = np.array([r.captures / max(r.prey_total, 1) for r in records])
+    capture_rate = np.array([r.capture_rate for r in records])
     lengths = np.array([r.length for r in records])
     firsts = [r.first_capture_step for r in records if r.first_capture_step is not None]
     shared = {
@@ -117,7 +83,7 @@ def summarize(records: list[EpisodeRecord]) -> dict[str, dict[str, Any]]:
     }
     out = {}
     for species in SPECIES:
-        ret = np.array([getattr(r, f"{species}_return") for r in records])
+        ret = np.array([r.mean_return(species) for r in records])
         success = capture_rate if species == "predator" else 1.0 - capture_rate
         out[species] = {
             "return_mean": float(ret.mean()),
@@ -238,18 +204,12 @@ def record_episode(
     world = BatchedWorld(env_config, num_worlds=1, seed=seed)
     world.reset()
     rng = np.random.default_rng(seed + 1)
-    policies = {True: predator, False: prey}
+    policies = {"predator": predator, "prey": prey}
     frames = [render_rgb(world, 0, cell_pixels)]
     actions = np.zeros(world.alive.shape, dtype=np.int64)
     captures = 0
     while not world.done[0]:
-        a = np.flatnonzero(world.alive[0])
-        obs = world.observe(np.zeros_like(a), a)
-        for is_pred, policy in policies.items():
-            m = world.is_predator[a] == is_pred
-            if m.any():
-                actions[0, a[m]] = act(policy, obs[m], rng, greedy)[0]
-        captures += int(world.step(actions).captured[0])
+        captures += int(play_step(world, policies, rng, greedy, actions).captured[0])
         frames.append(render_rgb(world, 0, cell_pixels))
     saved = save_frames(frames, path)
     return {"path": str(saved), "steps": int(world.t[0]), "captures": captures}

@@ -1,50 +1,53 @@
 """Policies that act on batches of egocentric observations, whatever produced them.
 
-A policy maps observations ``(M, S, S, 4)`` to action probabilities ``(M, 5)``; ``act`` samples
-from them (or takes the argmax when ``greedy``). Built-ins are addressed by name (``random``);
-trained policies by a path to a run folder, an RLlib checkpoint, an exported model folder
-(``models/<algorithm>/<run>[/final|/best]``) or one module's folder.
+A policy maps observations ``(M, S, S, 4)`` to action probabilities ``(M, N_ACTIONS)``; ``act``
+samples from them (or takes the argmax when ``greedy``). Built-ins are addressed by name
+(``random``, ``lotka_volterra``); trained policies by a path to a run folder, an RLlib
+checkpoint, an exported model folder (``models/<algorithm>/<run>[/final|/best]``) or one
+module's folder (the layouts of ``bioflux.artifacts``).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-from bioflux.envs.config import ACTION_NAMES, SPECIES
-
-N_ACTIONS = len(ACTION_NAMES)
-#: RLlib checkpoint sub-folder that holds one folder per module.
-MODULES_SUBDIR = Path("learner_group", "learner", "rl_module")
+from bioflux.artifacts import find_module_dir, module_dir_candidates
+from bioflux.envs.config import N_ACTIONS, SPECIES
+from bioflux.envs.core import flatten_observation
 
 
 class Policy(Protocol):
     name: str
 
     def probabilities(self, obs: np.ndarray) -> np.ndarray:
-        """``(M, S, S, 4)`` observations → ``(M, 5)`` action probabilities."""
+        """``(M, S, S, 4)`` observations → ``(M, N_ACTIONS)`` action probabilities."""
         ...
 
 
-def act(policy: Policy, obs: np.ndarray, rng: np.random.Generator, greedy: bool = False):
-    """Sample (or argmax) one action per row; returns ``(actions, probabilities)``.
-
-    Policies that declare ``deterministic = True`` (e.g. epsilon-greedy Q-networks, greedy at
-    evaluation) always take the argmax.
-    """
-    probs = policy.probabilities(obs)
+def choose_actions(
+    policy: Policy, probs: np.ndarray, rng: np.random.Generator, greedy: bool = False
+) -> np.ndarray:
+    """One action per row of ``probs`` ``(M, N_ACTIONS)``: sampled, or the argmax when
+    ``greedy`` or when the policy declares ``deterministic = True`` (e.g. epsilon-greedy
+    Q-networks, greedy at evaluation)."""
     if greedy or getattr(policy, "deterministic", False):
-        return probs.argmax(axis=1), probs
+        return probs.argmax(axis=1)
     u = rng.random((len(probs), 1))
-    actions = (probs.cumsum(axis=1) < u).sum(axis=1)
-    return np.minimum(actions, N_ACTIONS - 1), probs
+    return np.minimum((probs.cumsum(axis=1) < u).sum(axis=1), N_ACTIONS - 1)
+
+
+def act(policy: Policy, obs: np.ndarray, rng: np.random.Generator, greedy: bool = False):
+    """Sample (or argmax, see ``choose_actions``) one action per observation row; returns
+    ``(actions, probabilities)``."""
+    probs = policy.probabilities(obs)
+    return choose_actions(policy, probs, rng, greedy), probs
 
 
 class RandomPolicy:
-    """Uniform over the five actions."""
+    """Uniform over the actions."""
 
     name = "random"
 
@@ -75,8 +78,6 @@ class ModulePolicy:
         import torch
         from ray.rllib.core.columns import Columns
 
-        from bioflux.envs.rllib_env import flatten_observation
-
         flat = torch.from_numpy(flatten_observation(obs))
         with torch.no_grad():
             logits = self.module.forward_inference({Columns.OBS: flat})[Columns.ACTION_DIST_INPUTS]
@@ -100,7 +101,7 @@ BUILTINS = {"random": lambda species: RandomPolicy(), "lotka_volterra": _lotka_v
 
 
 def module_dir(spec: str | Path, species: str) -> Path:
-    """Find ``species``' module folder inside any of the accepted checkpoint layouts."""
+    """Find ``species``' module folder inside any accepted layout (``artifacts``)."""
     if species not in SPECIES:
         raise ValueError(f"species={species!r} is unknown; allowed: {SPECIES}")
     path = Path(spec)
@@ -108,17 +109,11 @@ def module_dir(spec: str | Path, species: str) -> Path:
         raise ValueError(
             f"policy {str(spec)!r} is neither a built-in ({sorted(BUILTINS)}) nor an existing path"
         )
-    candidates = [
-        path / species,  # exported model folder
-        path / "final" / species,  # models/<algorithm>/<run>
-        path / MODULES_SUBDIR / species,  # RLlib checkpoint
-        path / "checkpoints" / "final" / MODULES_SUBDIR / species,  # run folder
-        path,  # the module folder itself
-    ]
-    for c in candidates:
-        if (c / "module_state.pkl").exists() and (c / "class_and_ctor_args.pkl").is_file():
-            return c
-    raise ValueError(f"no {species} module found under {path} (looked in {candidates[:-1]})")
+    found = find_module_dir(path, species)
+    if found is None:
+        looked = [str(c) for c in module_dir_candidates(path, species)[:-1]]
+        raise ValueError(f"no {species} module found under {path} (looked in {looked})")
+    return found
 
 
 def load_policy(spec: str | Path, species: str) -> Policy:
@@ -129,8 +124,3 @@ def load_policy(spec: str | Path, species: str) -> Policy:
         return BUILTINS[spec](species)
     folder = module_dir(spec, species)
     return ModulePolicy.from_checkpoint(folder, name=f"{spec}:{species}")
-
-
-def read_metadata(folder: str | Path) -> dict:
-    meta = Path(folder) / "bioflux.json"
-    return json.loads(meta.read_text()) if meta.is_file() else {}

@@ -1,40 +1,32 @@
 """Training: build the algorithm from a validated experiment, run it, checkpoint, resume, export.
 
-Run folder (``<output>/<name>/``)::
-
-    config.yaml            the resolved experiment (after --set overrides)
-    metrics.jsonl          one JSON object per iteration (see ``ITERATION_KEYS``)
-    summary.json           final figures, best iteration, checkpoint and export paths,
-                           ``env_runner_nodes`` (Ray node ID of each remote EnvRunner)
-    learning_curves.png    return per species and capture rate against env steps
-    tb/                    TensorBoard logs (same scalars as metrics.jsonl)
-    checkpoints/iter_NNNNNN/  the last ``checkpoint.keep`` periodic RLlib checkpoints
-    checkpoints/best/      the checkpoint with the best ``checkpoint.score``
-    checkpoints/final/     the checkpoint at the end
-
-Checkpoints are written to a temporary folder and renamed, so a killed run never leaves a
-half-written one; ``resume=True`` restores the newest complete checkpoint and continues the
-iteration count (metrics rows after that checkpoint are dropped and recomputed). The final and
-best modules are exported to ``<models>/<algorithm>/<name>/{final,best}/<species>/`` with a
-``bioflux.json`` describing them; serving and evaluation load them from there.
+``train(exp)`` runs ``exp`` to its stop criteria in the run folder ``<output>/<name>/`` and
+exports the final and best modules to ``<models>/<algorithm>/<name>/{final,best}/`` (the layout
+of both lives in ``bioflux.artifacts``). ``resume=True`` restores the newest complete checkpoint
+and continues the iteration count (metrics rows after that checkpoint are dropped and
+recomputed). Each metrics row has the keys ``ITERATION_KEYS``; ``summary.json`` also records
+``env_runner_nodes`` (the Ray node ID of each remote EnvRunner).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
+from bioflux.artifacts import (
+    RunFolder,
+    export_modules,
+    export_root,
+    init_ray,
+    plot_learning_curves,
+    save_checkpoint,
+)
 from bioflux.config import Experiment
-from bioflux.envs.config import SPECIES
-from bioflux.policies import MODULES_SUBDIR
 
 #: Keys of each metrics.jsonl row.
 ITERATION_KEYS = (
@@ -52,60 +44,6 @@ ITERATION_KEYS = (
     "env_steps_per_s",
     "agent_steps_per_s",
 )
-
-
-class RunFolder:
-    """Paths and file I/O of one run folder."""
-
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
-        self.checkpoints = self.root / "checkpoints"
-        self.metrics = self.root / "metrics.jsonl"
-        self.summary = self.root / "summary.json"
-        self.curves = self.root / "learning_curves.png"
-        self.config = self.root / "config.yaml"
-
-    def periodic(self) -> list[Path]:
-        return sorted(self.checkpoints.glob("iter_[0-9]*[0-9]"))
-
-    def latest(self) -> Path | None:
-        """The newest complete checkpoint (final counts as newest)."""
-        final = self.checkpoints / "final"
-        if final.is_dir():
-            return final
-        periodic = self.periodic()
-        return periodic[-1] if periodic else None
-
-    def read_metrics(self) -> list[dict[str, Any]]:
-        if not self.metrics.is_file():
-            return []
-        rows = []
-        for line in self.metrics.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a line cut short by a kill
-                break
-        return rows
-
-    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        self.metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-    def append_metrics(self, row: dict[str, Any]) -> None:
-        with self.metrics.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-
-
-def save_checkpoint(algo: Any, target: Path) -> Path:
-    """Save atomically: write to ``<target>.tmp``, then swap it in."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    algo.save_to_path(str(tmp.resolve()))
-    old = target.with_name(target.name + ".old")
-    if target.exists():
-        target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 def iteration_row(
@@ -171,20 +109,6 @@ def should_stop(exp: Experiment, row: dict[str, Any]) -> bool:
     )
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to ``address``/``RAY_ADDRESS`` or start a local Ray; True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
-    return True
-
-
 def _node_id(_env_runner: Any) -> str:
     import ray
 
@@ -200,84 +124,6 @@ def env_runner_nodes(algo: Any) -> list[str]:
     if group is None or group.num_remote_env_runners() == 0:
         return []
     return list(group.foreach_env_runner(_node_id, local_env_runner=False))
-
-
-def export_modules(checkpoint: Path, target: Path, metadata: dict[str, Any]) -> Path:
-    """Copy each species' module out of an RLlib checkpoint, with a ``bioflux.json``."""
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    for species in SPECIES:
-        src = checkpoint / MODULES_SUBDIR / species
-        if src.is_dir():
-            shutil.copytree(src, tmp / species)
-            meta = {**metadata, "species": species, "source_checkpoint": str(checkpoint)}
-            (tmp / species / "bioflux.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    return target
-
-
-def rolling_mean(values: list[float | None], window: int) -> np.ndarray:
-    """Trailing mean over the last ``window`` values, skipping missing ones (None/NaN)."""
-    a = np.array([np.nan if v is None else v for v in values], dtype=float)
-    valid = ~np.isnan(a)
-    sums = np.concatenate([[0.0], np.cumsum(np.where(valid, a, 0.0))])
-    counts = np.concatenate([[0], np.cumsum(valid)])
-    end = np.arange(1, len(a) + 1)
-    start = np.maximum(0, end - window)
-    n = counts[end] - counts[start]
-    return np.where(n > 0, (sums[end] - sums[start]) / np.maximum(n, 1), np.nan)
-
-
-def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Return per species and capture rate per iteration, with a rolling mean over ~5% of
-    the run when there are enough iterations to need one (one iteration is few episodes)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [r["env_steps"] for r in rows]
-    window = max(1, len(rows) // 20)
-    smooth = window > 1
-
-    def draw(ax, ys: list[float | None], colour: str, label: str | None = None) -> None:
-        raw = [np.nan if y is None else y for y in ys]
-        ax.plot(
-            steps,
-            raw,
-            color=colour,
-            alpha=0.3 if smooth else 1.0,
-            lw=1,
-            label=None if smooth else label,
-        )
-        if smooth:
-            ax.plot(steps, rolling_mean(ys, window), color=colour, lw=2, label=label)
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for species, colour in (("predator", "#d22"), ("prey", "#2a4")):
-        draw(ax1, [r[f"{species}_return"] for r in rows], colour, species)
-    ax1.set_xlabel("env steps")
-    ax1.set_ylabel("episode return (sum over the species' agents)")
-    ax1.legend()
-    draw(ax2, [r["capture_rate"] for r in rows], "#333")
-    ax2.set_xlabel("env steps")
-    ax2.set_ylabel("capture rate")
-    ax2.set_ylim(0, 1)
-    if smooth:
-        fig.text(
-            0.99,
-            0.01,
-            f"bold: rolling mean of {window} iterations",
-            ha="right",
-            fontsize=8,
-            color="#555",
-        )
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def train(
@@ -324,7 +170,7 @@ def train(
         elif resume:
             log(f"nothing to resume in {run.root}: starting a new run")
         run.write_metrics(rows)
-        writer = _tensorboard(run.root / "tb")
+        writer = _tensorboard(run.tensorboard)
         score_key = exp.checkpoint.score
         best = max(
             (r[score_key] for r in rows if r.get(score_key) is not None), default=float("-inf")
@@ -366,11 +212,11 @@ def train(
         "observation": "flattened (row, col, channel) window, see predator_prey_v0",
         "iteration": rows[-1]["iteration"] if rows else None,
     }
-    export_root = Path(models) / exp.algorithm / exp.name
+    exports_at = export_root(models, exp.algorithm, exp.name)
     exports = {
         "final": str(
             export_modules(
-                run.checkpoints / "final", export_root / "final", {**meta, "kind": "final"}
+                run.checkpoints / "final", exports_at / "final", {**meta, "kind": "final"}
             )
         )
     }
@@ -378,7 +224,7 @@ def train(
         exports["best"] = str(
             export_modules(
                 run.checkpoints / "best",
-                export_root / "best",
+                exports_at / "best",
                 {**meta, "kind": "best", "iteration": best_iteration},
             )
         )
@@ -402,7 +248,7 @@ def train(
         "learning_curves": str(run.curves),
         "metrics": str(run.metrics),
     }
-    run.summary.write_text(json.dumps(summary, indent=2))
+    run.write_summary(summary)
     return summary
 
 

@@ -16,7 +16,7 @@ from types import ModuleType
 ALGORITHMS: dict[str, str] = {
     "ppo": "bioflux.algorithms.ppo",
     "epsilon_greedy": "bioflux.algorithms.epsilon_greedy",
-    "lotka_volterra": "bioflux.algorithms.lotka_volterra",
+    "lotka_volterra": "bioflux.algorithms.lotka_volterra_fit",
     "maddpg": "bioflux.algorithms.maddpg",
 }
 

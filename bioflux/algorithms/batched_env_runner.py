@@ -43,8 +43,9 @@ from ray.rllib.utils.metrics import (
     NUM_MODULE_STEPS_SAMPLED_LIFETIME,
 )
 
-from bioflux.envs.config import SPECIES, EnvConfig
+from bioflux.envs.config import N_ACTIONS, SPECIES, EnvConfig
 from bioflux.envs.core import BatchedWorld
+from bioflux.rollout import EpisodeStats
 
 
 class BatchedCoreEnvRunner(MultiAgentEnvRunner):
@@ -72,9 +73,7 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
         n = len(worlds)
         self._serial[worlds] = np.arange(self._next_serial, self._next_serial + n)
         self._next_serial += n
-        self._returns[worlds] = 0.0
-        self._captures[worlds] = 0
-        self._first_capture[worlds] = -1
+        self._stats.reset(worlds)
         self._started[worlds] = time.perf_counter()
 
     def _acting(self) -> tuple[np.ndarray, np.ndarray]:
@@ -83,24 +82,21 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
 
     def _start(self) -> None:
         w = self._world
-        B, N = w.alive.shape
-        self._returns = np.zeros((B, N))
-        self._captures = np.zeros(B, dtype=np.int64)
-        self._first_capture = np.full(B, -1)
-        self._started = np.zeros(B)
-        self._reset_worlds(np.arange(B))
+        self._stats = EpisodeStats(w)
+        self._started = np.zeros(w.num_worlds)
+        self._reset_worlds(np.arange(w.num_worlds))
         b, a = self._acting()
         self._cur = w.observe(b, a).reshape(len(a), -1)
 
     def _policy(self, obs: np.ndarray, is_pred: np.ndarray, explore: bool, random_actions: bool):
         actions = np.zeros(len(obs), dtype=np.int64)
         logp = np.zeros(len(obs), dtype=np.float32)
-        logits = np.zeros((len(obs), 5), dtype=np.float32)
+        logits = np.zeros((len(obs), N_ACTIONS), dtype=np.float32)
         for species, mask in (("predator", is_pred), ("prey", ~is_pred)):
             if not mask.any():
                 continue
             if random_actions:
-                out = torch.zeros((int(mask.sum()), 5))
+                out = torch.zeros((int(mask.sum()), N_ACTIONS))
             else:
                 module = self.module[species]
                 batch = {Columns.OBS: torch.from_numpy(obs[mask])}
@@ -118,11 +114,7 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
 
     def _track(self, res) -> None:
         """Episode statistics of the running worlds (returns, captures, first capture)."""
-        self._returns += res.rewards
-        self._captures += res.captured
-        self._first_capture = np.where(
-            (self._first_capture < 0) & (res.captured > 0), self._world.t, self._first_capture
-        )
+        self._stats.update(res)
 
     def _restart_finished(self, res) -> int:
         """Log and reset the worlds whose episode ended; splice their new agents' first
@@ -267,7 +259,6 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
             m.log_value((NUM_MODULE_STEPS_SAMPLED_LIFETIME, species), n, reduce="lifetime_sum")
 
     def _log_finished(self, worlds: np.ndarray) -> None:
-        w = self._world
         m = self.metrics
         win = max(
             1,
@@ -275,24 +266,22 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
             // max(1, self.config.num_env_runners or 1),
         )
         for b in worlds.tolist():
-            used = w.used[b]
-            pred = float(self._returns[b, used & w.is_predator].sum())
-            prey = float(self._returns[b, used & ~w.is_predator].sum())
+            record = self._stats.record(b)
+            pred, prey = (record.total_return(species) for species in SPECIES)
             m.log_value(NUM_EPISODES, 1, reduce="sum")
             m.log_value(NUM_EPISODES_LIFETIME, 1, reduce="lifetime_sum")
             m.log_dict(
                 {
-                    EPISODE_LEN_MEAN: int(w.t[b]),
+                    EPISODE_LEN_MEAN: record.length,
                     EPISODE_RETURN_MEAN: pred + prey,
                     EPISODE_MODULE_RETURN_MEAN: {"predator": pred, "prey": prey},
                 },
                 window=win,
             )
-            n_prey = max(int((used & ~w.is_predator).sum()), 1)
-            m.log_value("capture_rate", self._captures[b] / n_prey, window=win)
-            m.log_value("captures", int(self._captures[b]), window=win)
-            if self._first_capture[b] >= 0:
-                m.log_value("first_capture_step", int(self._first_capture[b]), window=win)
+            m.log_value("capture_rate", record.capture_rate, window=win)
+            m.log_value("captures", record.captures, window=win)
+            if record.first_capture_step is not None:
+                m.log_value("first_capture_step", record.first_capture_step, window=win)
 
     def get_metrics(self) -> dict[str, Any]:
         return self.metrics.reduce()

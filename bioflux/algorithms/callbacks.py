@@ -6,6 +6,8 @@ from typing import Any
 
 from ray.rllib.callbacks.callbacks import RLlibCallback
 
+from bioflux.rollout import capture_rate
+
 
 class EpisodeStatsCallback(RLlibCallback):
     """Logs the env's end-of-episode summary (``infos[agent]["episode"]``) as custom metrics."""
@@ -18,8 +20,8 @@ class EpisodeStatsCallback(RLlibCallback):
                 break
         if not stats or metrics_logger is None:
             return
-        prey = max(stats["initial_prey"], 1)
-        metrics_logger.log_value("capture_rate", stats["captures"] / prey, reduce="mean")
+        rate = float(capture_rate(stats["captures"], stats["prey_total"]))
+        metrics_logger.log_value("capture_rate", rate, reduce="mean")
         metrics_logger.log_value("captures", stats["captures"], reduce="mean")
         if stats["first_capture_step"] is not None:
             metrics_logger.log_value(

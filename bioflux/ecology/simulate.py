@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from bioflux.envs.config import SPECIES, EnvConfig
 from bioflux.envs.core import BatchedWorld
-from bioflux.policies import Policy, act, load_policy
+from bioflux.policies import Policy, load_policy
+from bioflux.rollout import play_step
 
 #: Columns of a series, in CSV order.
 COLUMNS: tuple[str, ...] = (
@@ -108,15 +109,9 @@ def run_seed(
     rows[0, 1:3] = world.populations()[0]
     actions = np.zeros(world.alive.shape, dtype=np.int64)
     n = 0
+    policies = {"predator": predator, "prey": prey}
     while not world.done[0]:
-        a = np.flatnonzero(world.alive[0])
-        obs = world.observe(np.zeros_like(a), a)
-        is_pred = world.is_predator[a]
-        for species_is_pred, policy in ((True, predator), (False, prey)):
-            m = is_pred == species_is_pred
-            if m.any():
-                actions[0, a[m]] = act(policy, obs[m], rng, greedy)[0]
-        res = world.step(actions)
+        res = play_step(world, policies, rng, greedy, actions)
         n += 1
         rows[n] = (
             world.t[0],

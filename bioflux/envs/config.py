@@ -11,6 +11,15 @@ from typing import Any
 SPECIES: tuple[str, str] = ("predator", "prey")
 #: Action names, index = action value of the ``Discrete(5)`` action space.
 ACTION_NAMES: tuple[str, ...] = ("stay", "up", "down", "left", "right")
+#: Size of the ``Discrete`` action space (every species).
+N_ACTIONS: int = len(ACTION_NAMES)
+
+
+def other_species(species: str) -> str:
+    """The species that ``species`` plays against."""
+    if species not in SPECIES:
+        raise ValueError(f"species={species!r} is unknown; allowed: {SPECIES}")
+    return SPECIES[1 - SPECIES.index(species)]
 
 
 @dataclass(frozen=True)

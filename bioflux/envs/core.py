@@ -34,6 +34,15 @@ STATE_CHANNELS: tuple[str, ...] = ("obstacle", "predators", "prey")
 _OBSTACLE, _PREDATORS, _PREY, _ENERGY = range(4)
 
 
+def flatten_observation(obs: np.ndarray) -> np.ndarray:
+    """``(..., S, S, C)`` egocentric windows → ``(..., S*S*C)`` float32 policy inputs.
+
+    The one place that flattens observations, in ``(row, col, channel)`` order: the RLlib
+    adapter, the EnvRunners, evaluation and serving all feed modules through it."""
+    obs = np.asarray(obs, dtype=np.float32)
+    return obs.reshape(*obs.shape[:-3], -1)
+
+
 @dataclass
 class StepResult:
     """What one ``BatchedWorld.step`` produced; arrays are ``(B, N)`` unless noted."""
@@ -338,13 +347,18 @@ class BatchedWorld:
         c = self.config
         if not c.ecology:
             return (slots < self.n_pred_slots).astype(np.float32)
-        level = np.minimum(self.energy[worlds, slots] / c.reproduce_energy, 1.0)
+        level = np.clip(self.energy[worlds, slots] / c.reproduce_energy, 0.0, 1.0)
         return np.where(slots < self.n_pred_slots, level, 0.0).astype(np.float32)
 
     def state(self, world: int = 0) -> np.ndarray:
         """Global state ``(H, W, 3)`` float32: obstacle, predator count, prey count."""
+        return self.states(np.array([world]))[0]
+
+    def states(self, worlds: np.ndarray | None = None) -> np.ndarray:
+        """Global states ``(len(worlds), H, W, 3)`` float32 of ``worlds`` (default: all)."""
         p, c = self.pad, self.config
-        return self._grid[world, p : p + c.height, p : p + c.width, :3].copy()
+        grid = self._grid if worlds is None else self._grid[worlds]
+        return grid[:, p : p + c.height, p : p + c.width, : len(STATE_CHANNELS)].copy()
 
     def populations(self) -> np.ndarray:
         """Live ``(predators, prey)`` per world, shape ``(B, 2)``."""

@@ -35,7 +35,10 @@ prey gets ``reward_caught`` [-1.0]; every prey alive after a step gets ``reward_
 [0.01]; a predator that starves (ecology mode) gets ``reward_starved`` [-1.0].
 
 **Episode end**: when all prey or all predators are gone, every remaining agent is terminated;
-after ``max_steps`` [300] steps every remaining agent is truncated.
+after ``max_cycles`` [300] steps every remaining agent is truncated. ``max_cycles`` is
+PettingZoo's name for the episode length; ``max_steps`` (the name in experiment configs,
+``env.max_steps``) is an alias: give either, or both with the same value (different values
+raise ``ValueError``). ``env.max_cycles`` holds the value in use.
 
 **Ecology mode** (``ecology=True``): predators lose ``energy_decay`` energy per step and gain
 ``energy_gain`` per capture (shared like the reward); at zero energy a predator dies
@@ -47,12 +50,22 @@ counts per step: ``populations()`` and ``population_history``.
 
 **Infos**: a captured prey's info has ``captured: True``, a starved predator's ``starved: True``;
 on the last step every info holds ``episode`` (``episode_stats``): initial populations,
-captures, births, starvations, ``first_capture_step`` and ``length``.
+``prey_total`` (initial prey plus newborns, the capture rate's denominator), captures, births,
+starvations, ``first_capture_step`` and ``length``.
 
 **Arguments**: see ``bioflux.envs.config.EnvConfig`` (sizes, counts, ``wall_density`` [0.02],
-``obs_radius`` [5], capture and reward terms, ecology rates); ``render_mode`` is ``None``,
-``"rgb_array"`` (an ``(height·4, width·4, 3)`` uint8 image) or ``"ansi"``. Invalid or unknown
-arguments raise ``ValueError`` naming the argument and its allowed range.
+``obs_radius`` [5], capture and reward terms, ecology rates) and ``max_cycles`` above. Invalid or
+unknown arguments raise ``ValueError`` naming the argument and its allowed range.
+
+**Rendering** (``render_mode``, ``render()``): ``None`` (``render()`` warns and returns
+``None``); ``"rgb_array"`` returns an ``(height·4, width·4, 3)`` uint8 image; ``"ansi"`` returns
+text, one line per row (``.`` empty, ``#`` wall, ``o`` prey, ``X`` predator); ``"human"`` shows
+the frame in a matplotlib window that opens on the first ``render()`` and is refreshed by each
+later one without blocking (``close()`` closes it), and returns ``None``. With a
+non-interactive backend chosen explicitly (``MPLBACKEND=Agg`` or ``matplotlib.use("Agg")``)
+``"human"`` draws to an off-screen figure. Without a display (and no backend chosen) creating the
+env with ``"human"`` raises ``bioflux.envs.rendering.HumanRenderError`` (a ``RuntimeError``) that
+says so.
 
 **Hand-built scenarios**: ``reset(options={"layout": {"walls": [...], "predators": [(r, c)],
 "prey": [(r, c)], "energy": [...]}})`` places walls and agents by hand.
@@ -70,9 +83,9 @@ import numpy as np
 from pettingzoo import ParallelEnv
 from pettingzoo.utils import parallel_to_aec
 
-from bioflux.envs.config import EnvConfig
+from bioflux.envs.config import N_ACTIONS, EnvConfig
 from bioflux.envs.core import OBS_CHANNELS, STATE_CHANNELS, BatchedWorld
-from bioflux.envs.rendering import render_ansi, render_rgb
+from bioflux.envs.rendering import HumanWindow, check_human_rendering, render_ansi, render_rgb
 
 
 class PredatorPreyEnv(ParallelEnv):
@@ -80,18 +93,24 @@ class PredatorPreyEnv(ParallelEnv):
 
     metadata = {
         "name": "predator_prey_v0",
-        "render_modes": ["rgb_array", "ansi"],
+        "render_modes": ["human", "rgb_array", "ansi"],
         "render_fps": 10,
         "is_parallelizable": True,
     }
 
-    def __init__(self, render_mode: str | None = None, **kwargs: Any):
+    def __init__(
+        self, render_mode: str | None = None, max_cycles: int | None = None, **kwargs: Any
+    ):
         if render_mode not in (None, *self.metadata["render_modes"]):
-            raise ValueError(
-                f"render_mode={render_mode!r} is not supported; allowed: None, 'rgb_array', 'ansi'"
-            )
+            allowed = ", ".join(map(repr, (None, *self.metadata["render_modes"])))
+            raise ValueError(f"render_mode={render_mode!r} is not supported; allowed: {allowed}")
+        self._window: HumanWindow | None = None
+        if render_mode == "human":
+            check_human_rendering()
+            self._window = HumanWindow(self.metadata["name"], self.metadata["render_fps"])
         self.render_mode = render_mode
-        self.config = c = EnvConfig.from_kwargs(kwargs).require_agent_identity("predator_prey_v0")
+        self.config = c = _env_config(kwargs, max_cycles)
+        self.max_cycles = c.max_steps
         self.world = BatchedWorld(c, num_worlds=1)
         self.possible_agents = [f"predator_{i}" for i in range(c.max_predators)] + [
             f"prey_{i}" for i in range(c.max_prey)
@@ -102,7 +121,7 @@ class PredatorPreyEnv(ParallelEnv):
         high = np.zeros((s, s, len(OBS_CHANNELS)), dtype=np.float32)
         high[..., :] = [1.0, c.max_predators, c.max_prey, 1.0]
         self._obs_space = gymnasium.spaces.Box(0.0, high, dtype=np.float32)
-        self._act_space = gymnasium.spaces.Discrete(5)
+        self._act_space = gymnasium.spaces.Discrete(N_ACTIONS)
         state_high = np.zeros((c.height, c.width, len(STATE_CHANNELS)), dtype=np.float32)
         state_high[..., :] = [1.0, c.max_predators, c.max_prey]
         self.state_space = gymnasium.spaces.Box(0.0, state_high, dtype=np.float32)
@@ -130,6 +149,7 @@ class PredatorPreyEnv(ParallelEnv):
         self.episode_stats = {
             "initial_predators": int(pred),
             "initial_prey": int(prey),
+            "prey_total": int(prey),
             "captures": 0,
             "births": 0,
             "starvations": 0,
@@ -168,6 +188,7 @@ class PredatorPreyEnv(ParallelEnv):
         stats = self.episode_stats
         stats["captures"] += int(res.captured[0])
         stats["births"] += int(res.born[0].sum())
+        stats["prey_total"] += int(res.born[0, w.n_pred_slots :].sum())
         stats["starvations"] += int(res.starved[0].sum())
         if res.captured[0] and stats["first_capture_step"] is None:
             stats["first_capture_step"] = int(w.t[0])
@@ -204,11 +225,33 @@ class PredatorPreyEnv(ParallelEnv):
             return render_rgb(self.world, 0)
         if self.render_mode == "ansi":
             return render_ansi(self.world, 0)
+        if self.render_mode == "human":
+            self._window.show(render_rgb(self.world, 0))
+            return None
         gymnasium.logger.warn("render() called without a render_mode; pass render_mode=...")
         return None
 
     def close(self) -> None:
-        pass
+        if self._window is not None:
+            self._window.close()
+
+
+def _env_config(kwargs: dict[str, Any], max_cycles: int | None) -> EnvConfig:
+    """``EnvConfig`` from the env's keyword arguments, ``max_cycles`` being ``max_steps``."""
+    if max_cycles is not None:
+        if "max_steps" in kwargs and kwargs["max_steps"] != max_cycles:
+            raise ValueError(
+                f"max_cycles={max_cycles!r} and max_steps={kwargs['max_steps']!r} disagree; "
+                "allowed: one of them (max_steps is an alias of max_cycles), or equal values"
+            )
+        kwargs = {**kwargs, "max_steps": max_cycles}
+    try:
+        config = EnvConfig.from_kwargs(kwargs)
+    except ValueError as err:
+        if max_cycles is not None and str(err).startswith("max_steps="):
+            raise ValueError("max_cycles=" + str(err).removeprefix("max_steps=")) from None
+        raise
+    return config.require_agent_identity("predator_prey_v0")
 
 
 def parallel_env(**kwargs: Any) -> PredatorPreyEnv:

@@ -1,9 +1,13 @@
-"""Pictures of a predator–prey world: RGB arrays, ANSI text, GIFs and PNG strips."""
+"""Pictures of a predator–prey world: RGB arrays, ANSI text, a matplotlib window, GIFs and PNG
+strips."""
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +50,119 @@ def render_ansi(world: BatchedWorld, b: int = 0) -> str:
         [ANSI_CHARS["empty"], ANSI_CHARS["wall"], ANSI_CHARS["prey"], ANSI_CHARS["predator"]]
     )
     return "\n".join("".join(row) for row in chars[_cell_kinds(world, b)])
+
+
+class HumanRenderError(RuntimeError):
+    """``render_mode="human"`` cannot show a window here (no display, no GUI toolkit)."""
+
+
+_HUMAN_HINT = (
+    "use render_mode='rgb_array' (frames as arrays) instead, or set MPLBACKEND=Agg to draw "
+    "off-screen"
+)
+
+
+def _headless() -> bool:
+    """True on Linux/BSD without an X11 or Wayland display."""
+    if sys.platform.startswith(("win", "darwin", "cygwin")):
+        return False
+    return not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _interactive(backend: str) -> bool:
+    try:
+        from matplotlib.backends import BackendFilter, backend_registry
+    except ImportError:  # matplotlib < 3.9
+        from matplotlib import rcsetup
+
+        return backend.lower() in {b.lower() for b in rcsetup.interactive_bk}
+    return backend.lower() in backend_registry.list_builtin(BackendFilter.INTERACTIVE)
+
+
+def check_human_rendering() -> None:
+    """Raise ``HumanRenderError`` with a clear message if ``render_mode="human"`` cannot work.
+
+    A backend chosen explicitly (``MPLBACKEND``, ``matplotlib.use``) is trusted: a
+    non-interactive one such as ``Agg`` draws off-screen. Left to matplotlib's automatic choice
+    on a machine without a display, it would silently fall back to ``Agg``; that is an error.
+    """
+    try:
+        import matplotlib
+    except ImportError:
+        raise HumanRenderError(
+            "render_mode='human' needs matplotlib (pip install matplotlib); " + _HUMAN_HINT
+        ) from None
+    chosen = matplotlib.rcParams._get_backend_or_none()  # None: matplotlib's automatic choice
+    if chosen is None and _headless():
+        raise HumanRenderError(
+            "render_mode='human' needs a display to open a window, and there is none "
+            "($DISPLAY and $WAYLAND_DISPLAY are unset); " + _HUMAN_HINT
+        )
+
+
+class HumanWindow:
+    """A matplotlib figure that shows one frame per ``show`` call, without blocking.
+
+    With an interactive backend the window opens on the first frame and is refreshed (the GUI
+    event loop runs for ``1 / fps`` s); with a non-interactive backend (``Agg``) the frame is
+    drawn to the figure's canvas only.
+    """
+
+    def __init__(self, title: str = "predator_prey_v0", fps: int = 10):
+        import matplotlib
+
+        self.title = title
+        self.fps = fps
+        # the backend asked for (None: automatic), before pyplot may resolve it to a fallback
+        self._requested = matplotlib.rcParams._get_backend_or_none()
+        self._fig: Any = None
+        self._image: Any = None
+
+    def show(self, frame: np.ndarray) -> None:
+        import matplotlib.pyplot as plt
+
+        if self._fig is None or not plt.fignum_exists(self._fig.number):
+            self._open(plt, frame)
+        else:
+            self._image.set_data(frame)
+        if _interactive(plt.get_backend()):
+            plt.pause(1.0 / self.fps)  # draws and runs the GUI event loop briefly
+        else:
+            self._fig.canvas.draw()
+
+    def _open(self, plt: Any, frame: np.ndarray) -> None:
+        try:
+            fig, ax = plt.subplots(num=self.title, clear=True)
+        except Exception as err:  # GUI toolkit missing or no display: name it, briefly
+            raise HumanRenderError(
+                f"render_mode='human' could not open a matplotlib window "
+                f"(backend {plt.get_backend()!r}): {err}; " + _HUMAN_HINT
+            ) from None
+        backend = plt.get_backend()
+        if not _interactive(backend) and (self._requested is None or _interactive(self._requested)):
+            plt.close(fig)  # matplotlib fell back to a non-interactive backend: no window
+            why = (
+                "there is no display ($DISPLAY and $WAYLAND_DISPLAY are unset)"
+                if _headless()
+                else "matplotlib found no GUI toolkit (install tkinter or PyQt)"
+            )
+            raise HumanRenderError(
+                f"render_mode='human' needs a window but {why}, so matplotlib fell back to "
+                f"{backend!r}; " + _HUMAN_HINT
+            )
+        ax.set_axis_off()
+        self._image = ax.imshow(frame, interpolation="nearest")
+        fig.tight_layout(pad=0)
+        self._fig = fig
+        if _interactive(backend):
+            plt.show(block=False)
+
+    def close(self) -> None:
+        if self._fig is not None:
+            import matplotlib.pyplot as plt
+
+            plt.close(self._fig)
+            self._fig = self._image = None
 
 
 def save_frames(

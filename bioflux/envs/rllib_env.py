@@ -5,8 +5,7 @@ Differences from RLlib's stock ``ParallelPettingZooEnv`` (why this adapter exist
   (caught) and truncated (time limit) agents still ends; the stock wrapper computes
   ``all(values)`` per flag and leaves such episodes dangling.
 - Observations are flattened to ``Box(S*S*4,)`` (same values, ``(row, col, channel)`` order), so
-  RLlib's default MLP encoder applies without a connector. ``flatten_observation`` is the one
-  place that does it; serving and evaluation call it too.
+  RLlib's default MLP encoder applies without a connector (``core.flatten_observation``).
 """
 
 from __future__ import annotations
@@ -18,16 +17,11 @@ import numpy as np
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 from ray.tune.registry import register_env
 
+from bioflux.envs.core import flatten_observation
 from bioflux.envs.predator_prey import PredatorPreyEnv
 
 #: Name under which the env is registered with Ray Tune/RLlib.
 RLLIB_ENV_NAME = "bioflux_predator_prey_v0"
-
-
-def flatten_observation(obs: np.ndarray) -> np.ndarray:
-    """``(..., S, S, C)`` egocentric windows → ``(..., S*S*C)`` float32 policy inputs."""
-    obs = np.asarray(obs, dtype=np.float32)
-    return obs.reshape(*obs.shape[:-3], -1)
 
 
 def species_of(agent_id: str, *args: Any, **kwargs: Any) -> str:
@@ -55,7 +49,7 @@ class PredatorPreyRLlibEnv(MultiAgentEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         obs, infos = self.env.reset(seed=seed, options=options)
         self.agents = self.env.agents
-        return {a: o.reshape(-1) for a, o in obs.items()}, infos
+        return {a: flatten_observation(o) for a, o in obs.items()}, infos
 
     def step(self, action_dict: dict[str, int]):
         obs, rewards, terminated, truncated, infos = self.env.step(action_dict)
@@ -64,7 +58,13 @@ class PredatorPreyRLlibEnv(MultiAgentEnv):
         timed_out = over and any(truncated.values())
         terminated["__all__"] = over and not timed_out
         truncated["__all__"] = timed_out
-        return {a: o.reshape(-1) for a, o in obs.items()}, rewards, terminated, truncated, infos
+        return (
+            {a: flatten_observation(o) for a, o in obs.items()},
+            rewards,
+            terminated,
+            truncated,
+            infos,
+        )
 
     def render(self):
         return self.env.render()

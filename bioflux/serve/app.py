@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray import serve
 
+from bioflux.serve import settings
 from bioflux.serve.inference import (
     ModelInference,
     ModelLoadError,
@@ -151,8 +152,8 @@ class PolicyServer:
     def __init__(
         self,
         models_dir: str,
-        max_batch_size: int = 32,
-        batch_wait_timeout_s: float = 0.002,
+        max_batch_size: int = settings.MAX_BATCH_SIZE,
+        batch_wait_timeout_s: float = settings.BATCH_WAIT_TIMEOUT_S,
         preload: bool = True,
     ):
         self.inference = ModelInference(models_dir, preload=preload)
@@ -160,7 +161,10 @@ class PolicyServer:
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    @serve.batch(
+        max_batch_size=settings.MAX_BATCH_SIZE,
+        batch_wait_timeout_s=settings.BATCH_WAIT_TIMEOUT_S,
+    )
     async def _batched(self, items: list[tuple[str, np.ndarray, bool]]) -> list[Any]:
         self.metrics.batch.observe(len(items))
         out: list[Any] = [None] * len(items)
@@ -258,14 +262,15 @@ class PolicyServer:
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
-    """Application builder (``serve run bioflux.serve.app:build_app models_dir=models``)."""
+    """Application builder (``serve run bioflux.serve.app:build_app models_dir=models``);
+    arguments left out take the defaults of ``bioflux.serve.settings``."""
     args = dict(args or {})
-    models_dir = str(Path(args.pop("models_dir", "models")).resolve())
-    replicas = int(args.pop("num_replicas", 1))
+    models_dir = str(Path(args.pop("models_dir", settings.MODELS_DIR)).resolve())
+    replicas = int(args.pop("num_replicas", settings.NUM_REPLICAS))
     return PolicyServer.options(num_replicas=replicas).bind(
         models_dir,
-        max_batch_size=int(args.pop("max_batch_size", 32)),
-        batch_wait_timeout_s=float(args.pop("batch_wait_timeout_s", 0.002)),
+        max_batch_size=int(args.pop("max_batch_size", settings.MAX_BATCH_SIZE)),
+        batch_wait_timeout_s=float(args.pop("batch_wait_timeout_s", settings.BATCH_WAIT_TIMEOUT_S)),
         preload=bool(args.pop("preload", True)),
     )
 
@@ -295,11 +300,11 @@ def enable_direct_ingress(port: int) -> int:
 
 def start(
     models_dir: str | Path,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    max_batch_size: int = 32,
-    batch_wait_timeout_s: float = 0.002,
-    num_replicas: int = 1,
+    host: str = settings.HOST,
+    port: int = settings.PORT,
+    max_batch_size: int = settings.MAX_BATCH_SIZE,
+    batch_wait_timeout_s: float = settings.BATCH_WAIT_TIMEOUT_S,
+    num_replicas: int = settings.NUM_REPLICAS,
     name: str = "bioflux",
 ) -> None:
     """Start Serve on ``host:port`` and deploy the app (Ray must be initialised)."""

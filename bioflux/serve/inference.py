@@ -25,7 +25,7 @@ import numpy as np
 
 from bioflux.envs.config import ACTION_NAMES, SPECIES, EnvConfig
 from bioflux.envs.core import OBS_CHANNELS, BatchedWorld
-from bioflux.policies import BUILTINS, ModulePolicy, Policy
+from bioflux.policies import BUILTINS, ModulePolicy, Policy, choose_actions
 from bioflux.serve.registry import ModelEntry, ModelRegistry, UnknownModelError
 
 _N_CH = len(OBS_CHANNELS)
@@ -49,7 +49,7 @@ class LoadedModel:
 def observation_window(entry: ModelEntry) -> int | None:
     """The window side ``S`` the policy expects (None: any odd size, built-ins)."""
     env = entry.metadata.get("env")
-    return None if not env else 2 * int(env.get("obs_radius", 5)) + 1
+    return None if not env else 2 * int(env.get("obs_radius", EnvConfig.obs_radius)) + 1
 
 
 def prepare_observation(obs: Any, window: int | None) -> np.ndarray:
@@ -291,11 +291,7 @@ class ModelInference:
                 probs = model.policy.probabilities(obs)
                 drives_fn = getattr(model.policy, "drives", None)
                 drives = drives_fn(obs) if drives_fn else None
-                if sample:
-                    u = rng.random((len(sub), 1))
-                    actions = np.minimum((probs.cumsum(1) < u).sum(1), len(ACTION_NAMES) - 1)
-                if not sample or getattr(model.policy, "deterministic", False):
-                    actions = probs.argmax(1)
+                actions = choose_actions(model.policy, probs, rng, greedy=not sample)
                 for j, i in enumerate(sub):
                     a = int(actions[j])
                     results[i] = {

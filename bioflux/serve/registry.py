@@ -1,7 +1,8 @@
 """The model registry: what can be served, discovered by scanning the models directory.
 
-Layout (written by ``bioflux train``): ``<models>/<algorithm>/<run>/<kind>/<species>/`` holding
-an RLlib module and its ``bioflux.json``. Every module gets a full name and aliases:
+Layout: exported models as ``bioflux.artifacts`` writes and finds them
+(``<models>/<algorithm>/<run>/<kind>/<species>/``, an RLlib module and its ``bioflux.json``).
+Every module gets a full name and aliases:
 
 - ``<algorithm>/<species>@<run>:<kind>`` — one exact module (``kind`` is ``final`` or ``best``);
 - ``<algorithm>/<species>@<run>`` — that run's ``final`` (else ``best``);
@@ -16,19 +17,20 @@ are never joined into paths, and modules whose resolved path leaves the models d
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bioflux.artifacts import EXPORT_KINDS, exported_modules, read_metadata
 from bioflux.envs.config import SPECIES
 from bioflux.policies import BUILTINS
 
 #: What a policy name may look like (anything else is rejected before any lookup).
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+/(predator|prey)(@[A-Za-z0-9_.-]+(:(final|best))?)?$")
-KINDS = ("final", "best")
+NAME_PATTERN = re.compile(
+    rf"^[A-Za-z0-9_.-]+/({'|'.join(SPECIES)})(@[A-Za-z0-9_.-]+(:({'|'.join(EXPORT_KINDS)}))?)?$"
+)
 
 
 class UnknownModelError(KeyError):
@@ -70,35 +72,31 @@ class ModelRegistry:
                 name = f"{builtin}/{species}"
                 entries[name] = ModelEntry(name, builtin, species)
         found: list[ModelEntry] = []
-        if self.root.is_dir():
-            for meta_file in self.root.glob("*/*/*/*/bioflux.json"):
-                folder = meta_file.parent
-                try:
-                    resolved = folder.resolve()
-                except OSError:
-                    continue
-                if not resolved.is_relative_to(self.root):
-                    continue  # a symlink pointing outside the models directory
-                algorithm, run, kind, species = folder.relative_to(self.root).parts
-                if species not in SPECIES or kind not in KINDS:
-                    continue
-                try:
-                    meta = json.loads(meta_file.read_text())
-                except (OSError, json.JSONDecodeError):
-                    meta = {}
-                name = f"{algorithm}/{species}@{run}:{kind}"
-                found.append(
-                    ModelEntry(
-                        name,
-                        algorithm,
-                        species,
-                        run,
-                        kind,
-                        resolved,
-                        meta,
-                        meta_file.stat().st_mtime,
-                    )
+        for module in exported_modules(self.root):
+            try:
+                resolved = module.folder.resolve()
+                mtime = module.metadata_file.stat().st_mtime
+            except OSError:
+                continue
+            if not resolved.is_relative_to(self.root):
+                continue  # a symlink pointing outside the models directory
+            try:
+                meta = read_metadata(module.folder)
+            except ValueError:
+                meta = {}
+            name = f"{module.algorithm}/{module.species}@{module.run}:{module.kind}"
+            found.append(
+                ModelEntry(
+                    name,
+                    module.algorithm,
+                    module.species,
+                    module.run,
+                    module.kind,
+                    resolved,
+                    meta,
+                    mtime,
                 )
+            )
         aliases: dict[str, list[str]] = {}
         # run alias → final, then best; algorithm alias → newest run's final first
         for entry in sorted(found, key=lambda e: (e.kind != "final", -e.mtime)):

@@ -101,10 +101,17 @@ def test_runs_inside_ppo_training_and_restores_identically(ray_session, tmp_path
 def test_fitting_exports_the_best_coefficients(ray_session, tmp_path):
     exp = config.load(
         "lotka_volterra",
-        ["training.num_samples=3", "training.episodes=4", "env.height=12", "env.width=12"],
+        [
+            "training.num_samples=5",
+            "training.episodes=4",
+            "env.height=12",
+            "env.width=12",
+            "stop.iterations=3",  # one iteration = one trial: caps the 5 samples at 3
+        ],
     )
+    lines: list[str] = []
     summary = training.train(
-        exp, output=tmp_path / "runs", models=tmp_path / "models", log=lambda _: None
+        exp, output=tmp_path / "runs", models=tmp_path / "models", log=lines.append
     )
     best = summary["best"]["coefficients"]
     policy = load_policy(tmp_path / "models" / "lotka_volterra" / exp.name, "predator")
@@ -112,3 +119,13 @@ def test_fitting_exports_the_best_coefficients(ray_session, tmp_path):
     rows = (tmp_path / "runs" / exp.name / "metrics.jsonl").read_text().splitlines()
     assert len(rows) == 3
     assert (tmp_path / "runs" / exp.name / "learning_curves.png").exists()
+    assert [line.split(" |")[0] for line in lines] == ["trial 1/3", "trial 2/3", "trial 3/3"]
+    assert summary["selection_seed"] != exp.evaluation.seed
+    prey = load_policy(tmp_path / "models" / "lotka_volterra" / exp.name, "prey")
+    assert prey.module.coefficients == pytest.approx({k: DEFAULTS[k] for k in DEFAULTS})
+
+
+def test_fitting_refuses_to_select_on_the_evaluation_seed(tmp_path):
+    exp = config.load("lotka_volterra", ["training.selection_seed=7", "evaluation.seed=7"])
+    with pytest.raises(ValueError, match="selection_seed"):
+        training.train(exp, output=tmp_path / "runs", models=tmp_path / "models")

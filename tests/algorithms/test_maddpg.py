@@ -9,7 +9,7 @@ import torch
 
 from bioflux import config, training
 from bioflux.algorithms import get_algorithm
-from bioflux.algorithms.maddpg.modules import critic_input
+from bioflux.algorithms.maddpg.modules import critic_input, critic_input_dim
 from bioflux.policies import load_policy
 from tests.conftest import TINY
 
@@ -55,12 +55,32 @@ def test_critic_input_masks_dead_agents():
     own = torch.randn(T, 2, D)
     x = critic_input(state, actions[:, None].expand(T, 2, N, 5), alive, torch.tensor([0, 1]), own)
     assert x.shape == (T, 2, D + S + 7 * N)
+    assert x.shape[-1] == critic_input_dim(D, S, N)
     assert torch.equal(x[..., :D], own) and torch.equal(x[:, 1, D : D + S], state)
     x = x[..., D:]  # the rest as before: state, joint actions, alive mask, own slot
     joint = x[..., S : S + 5 * N].reshape(T, 2, N, 5)
     assert torch.all(joint[:, :, 4] == 0) and torch.all(joint[:, :, 3].sum(-1) == 1)
     assert torch.all(x[..., S + 5 * N : S + 6 * N] == alive[:, None])
     assert torch.all(x[:, 1, S + 6 * N :] == torch.eye(N)[1])
+
+
+def test_the_critic_spec_is_as_wide_as_critic_input(algo):
+    exp = config.validate(maddpg_config())
+    env = exp.env_config
+    spec = get_algorithm("maddpg").build_config(exp).rl_module_spec.rl_module_specs
+    obs_dim = env.obs_size**2 * 4
+    width = spec["predator_critic"].observation_space.shape[0]
+    assert width == obs_dim + env.height * env.width * 3 + 7 * env.n_agents_max
+
+
+def test_defaults_live_in_params():
+    from bioflux.algorithms.maddpg.algorithm import MADDPGConfig
+    from bioflux.algorithms.maddpg.params import Params
+
+    cfg = MADDPGConfig()
+    for key, field in Params.model_fields.items():
+        if hasattr(cfg, key):
+            assert getattr(cfg, key) == field.default, key
 
 
 def test_joint_transitions_hold_every_slot(algo):

@@ -18,9 +18,10 @@ from bioflux.ecology.simulate import (
     read_series,
     simulate,
 )
-from bioflux.envs.config import EnvConfig
+from bioflux.envs.config import SPECIES, EnvConfig
 from bioflux.envs.core import BatchedWorld
-from bioflux.policies import act, load_policy
+from bioflux.policies import load_policy
+from bioflux.rollout import play_step
 
 #: A small ecology world: births, captures and starvation all happen within ~100 steps.
 SMALL = {
@@ -84,18 +85,11 @@ def test_births_and_deaths_match_the_environment():
     world = BatchedWorld(cfg, num_worlds=1, seed=seed)
     world.reset()
     rng = action_rng(seed)
-    pol = {True: load_policy("random", "predator"), False: load_policy("random", "prey")}
-    actions = np.zeros(world.alive.shape, dtype=np.int64)
+    pol = {s: load_policy("random", s) for s in SPECIES}
     captured = starved = 0
     pops = [world.populations()[0].copy()]
     while not world.done[0]:
-        a = np.flatnonzero(world.alive[0])
-        obs = world.observe(np.zeros_like(a), a)
-        for is_pred, p in pol.items():
-            m = world.is_predator[a] == is_pred
-            if m.any():
-                actions[0, a[m]] = act(p, obs[m], rng)[0]
-        res = world.step(actions)
+        res = play_step(world, pol, rng)
         captured += int(res.captured[0])
         starved += int(res.starved[0].sum())
         pops.append(world.populations()[0].copy())

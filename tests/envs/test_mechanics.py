@@ -178,7 +178,7 @@ def test_observation_window_contents():
         ({"capture_predators": 0}, "capture_predators"),
         ({"bogus": 1}, "bogus"),
         ({"n_prey": 2.5}, "n_prey"),
-        ({"render_mode": "human"}, "render_mode"),
+        ({"render_mode": "video"}, "render_mode"),
     ],
 )
 def test_invalid_arguments_name_the_argument(kwargs, name):

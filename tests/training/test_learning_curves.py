@@ -3,7 +3,7 @@
 import numpy as np
 from PIL import Image
 
-from bioflux.training import plot_learning_curves, rolling_mean
+from bioflux.artifacts import plot_learning_curves, rolling_mean
 
 
 def test_rolling_mean_is_trailing_and_skips_missing_values():

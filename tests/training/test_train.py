@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from bioflux import config, evaluation, training
-from bioflux.policies import MODULES_SUBDIR, load_policy
+from bioflux.artifacts import MODULES_SUBDIR
+from bioflux.policies import load_policy
 
 
 @pytest.fixture(scope="module")

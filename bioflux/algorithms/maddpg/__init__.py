@@ -9,42 +9,20 @@ agent's own observation, the global state, every agent's action, the alive mask 
 the agent is) learn off-policy from a replay of joint transitions; discrete actions go through
 the Gumbel-softmax relaxation; targets follow by soft updates. Checkpoints hold actor modules
 that load like any other policy (inference needs only the actor). See ``modules``, ``learner``,
-``replay``, ``env_runner`` and ``algorithm``.
+``replay``, ``env_runner`` and ``algorithm``; the hyper-parameters are ``params.Params``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from bioflux.envs.config import SPECIES
+from bioflux.algorithms.maddpg.params import Params
+from bioflux.envs.config import N_ACTIONS, SPECIES
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
     from bioflux.config import Experiment
-
-
-class Params(BaseModel):
-    """MADDPG hyper-parameters (the ``training`` section of a MADDPG experiment)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    actor_lr: float = Field(1e-3, gt=0, description="actor Adam learning rate")
-    critic_lr: float = Field(1e-3, gt=0, description="critic Adam learning rate")
-    gamma: float = Field(0.95, gt=0, le=1, description="discount factor")
-    tau: float = Field(0.01, gt=0, le=1, description="soft target-update rate")
-    gumbel_temperature: float = Field(1.0, gt=0, description="Gumbel-softmax temperature")
-    logit_penalty: float = Field(1e-3, ge=0, description="weight of the actor logit L2 term")
-    replay_capacity: int = Field(50_000, ge=1, description="joint transitions kept")
-    learning_starts: int = Field(1000, ge=1, description="transitions before the first update")
-    batch_size: int = Field(256, ge=1, description="joint transitions per gradient step")
-    updates_per_iteration: int = Field(20, ge=1, description="gradient steps per iteration")
-    env_steps_per_iteration: int = Field(200, ge=1, description="world steps sampled per iter")
-    grad_clip: float = Field(10.0, gt=0, description="gradient-norm clip per optimizer")
-    actor_hidden: list[int] = Field([128, 128], description="actor MLP layer sizes")
-    critic_hidden: list[int] = Field([256, 256], description="critic MLP layer sizes")
 
 
 def build_config(exp: Experiment) -> AlgorithmConfig:
@@ -57,7 +35,12 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     from bioflux.algorithms.maddpg.algorithm import MADDPGConfig
     from bioflux.algorithms.maddpg.env_runner import JointTransitionEnvRunner
     from bioflux.algorithms.maddpg.learner import critic_id
-    from bioflux.algorithms.maddpg.modules import CentralCriticModule, GumbelActorModule
+    from bioflux.algorithms.maddpg.modules import (
+        CentralCriticModule,
+        GumbelActorModule,
+        critic_input_dim,
+    )
+    from bioflux.envs.core import OBS_CHANNELS
     from bioflux.envs.rllib_env import species_of
 
     p: Params = exp.params  # type: ignore[assignment]
@@ -68,10 +51,10 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             "resources.env_runner: maddpg samples joint transitions from the "
             "batched core; use 'batched'"
         )
-    obs_dim = env.obs_size**2 * 4
+    obs_dim = env.obs_size**2 * len(OBS_CHANNELS)
     obs_space = gymnasium.spaces.Box(0.0, np.inf, (obs_dim,), np.float32)
-    act_space = gymnasium.spaces.Discrete(5)
-    critic_dim = obs_dim + env.height * env.width * 3 + 7 * env.n_agents_max
+    act_space = gymnasium.spaces.Discrete(N_ACTIONS)
+    critic_dim = critic_input_dim(obs_dim, env.height * env.width * 3, env.n_agents_max)
     critic_space = gymnasium.spaces.Box(-np.inf, np.inf, (critic_dim,), np.float32)
     specs = {}
     for s in SPECIES:
@@ -109,3 +92,6 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             env_steps_per_iteration=p.env_steps_per_iteration,
         )
     )
+
+
+__all__ = ["Params", "build_config"]

@@ -14,21 +14,16 @@ from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.utils.metrics import ENV_RUNNER_RESULTS, LEARNER_RESULTS
 
+from bioflux.algorithms.maddpg.params import MODEL_KEYS, Params
 from bioflux.algorithms.maddpg.replay import JointReplayBuffer
 from bioflux.envs.config import SPECIES
 
-#: Hyper-parameters with their defaults (documented in ``bioflux.algorithms.maddpg.Params``).
+#: MADDPG's own ``AlgorithmConfig`` attributes and their defaults, taken from ``Params``
+#: (``gamma`` and ``grad_clip`` are RLlib's own and set through ``AlgorithmConfig.training``).
 MADDPG_DEFAULTS: dict[str, Any] = {
-    "actor_lr": 1e-3,
-    "critic_lr": 1e-3,
-    "tau": 0.01,
-    "gumbel_temperature": 1.0,
-    "logit_penalty": 1e-3,
-    "replay_capacity": 50_000,
-    "learning_starts": 1000,
-    "batch_size": 256,
-    "updates_per_iteration": 20,
-    "env_steps_per_iteration": 200,
+    key: field.default
+    for key, field in Params.model_fields.items()
+    if key not in MODEL_KEYS | {"gamma", "grad_clip"}
 }
 
 
@@ -37,8 +32,8 @@ class MADDPGConfig(AlgorithmConfig):
         super().__init__(algo_class=algo_class or MADDPG)
         for key, value in MADDPG_DEFAULTS.items():
             setattr(self, key, value)
-        self.gamma = 0.95
-        self.grad_clip = 10.0
+        self.gamma = Params.model_fields["gamma"].default
+        self.grad_clip = Params.model_fields["grad_clip"].default
 
     def training(self, **kwargs: Any) -> MADDPGConfig:
         own = {k: kwargs.pop(k) for k in list(kwargs) if k in MADDPG_DEFAULTS}

@@ -23,9 +23,9 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
         out[b, a] = rows
         return out
 
-    def _states(self) -> np.ndarray:
-        w, p, c = self._world, self._world.pad, self._world.config
-        return w._grid[:, p : p + c.height, p : p + c.width, :3].reshape(w.num_worlds, -1)
+    def _states(self, worlds: np.ndarray) -> np.ndarray:
+        """Flattened global states of ``worlds`` (the critic's ``s``)."""
+        return self._world.states(worlds).reshape(len(worlds), -1).astype(np.float16)
 
     def sample_joint(self, num_env_steps: int, explore: bool = True) -> dict[str, np.ndarray]:
         w = self._world
@@ -51,7 +51,7 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
         while env_steps < num_env_steps:
             b, a = self._acting()
             live = np.unique(b)
-            state = self._states()[live].astype(np.float16)
+            state = self._states(live)
             obs = self._dense(b, a, self._cur)[live]
             actions, _, _ = self._policy(self._cur, w.is_predator[a], explore, False)
             full_actions[:] = 0
@@ -69,7 +69,7 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
             out["rewards"].append(res.rewards[live])
             out["alive"].append(res.acted[live])
             out["terminated"].append(res.terminated[live])
-            out["next_state"].append(self._states()[live].astype(np.float16))
+            out["next_state"].append(self._states(live))
             out["next_obs"].append(self._dense(ob, oa, nxt)[live])
             out["next_alive"].append(w.alive[live].copy())
             dead = (res.terminated | res.truncated)[ob, oa]

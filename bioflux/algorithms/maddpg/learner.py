@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
 from bioflux.algorithms.maddpg.modules import critic_input, soft_update
-from bioflux.envs.config import SPECIES, EnvConfig
+from bioflux.envs.config import N_ACTIONS, SPECIES, EnvConfig
 
 
 def critic_id(species: str) -> str:
@@ -55,14 +55,14 @@ class MADDPGTorchLearner(TorchLearner):
         cfg = self.config
         T, N = b["actions"].shape
         slots = self._species_slots(N)
-        onehot = F.one_hot(b["actions"].long(), 5).float()  # (T, N, 5)
+        onehot = F.one_hot(b["actions"].long(), N_ACTIONS).float()  # (T, N, N_ACTIONS)
         alive, next_alive = b["alive"].float(), b["next_alive"].float()
         with torch.no_grad():
             next_onehot = torch.zeros_like(onehot)
             for species, idx in slots.items():
                 actor = self.module[species]
                 logits = actor.pi_target(b["next_obs"][:, idx])
-                next_onehot[:, idx] = F.one_hot(logits.argmax(-1), 5).float()
+                next_onehot[:, idx] = F.one_hot(logits.argmax(-1), N_ACTIONS).float()
         losses = {}
         for species, idx in slots.items():
             critic = self.module[critic_id(species)]
@@ -70,14 +70,18 @@ class MADDPGTorchLearner(TorchLearner):
             # critic
             q = critic.q(
                 critic_input(
-                    b["state"], onehot[:, None].expand(T, K, N, 5), alive, idx, b["obs"][:, idx]
+                    b["state"],
+                    onehot[:, None].expand(T, K, N, N_ACTIONS),
+                    alive,
+                    idx,
+                    b["obs"][:, idx],
                 )
             ).squeeze(-1)  # (T, K)
             with torch.no_grad():
                 q_next = critic.q_target(
                     critic_input(
                         b["next_state"],
-                        next_onehot[:, None].expand(T, K, N, 5),
+                        next_onehot[:, None].expand(T, K, N, N_ACTIONS),
                         next_alive,
                         idx,
                         b["next_obs"][:, idx],
@@ -92,7 +96,7 @@ class MADDPGTorchLearner(TorchLearner):
             losses[critic_id(species)] = (((q - y) ** 2) * mask).sum() / denom
             # actor (critic frozen so its weights only get the critic loss)
             actor = self.module[species]
-            logits = actor.pi(b["obs"][:, idx])  # (T, K, 5)
+            logits = actor.pi(b["obs"][:, idx])  # (T, K, N_ACTIONS)
             soft = F.gumbel_softmax(logits, tau=cfg.gumbel_temperature, hard=True)
             eye = torch.eye(N)[idx][None, :, :, None]  # (1, K, N, 1)
             joint = onehot[:, None] * (1 - eye) + eye * soft[:, :, None, :]

@@ -22,6 +22,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from torch import nn
 
+from bioflux.envs.config import N_ACTIONS
+
 
 def mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
@@ -67,6 +69,11 @@ class CentralCriticModule(TorchRLModule):
         return {"q": self.q(batch[Columns.OBS]).squeeze(-1)}
 
 
+def critic_input_dim(obs_dim: int, state_dim: int, n_slots: int) -> int:
+    """Width of a ``critic_input`` row: ``o_i`` + ``s`` + one-hot joint action + ``m`` + ``e_i``."""
+    return obs_dim + state_dim + n_slots * N_ACTIONS + n_slots + n_slots
+
+
 def critic_input(
     state: torch.Tensor,
     joint_onehot: torch.Tensor,
@@ -74,12 +81,12 @@ def critic_input(
     slots: torch.Tensor,
     own_obs: torch.Tensor,
 ) -> torch.Tensor:
-    """Rows ``[o_i, s, a (N*5), m (N), e_i (N)]`` for each (transition, agent) pair.
+    """Rows ``[o_i, s, a (N*N_ACTIONS), m (N), e_i (N)]`` for each (transition, agent) pair.
 
-    ``state`` (T, S), ``joint_onehot`` (T, K, N, 5) — one joint action per evaluated agent
+    ``state`` (T, S), ``joint_onehot`` (T, K, N, N_ACTIONS) — one joint action per evaluated agent
     (the actor loss swaps in each agent's own differentiable action), ``alive`` (T, N),
     ``slots`` (K,) the evaluated agents' slot indices, ``own_obs`` (T, K, D) their own
-    observations. Returns (T, K, D + S + 7N).
+    observations. Returns (T, K, critic_input_dim(D, S, N)).
     """
     T, K, N, _ = joint_onehot.shape
     eye = torch.eye(N, device=state.device)[slots]  # (K, N)
@@ -87,7 +94,7 @@ def critic_input(
         [
             own_obs,
             state[:, None, :].expand(T, K, state.shape[1]),
-            (joint_onehot * alive[:, None, :, None]).reshape(T, K, N * 5),
+            (joint_onehot * alive[:, None, :, None]).reshape(T, K, N * N_ACTIONS),
             alive[:, None, :].expand(T, K, N),
             eye[None].expand(T, K, N),
         ],

@@ -1,0 +1,199 @@
+"""Bad command-line input ends with one ``bioflux: error: ...`` line and exit status 2, and
+``--help`` documents every option with its default. Each case runs the CLI as a subprocess and
+stops before any training, simulation or analysis starts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from importlib import resources
+
+import pytest
+
+LYNX_HARE = str(resources.files("bioflux.data").joinpath("hudson_bay_lynx_hare.csv"))
+
+
+def bioflux(*args: str, env: dict[str, str] | None = None, timeout: float = 120):
+    return subprocess.run(
+        [sys.executable, "-m", "bioflux", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def assert_one_error_line(out: subprocess.CompletedProcess, *names: str) -> str:
+    assert out.returncode == 2, (out.returncode, out.stdout, out.stderr)
+    assert "Traceback" not in out.stderr, out.stderr
+    errors = [line for line in out.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, out.stderr
+    line = errors[0]
+    assert line.startswith("bioflux: error: "), line
+    for name in names:
+        assert name in line, (name, line)
+    return line
+
+
+@pytest.mark.parametrize("episodes", ["0", "-5"])
+def test_evaluate_rejects_episodes_below_one(episodes, tmp_path):
+    out = bioflux(
+        "evaluate", "--predator", "random", "--prey", "random", "--episodes", episodes,
+        "--out", str(tmp_path / "ev"),
+    )  # fmt: skip
+    assert_one_error_line(out, f"--episodes {episodes}", ">= 1")
+    assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("option", ["--steps", "--seeds"])
+def test_simulate_rejects_steps_or_seeds_below_one(option, tmp_path):
+    out = bioflux("simulate", option, "0", "--out", str(tmp_path / "sim"))
+    assert_one_error_line(out, f"{option} 0", ">= 1")
+    assert not (tmp_path / "sim").exists()
+
+
+def test_train_rejects_negative_env_runners():
+    out = bioflux("train", "--config", "demo", "--num-env-runners", "-1")
+    assert_one_error_line(out, "--num-env-runners -1", ">= 0")
+
+
+def test_analyze_checks_the_reference_before_any_work(tmp_path):
+    out = bioflux(
+        "ecology", "analyze", LYNX_HARE, "--reference", "nope", "--out", str(tmp_path / "an")
+    )
+    assert_one_error_line(out, "--reference nope", "lynx_hare", "CSV")
+    assert not (tmp_path / "an").exists()  # nothing analysed or written
+
+
+@pytest.mark.parametrize(
+    "env, args, source",
+    [
+        ({"RAY_ADDRESS": "127.0.0.1:1"}, [], "$RAY_ADDRESS"),
+        ({}, ["--address", "127.0.0.1:1"], "--address"),
+    ],
+)
+def test_train_unreachable_ray_address_fails_fast(env, args, source, tmp_path):
+    out = bioflux(
+        "train", "--config", "demo", "--set", "stop.iterations=1",
+        "--output", str(tmp_path / "runs"), "--models", str(tmp_path / "models"), *args,
+        env=env, timeout=60,
+    )  # fmt: skip
+    assert_one_error_line(out, "127.0.0.1:1", source, "Ray")
+    assert not (tmp_path / "runs").exists()
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())  # argparse wraps help lines
+
+
+def test_top_level_help():
+    out = bioflux("--help")
+    assert out.returncode == 0, out.stderr
+    text = _flat(out.stdout)
+    assert "``" not in text and "predator and prey" in text
+    for command in ("train", "evaluate", "demo", "serve", "render", "simulate", "ecology"):
+        assert command in text
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        (
+            ["train"],
+            ["(default: runs)", "(default: models)", "resources.num_env_runners", "$RAY_ADDRESS"],
+        ),
+        (
+            ["evaluate"],
+            [
+                "evaluation.episodes",
+                "evaluation.seed",
+                "(default: outputs/evaluation)",
+                "(default: demo)",
+                "--set env.n_prey=50",
+                "random, lotka_volterra",
+            ],
+        ),
+        (["demo"], ["(default: outputs/demo)", "--set stop.iterations=5"]),
+        (
+            ["serve"],
+            ["(default: models)", "(default: 8000)", "(default: 127.0.0.1)", "(default: 1)"],
+        ),
+        (
+            ["render"],
+            [
+                "(default: random)",
+                "(default: outputs/episode.gif)",
+                "(default: 0)",
+                "--set env.n_prey=50",
+                "random, lotka_volterra",
+            ],
+        ),
+        (
+            ["simulate"],
+            [
+                "(default: lotka_volterra)",
+                "env.max_steps",
+                "(default: outputs/simulate)",
+                "--set env.n_prey=50",
+                "random, lotka_volterra",
+            ],
+        ),
+        (["ecology"], ["analyze"]),
+        (["ecology", "analyze"], ["lynx_hare", "next to the series"]),
+    ],
+)
+def test_command_help_shows_defaults(command, expected):
+    out = bioflux(*command, "--help")
+    assert out.returncode == 0, out.stderr
+    text = _flat(out.stdout)
+    assert "training.lr" not in text or command == ["train"]
+    for snippet in expected:
+        assert snippet in text, (snippet, text)
+
+
+def test_builtin_policy_names_in_help_match_the_library():
+    from bioflux.cli import BUILTIN_POLICIES
+    from bioflux.policies import BUILTINS
+
+    assert sorted(BUILTIN_POLICIES) == sorted(BUILTINS)
+
+
+def test_every_option_has_help():
+    import argparse
+
+    from bioflux.cli import build_parser
+
+    def parsers(p: argparse.ArgumentParser):
+        yield p
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    yield from parsers(child)
+
+    missing = [
+        (p.prog, a.dest)
+        for p in parsers(build_parser())
+        for a in p._actions
+        if not a.help and not isinstance(a, argparse._SubParsersAction)
+    ]
+    assert missing == []
+
+
+@pytest.mark.parametrize("initialized", [False, True])
+def test_ray_connection_error_becomes_one_line_only_before_ray_is_up(initialized, monkeypatch):
+    import types
+
+    from bioflux import cli
+
+    fake_ray = types.SimpleNamespace(is_initialized=lambda: initialized)
+    monkeypatch.setitem(sys.modules, "ray", fake_ray)
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    err = cli._ray_connection_error(ConnectionError("Could not find any running Ray\nmore"), None)
+    if initialized:
+        assert err is None  # a failure during the run keeps its traceback
+    else:
+        assert str(err) == (
+            "cannot connect to the Ray cluster at auto ($RAY_ADDRESS): "
+            "Could not find any running Ray"
+        )

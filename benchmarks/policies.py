@@ -55,7 +55,13 @@ def main() -> None:
                     "prey": opponent,
                     **{
                         k: r["metrics"]["predator"][k]
-                        for k in ("return_mean", "return_std", "capture_rate", "success_rate")
+                        for k in (
+                            "return_mean",
+                            "return_std_episodes",
+                            "return_std_agents",
+                            "capture_rate",
+                            "success_rate",
+                        )
                     },
                 }
             )
@@ -66,19 +72,26 @@ def main() -> None:
                     "prey": name,
                     **{
                         k: r["metrics"]["prey"][k]
-                        for k in ("return_mean", "return_std", "capture_rate", "success_rate")
+                        for k in (
+                            "return_mean",
+                            "return_std_episodes",
+                            "return_std_agents",
+                            "capture_rate",
+                            "success_rate",
+                        )
                     },
                 }
             )
     lines = [
-        "| predator | prey | return (mean ± std) of the tested side | capture rate "
-        "| success rate |",
+        "| predator | prey | return per agent of the tested side: mean ± std over episodes "
+        "(std over agents) | capture rate | success rate |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['predator']} | {r['prey']} | {r['return_mean']:.3f} ± "
-            f"{r['return_std']:.3f} | {r['capture_rate']:.3f} | {r['success_rate']:.3f} |"
+            f"{r['return_std_episodes']:.3f} ({r['return_std_agents']:.3f}) "
+            f"| {r['capture_rate']:.3f} | {r['success_rate']:.3f} |"
         )
     (out / "policies.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))

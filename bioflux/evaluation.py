@@ -7,7 +7,9 @@ deterministic for a given ``seed``.
 Metrics (per species, over episodes; "return" is the mean over the species' agents of each
 agent's summed reward):
 
-- ``return_mean`` / ``return_std``;
+- ``return_mean``: the mean over episodes of the species' mean per-agent return;
+  ``return_std_episodes``: the std across episodes of that per-episode mean;
+  ``return_std_agents``: the std over every (episode, agent) return, the spread between agents;
 - ``capture_rate``: ``bioflux.rollout.capture_rate``, the fraction of the prey that lived in the
   episode (alive at the start plus newborns) that were captured;
 - ``success_rate``: predators — the capture rate; prey — the survival rate, the fraction of
@@ -78,17 +80,21 @@ def summarize(records: list[EpisodeRecord]) -> dict[str, dict[str, Any]]:
         "episodes": len(records),
         "capture_rate": float(capture_rate.mean()),
         "episode_length_mean": float(lengths.mean()),
+        "episode_length_std": float(lengths.std()),
         "first_capture_step_mean": float(np.mean(firsts)) if firsts else None,
         "first_capture_fraction": len(firsts) / len(records),
     }
     out = {}
     for species in SPECIES:
-        ret = np.array([r.mean_return(species) for r in records])
+        per_episode = np.array([r.mean_return(species) for r in records])
+        per_agent = np.concatenate([r.returns(species) for r in records])
         success = capture_rate if species == "predator" else 1.0 - capture_rate
         out[species] = {
-            "return_mean": float(ret.mean()),
-            "return_std": float(ret.std()),
+            "return_mean": float(per_episode.mean()),
+            "return_std_episodes": float(per_episode.std()),
+            "return_std_agents": float(per_agent.std()) if per_agent.size else 0.0,
             "success_rate": float(success.mean()),
+            "success_rate_std_episodes": float(success.std()),
             **shared,
         }
     return out
@@ -128,14 +134,15 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"Predator: `{result['predator_policy']}` vs prey: `{result['prey_policy']}` "
         f"({result['episodes']} episodes, seed {result['seed']})",
         "",
-        "| species | return (mean ± std) | success rate | capture rate | episode length "
-        "| first capture (step) |",
+        "| species | return per agent: mean ± std over episodes (std over agents) "
+        "| success rate | capture rate | episode length | first capture (step) |",
         "|---|---|---|---|---|---|",
     ]
     for species, m in result["metrics"].items():
         first = m["first_capture_step_mean"]
         lines.append(
-            f"| {species} | {m['return_mean']:.3f} ± {m['return_std']:.3f} "
+            f"| {species} | {m['return_mean']:.3f} ± {m['return_std_episodes']:.3f} "
+            f"({m['return_std_agents']:.3f}) "
             f"| {m['success_rate']:.3f} | {m['capture_rate']:.3f} "
             f"| {m['episode_length_mean']:.1f} | {'—' if first is None else f'{first:.1f}'} |"
         )
@@ -159,12 +166,12 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
         (
             "predator return",
             [r["metrics"]["predator"]["return_mean"] for r in results],
-            [r["metrics"]["predator"]["return_std"] for r in results],
+            [r["metrics"]["predator"]["return_std_episodes"] for r in results],
         ),
         (
             "prey return",
             [r["metrics"]["prey"]["return_mean"] for r in results],
-            [r["metrics"]["prey"]["return_std"] for r in results],
+            [r["metrics"]["prey"]["return_std_episodes"] for r in results],
         ),
     ]
     for ax, (title, values, err) in zip(axes, panels):

@@ -82,3 +82,21 @@ def test_unknown_policy_is_a_clear_error(tmp_path):
         load_policy(tmp_path, "predator")
     with pytest.raises(ValueError, match="species"):
         load_policy(tmp_path, "wolf")
+
+
+def test_return_spread_is_reported_over_episodes_and_over_agents():
+    from bioflux.rollout import EpisodeRecord
+
+    records = [
+        EpisodeRecord(10, 1, 2, 3, (1.0, 0.0), (0.0, -1.0)),
+        EpisodeRecord(10, 0, 2, None, (0.0, 0.0), (1.0, 1.0)),
+    ]
+    m = evaluation.summarize(records)
+    # predator episode means 0.5 and 0.0; agents 1, 0, 0, 0
+    assert m["predator"]["return_mean"] == pytest.approx(0.25)
+    assert m["predator"]["return_std_episodes"] == pytest.approx(0.25)
+    assert m["predator"]["return_std_agents"] == pytest.approx(np.std([1, 0, 0, 0]))
+    # prey episode means -0.5 and 1.0; agents 0, -1, 1, 1
+    assert m["prey"]["return_std_episodes"] == pytest.approx(0.75)
+    assert m["prey"]["return_std_agents"] == pytest.approx(np.std([0, -1, 1, 1]))
+    assert m["predator"]["capture_rate"] == pytest.approx(0.25)

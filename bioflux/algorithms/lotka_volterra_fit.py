@@ -1,6 +1,6 @@
 """Fitting the Lotka–Volterra policy's coefficients with Ray Tune (an algorithm plug-in).
 
-Run: ``bioflux train --config configs/lotka_volterra.yaml``. Each Tune trial draws one
+Run: ``bioflux train --config configs/lotka_volterra.yaml``. Each trial draws one
 coefficient set (log-uniform within ``training.bounds``), plays ``training.episodes`` episodes
 of the fitted species against ``training.opponent`` and reports the species' mean return; the
 best set is exported like any trained model, to ``<models>/lotka_volterra/<run>/{final,best}/``
@@ -15,14 +15,16 @@ more random prey than the default coefficients.
 
 from __future__ import annotations
 
-import math
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from bioflux.algorithms.lotka_volterra import DEFAULTS, make_module
 from bioflux.artifacts import (
+    EXPORT_KINDS,
     RunFolder,
     export_rl_modules,
     export_root,
@@ -45,7 +47,12 @@ class Params(BaseModel):
     opponent: str = Field("random", description="the other species' policy: built-in or path")
     num_samples: int = Field(24, ge=1, description="Ray Tune trials (coefficient sets), at most")
     episodes: int = Field(40, ge=1, description="episodes played per trial")
-    max_concurrent: int = Field(2, ge=1, description="trials running at once")
+    max_concurrent: int = Field(2, ge=1, description="trials running at once (search: tune)")
+    search: Literal["tune", "serial"] = Field(
+        "tune",
+        description="tune: trials are Ray Tune trials (parallel, resumable); serial: one after "
+        "another in this process, without Ray (for a study, whose trial this fit already is)",
+    )
     selection_seed: int = Field(
         1_000_003,
         ge=0,
@@ -63,15 +70,12 @@ class Params(BaseModel):
     )
 
 
-def _trial(config: dict[str, Any]) -> None:
-    """One Tune trial: evaluate a coefficient set against the fixed opponent."""
-    from ray import tune
-
-    setup = config.pop("_setup")
+def play_trial(setup: dict[str, Any], coefficients: dict[str, float]) -> dict[str, float]:
+    """Score one coefficient set: the fitted species' return, capture and success rates."""
     species = setup["species"]
     other = other_species(species)
     policies = {
-        species: ModulePolicy(make_module(species, **config), name="lotka_volterra"),
+        species: ModulePolicy(make_module(species, **coefficients), name="lotka_volterra"),
         other: load_policy(setup["opponent"], other),
     }
     records = run_episodes(
@@ -82,13 +86,19 @@ def _trial(config: dict[str, Any]) -> None:
         seed=setup["seed"],
     )
     m = summarize(records)[species]
-    tune.report(
-        {
-            "return": m["return_mean"],
-            "capture_rate": m["capture_rate"],
-            "success_rate": m["success_rate"],
-        }
-    )
+    return {
+        "return": m["return_mean"],
+        "capture_rate": m["capture_rate"],
+        "success_rate": m["success_rate"],
+    }
+
+
+def _tune_trial(config: dict[str, Any]) -> None:
+    """One Tune trial: ``play_trial`` on the sampled coefficients."""
+    from ray import tune
+
+    setup = config.pop("_setup")
+    tune.report(play_trial(setup, config))
 
 
 def num_trials(exp: Any) -> int:
@@ -99,33 +109,119 @@ def num_trials(exp: Any) -> int:
     if exp.stop.iterations is not None:
         caps.append(exp.stop.iterations)
     if exp.stop.env_steps is not None:
-        caps.append(math.ceil(exp.stop.env_steps / per_trial_steps))
+        caps.append(exp.stop.env_steps // per_trial_steps)
     if exp.stop.episodes is not None:
-        caps.append(math.ceil(exp.stop.episodes / p.episodes))
+        caps.append(exp.stop.episodes // p.episodes)
     return max(1, min(caps))
 
 
-def _progress_callback(total: int, species: str, log: Any):
+class _Progress:
+    """One line per finished trial (Tune's own tables are switched off)."""
+
+    def __init__(self, total: int, species: str, log: Any):
+        self.total, self.species, self.log = total, species, log
+        self.done = 0
+        self.best = float("-inf")
+
+    def __call__(self, result: dict[str, Any]) -> None:
+        self.done += 1
+        if "return" not in result:
+            return
+        self.best = max(self.best, float(result["return"]))
+        self.log(
+            f"trial {self.done}/{self.total} | {self.species} return {result['return']:.3f} | "
+            f"capture rate {result['capture_rate']:.2f} | best {self.best:.3f}"
+        )
+
+
+def _tune_callback(progress: _Progress):
     from ray import tune
 
     class TrialProgress(tune.Callback):
-        """One line per finished trial (Tune's own tables are switched off)."""
-
-        def __init__(self) -> None:
-            self.done = 0
-            self.best = float("-inf")
-
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any):
-            self.done += 1
-            r = trial.last_result or {}
-            if "return" in r:
-                self.best = max(self.best, float(r["return"]))
-                log(
-                    f"trial {self.done}/{total} | {species} return {r['return']:.3f} | "
-                    f"capture rate {r['capture_rate']:.2f} | best {self.best:.3f}"
-                )
+            progress(trial.last_result or {})
 
     return TrialProgress()
+
+
+def _search_tune(
+    p: Params,
+    setup: dict[str, Any],
+    trials: int,
+    run: RunFolder,
+    exp: Any,
+    resume: bool,
+    address: str | None,
+    progress: _Progress,
+    log: Any,
+) -> list[dict[str, Any]]:
+    """Trials as Ray Tune trials; one row per trial (coefficients, result, time), in the order
+    they finished."""
+    from ray import tune
+
+    space: dict[str, Any] = {k: tune.loguniform(lo, hi) for k, (lo, hi) in p.bounds.items()}
+    space["_setup"] = setup
+    started = init_ray(address)
+    import ray
+
+    try:
+        storage = str((run.root / "tune").resolve())
+        trainable = tune.with_resources(_tune_trial, {"cpu": 1})
+        if resume and tune.Tuner.can_restore(f"{storage}/lv_fit"):
+            log(f"resuming the coefficient search in {storage}/lv_fit")
+            tuner = tune.Tuner.restore(
+                f"{storage}/lv_fit", trainable=trainable, resume_errored=True
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=space,
+                tune_config=tune.TuneConfig(
+                    metric="return",
+                    mode="max",
+                    num_samples=trials,
+                    max_concurrent_trials=p.max_concurrent,
+                    time_budget_s=exp.stop.time_s,
+                ),
+                run_config=tune.RunConfig(
+                    name="lv_fit",
+                    storage_path=storage,
+                    verbose=0,
+                    callbacks=[_tune_callback(progress)],
+                ),
+            )
+        grid = tuner.fit()
+    finally:
+        if started:
+            ray.shutdown()
+    df = grid.get_dataframe().sort_values("timestamp")
+    return [
+        {
+            **{k: float(r[f"config/{k}"]) for k in p.bounds},
+            "return": float(r["return"]),
+            "capture_rate": float(r["capture_rate"]),
+            "time_s": float(r.get("time_total_s", 0.0)),
+        }
+        for _, r in df.iterrows()
+    ]
+
+
+def _search_serial(
+    p: Params, setup: dict[str, Any], trials: int, seed: int, progress: _Progress
+) -> list[dict[str, Any]]:
+    """The same log-uniform random search, one trial after another in this process."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(trials):
+        coefficients = {
+            k: float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+            for k, (lo, hi) in p.bounds.items()
+        }
+        t0 = time.perf_counter()
+        result = play_trial(setup, coefficients)
+        rows.append({**coefficients, **result, "time_s": time.perf_counter() - t0})
+        progress(result)
+    return rows
 
 
 def train(
@@ -137,9 +233,7 @@ def train(
     log: Any = print,
     **_: Any,
 ) -> dict[str, Any]:
-    """Fit the coefficients with Ray Tune; export the best as a loadable module checkpoint."""
-    from ray import tune
-
+    """Fit the coefficients (Ray Tune, or serially); export the best as a loadable module."""
     p: Params = exp.params
     unknown = set(p.bounds) - set(DEFAULTS)
     if unknown:
@@ -165,57 +259,30 @@ def train(
         "episodes": p.episodes,
         "seed": p.selection_seed,
     }
-    space: dict[str, Any] = {k: tune.loguniform(lo, hi) for k, (lo, hi) in p.bounds.items()}
-    space["_setup"] = setup
-    started = init_ray(address)
-    import ray
-
-    try:
-        storage = str((run.root / "tune").resolve())
-        trainable = tune.with_resources(_trial, {"cpu": 1})
-        progress = _progress_callback(trials, p.fit_species, log)
-        if resume and tune.Tuner.can_restore(f"{storage}/lv_fit"):
-            log(f"resuming the coefficient search in {storage}/lv_fit")
-            tuner = tune.Tuner.restore(
-                f"{storage}/lv_fit", trainable=trainable, resume_errored=True
-            )
-        else:
-            tuner = tune.Tuner(
-                trainable,
-                param_space=space,
-                tune_config=tune.TuneConfig(
-                    metric="return",
-                    mode="max",
-                    num_samples=trials,
-                    max_concurrent_trials=p.max_concurrent,
-                    time_budget_s=exp.stop.time_s,
-                ),
-                run_config=tune.RunConfig(
-                    name="lv_fit", storage_path=storage, verbose=0, callbacks=[progress]
-                ),
-            )
-        grid = tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
-    best = grid.get_best_result()
-    coefficients = {k: float(best.config[k]) for k in p.bounds}
+    progress = _Progress(trials, p.fit_species, log)
+    if p.search == "tune":
+        results = _search_tune(p, setup, trials, run, exp, resume, address, progress, log)
+    else:
+        results = _search_serial(p, setup, trials, exp.seed, progress)
+    best = max(results, key=lambda r: r["return"])
+    coefficients = {k: best[k] for k in p.bounds}
     other_return = f"{other_species(p.fit_species)}_return"
     rows = []
     best_so_far = float("-inf")
-    df = grid.get_dataframe().sort_values("timestamp")
-    for i, (_, r) in enumerate(df.iterrows(), start=1):
-        best_so_far = max(best_so_far, float(r["return"]))
+    elapsed = 0.0
+    for i, r in enumerate(results, start=1):
+        best_so_far = max(best_so_far, r["return"])
+        elapsed += r["time_s"]
         rows.append(
             {
                 "iteration": i,
                 "env_steps": i * p.episodes * exp.env_config.max_steps,
-                "time_s": float(r.get("time_total_s", 0.0)),
+                "time_s": round(elapsed, 3),
                 "capture_rate": r["capture_rate"],
-                f"{p.fit_species}_return": float(r["return"]),
+                f"{p.fit_species}_return": r["return"],
                 other_return: None,
                 "best_return": best_so_far,
-                **{k: float(r[f"config/{k}"]) for k in p.bounds},
+                **{k: r[k] for k in p.bounds},
             }
         )
     run.write_metrics(rows)
@@ -223,7 +290,7 @@ def train(
 
     modules = {s: make_module(s, **(coefficients if s == p.fit_species else {})) for s in SPECIES}
     exports_at = export_root(models, "lotka_volterra", exp.name)
-    for kind in ("final", "best"):
+    for kind in EXPORT_KINDS:
         metadata = {
             s: {
                 "algorithm": "lotka_volterra",
@@ -244,16 +311,14 @@ def train(
         "fit_species": p.fit_species,
         "opponent": p.opponent,
         "selection_seed": p.selection_seed,
-        "best": {
-            "score": "return",
-            "value": float(best.metrics["return"]),
-            "coefficients": coefficients,
-        },
+        "best": {"score": "return", "value": best["return"], "coefficients": coefficients},
         "run_dir": str(run.root),
-        "models": {"final": str(exports_at / "final"), "best": str(exports_at / "best")},
+        "models": {kind: str(exports_at / kind) for kind in EXPORT_KINDS},
         "learning_curves": str(run.curves),
         "metrics": str(run.metrics),
         "env_steps": rows[-1]["env_steps"] if rows else 0,
+        "time_s": rows[-1]["time_s"] if rows else 0.0,
+        "last": rows[-1] if rows else None,
     }
     run.write_summary(summary)
     return summary

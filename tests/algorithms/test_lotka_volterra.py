@@ -129,3 +129,24 @@ def test_fitting_refuses_to_select_on_the_evaluation_seed(tmp_path):
     exp = config.load("lotka_volterra", ["training.selection_seed=7", "evaluation.seed=7"])
     with pytest.raises(ValueError, match="selection_seed"):
         training.train(exp, output=tmp_path / "runs", models=tmp_path / "models")
+
+
+def test_serial_fitting_needs_no_ray_and_gives_the_same_outputs(tmp_path):
+    exp = config.load(
+        "lotka_volterra",
+        [
+            "training.search=serial",
+            "training.episodes=4",
+            "env.height=12",
+            "env.width=12",
+            f"stop.env_steps={3 * 4 * 50}",  # the budget pays for exactly 3 trials
+        ],
+    )
+    lines: list[str] = []
+    summary = training.train(
+        exp, output=tmp_path / "runs", models=tmp_path / "models", log=lines.append
+    )
+    assert summary["iterations"] == 3 and len(lines) == 3
+    assert summary["env_steps"] == 3 * 4 * 50
+    fitted = load_policy(tmp_path / "models" / "lotka_volterra" / exp.name, "predator")
+    assert fitted.module.coefficients == pytest.approx(summary["best"]["coefficients"])

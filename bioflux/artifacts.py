@@ -14,6 +14,12 @@ Run folder (``<output>/<name>/``, :class:`RunFolder`)::
 Checkpoints are written to a temporary folder and renamed (:func:`save_checkpoint`), so a
 killed run never leaves a half-written one.
 
+Study folder (``<output>/<study>/``, :class:`StudyFolder`): ``study.yaml`` (the resolved
+study), ``runs/`` and ``models/`` (each trial's run folder and exports, as above),
+``trials/<approach>_s<seed>.json`` (a finished trial's summary: what ``--resume`` skips),
+``logs/<approach>_s<seed>.log`` (each trial's training lines), ``tune/`` (Ray Tune's own
+state), and the report: ``study.json``, ``study.md``, ``*.png``.
+
 Exported models (``<models>/<algorithm>/<run>/<kind>/<species>/``, ``kind`` in
 :data:`EXPORT_KINDS`): one RLlib module folder per species with a ``bioflux.json``
 (:data:`METADATA_FILE`) that describes it, including the env it was trained on. Training and
@@ -88,6 +94,45 @@ class RunFolder:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         self.summary.write_text(json.dumps(summary, indent=2))
+
+
+class StudyFolder:
+    """Paths of one study folder (see the module docstring)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.config = self.root / "study.yaml"
+        self.runs = self.root / "runs"
+        self.models = self.root / "models"
+        self.trials = self.root / "trials"
+        self.tune = self.root / "tune"
+        self.logs = self.root / "logs"
+        self.report_json = self.root / "study.json"
+        self.report_md = self.root / "study.md"
+        self.heatmap = self.root / "crossplay_capture_rate.png"
+        self.curves = self.root / "learning_curves.png"
+
+    def trial_log(self, label: str, seed: int) -> Path:
+        return self.logs / f"{label}_s{seed}.log"
+
+    def trial_result(self, label: str, seed: int) -> Path:
+        return self.trials / f"{label}_s{seed}.json"
+
+    def finished(self, label: str, seed: int) -> dict[str, Any] | None:
+        """A finished trial's summary, or None."""
+        path = self.trial_result(label, seed)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:  # cut short by a kill: not finished
+            return None
+
+    def write_trial_result(self, label: str, seed: int, result: dict[str, Any]) -> None:
+        self.trials.mkdir(parents=True, exist_ok=True)
+        tmp = self.trial_result(label, seed).with_suffix(".tmp")
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(self.trial_result(label, seed))
 
 
 def _swap_in(tmp: Path, target: Path) -> Path:
@@ -215,17 +260,26 @@ def exported_modules(models: str | Path) -> Iterator[ExportedModule]:
 
 
 # ---------------------------------------------------------------------------- Ray
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Connect to ``address``/``RAY_ADDRESS`` or start a local Ray; True if we started it."""
+def init_ray(
+    address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True
+) -> bool:
+    """Connect to ``address``/``RAY_ADDRESS`` or start a local Ray; True if we started it.
+
+    ``log_to_driver=False`` keeps the workers' stdout/stderr out of this process's output
+    (they stay in Ray's session logs), for callers that log to files of their own."""
     import ray
 
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)
+        ray.init(address=address, log_to_driver=log_to_driver)
     else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False)
+        ray.init(
+            num_cpus=num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=log_to_driver,
+        )
     return True
 
 

@@ -1,0 +1,191 @@
+"""Study configs: which approaches, on which world, with which shared budget and seeds.
+
+A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the key)::
+
+    name: study_demo
+    env: {...}                    # the one world every approach trains and is evaluated on
+    budget: {env_steps: 60000}    # the same for every approach: env_steps or episodes
+    seeds: [0, 1]                 # training seeds (one trial per approach and seed)
+    approaches:                   # label -> an experiment config (algorithm + hyper-parameters)
+      ppo: {config: demo, set: ["training.train_batch_size=4000"]}
+      lotka_volterra: {config: lotka_volterra}
+    baselines: [random]           # built-in policies that join the cross-play
+    evaluation: {episodes: 100, seed: 900001}
+    resources: {cpus_per_trial: 1, env_runners_per_trial: 0, max_concurrent: 2}
+
+Each (approach, seed) becomes an ``Experiment``: the approach's config with the study's world,
+seed, budget (as ``stop``) and evaluation section, and ``resources.env_runners_per_trial``
+EnvRunners (default 0: a trial samples in its own process, on the CPU Tune gives it). Seeds
+that pick a model (training seeds, the Lotka–Volterra fit's ``selection_seed``) never double
+as the evaluation seed. The Lotka–Volterra approach fits its ``fit_species``' coefficients;
+its other species keeps the default coefficients.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from bioflux.config import (
+    ConfigError,
+    Experiment,
+    apply_overrides,
+    resolve_path,
+    validate,
+)
+from bioflux.config import _describe as describe_validation_error
+from bioflux.envs.config import EnvConfig
+from bioflux.policies import BUILTINS
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Approach(_Section):
+    config: str = Field(
+        description="experiment config (packaged name or path): its algorithm "
+        "and hyper-parameters; its env, seed, stop and evaluation are replaced"
+    )
+    set: list[str] = Field(default_factory=list, description="overrides, as `--set` takes them")
+
+
+class Budget(_Section):
+    env_steps: int | None = Field(None, ge=1, description="env steps per (approach, seed)")
+    episodes: int | None = Field(None, ge=1, description="episodes per (approach, seed)")
+    iterations: int | None = Field(
+        None, ge=1, description="iterations (smoke tests only: not the same work per approach)"
+    )
+
+    def model_post_init(self, _context: Any) -> None:
+        given = [k for k, v in self.model_dump().items() if v is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"budget: give exactly one of env_steps, episodes, iterations; got {given}"
+            )
+
+
+class StudyEvaluation(_Section):
+    episodes: int = Field(100, ge=1, description="episodes per (predator, prey) pairing")
+    seed: int = Field(900_001, ge=0, description="episode seed shared by every pairing")
+
+
+class StudyResources(_Section):
+    cpus_per_trial: float = Field(1.0, gt=0, description="CPUs Ray Tune reserves per trial")
+    env_runners_per_trial: int = Field(
+        0, ge=0, description="EnvRunners per trial, 1 CPU each (0: the trial samples itself)"
+    )
+    max_concurrent: int | None = Field(
+        None, ge=1, description="trials at once (None: as CPUs allow)"
+    )
+
+
+class StudyConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    env: dict[str, Any] = Field(default_factory=dict)
+    budget: Budget
+    seeds: list[int] = Field([0, 1], min_length=1)
+    approaches: dict[str, Approach] = Field(min_length=1)
+    baselines: list[str] = Field(["random"])
+    evaluation: StudyEvaluation = Field(default_factory=StudyEvaluation)
+    resources: StudyResources = Field(default_factory=StudyResources)
+
+    @field_validator("env")
+    @classmethod
+    def _valid_env(cls, value: dict[str, Any]) -> dict[str, Any]:
+        EnvConfig.from_kwargs(value).require_agent_identity("a study")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value) or min(value) < 0:
+            raise ValueError(f"seeds must be distinct and >= 0, got {value}")
+        return value
+
+    @field_validator("baselines")
+    @classmethod
+    def _builtins(cls, value: list[str]) -> list[str]:
+        unknown = set(value) - set(BUILTINS)
+        if unknown:
+            raise ValueError(f"unknown baseline(s) {sorted(unknown)}; allowed: {sorted(BUILTINS)}")
+        return value
+
+    @field_validator("approaches")
+    @classmethod
+    def _labels(cls, value: dict[str, Approach]) -> dict[str, Approach]:
+        for label in value:
+            if not label.replace("_", "").isalnum():
+                raise ValueError(f"approach label {label!r}: letters, digits and '_' only")
+        return value
+
+    def model_post_init(self, _context: Any) -> None:
+        clash = set(self.approaches) & set(self.baselines)
+        if clash:
+            raise ValueError(
+                f"{sorted(clash)} is both an approach and a baseline; rename the approach"
+            )
+
+    def trials(self) -> list[tuple[str, int]]:
+        """Every (approach label, training seed), in a fixed order."""
+        return [(label, seed) for label in self.approaches for seed in self.seeds]
+
+    def experiment(self, label: str, seed: int) -> Experiment:
+        """The ``Experiment`` that trains ``label`` with ``seed`` under the study's rules."""
+        approach = self.approaches[label]
+        path = resolve_path(approach.config)
+        data = yaml.safe_load(path.read_text()) or {}
+        data = apply_overrides(data, approach.set)
+        data.update(
+            name=f"{self.name}_{label}_s{seed}",
+            seed=seed,
+            env=dict(self.env),
+            stop={k: v for k, v in self.budget.model_dump().items() if v is not None},
+            evaluation={"episodes": self.evaluation.episodes, "seed": self.evaluation.seed},
+        )
+        resources = dict(data.get("resources") or {})
+        resources["num_env_runners"] = self.resources.env_runners_per_trial
+        data["resources"] = resources
+        if data.get("algorithm") == "lotka_volterra":
+            data.setdefault("training", {})["search"] = "serial"  # the trial is Tune's already
+        exp = validate(data, source=f"study approach {label!r} ({path})")
+        self._check_seeds(label, exp)
+        return exp
+
+    def _check_seeds(self, label: str, exp: Experiment) -> None:
+        picks = set(self.seeds)
+        selection = getattr(exp.params, "selection_seed", None)
+        if selection is not None:
+            picks.add(selection)
+        if self.evaluation.seed in picks:
+            raise ConfigError(
+                f"study: evaluation.seed={self.evaluation.seed} is also a seed that picks "
+                f"{label!r}'s model; evaluate on a seed of its own"
+            )
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read, override (``--set key=value``) and validate a study file; every approach's
+    experiment is built once here, so a bad approach fails before Ray starts."""
+    path = resolve_path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    data = apply_overrides(data, overrides)
+    try:
+        study = StudyConfig(**data)
+    except ValidationError as err:
+        raise ConfigError(f"{path}: {describe_validation_error(err)}") from None
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    for approach in study.approaches.values():  # trials run in other working directories
+        approach.config = str(resolve_path(approach.config).resolve())
+    for label, seed in study.trials():
+        study.experiment(label, seed)
+    return study

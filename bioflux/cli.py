@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -22,6 +23,38 @@ DESCRIPTION = (
 EPILOG = "Run 'bioflux COMMAND --help' for the options of a command."
 #: Built-in policies (``bioflux.policies.BUILTINS``), named in the --predator/--prey help.
 BUILTIN_POLICIES = ("random", "lotka_volterra")
+
+
+#: Ray log messages that say nothing actionable on every run: (logger, text in the message).
+#: Filtered in the CLI's own process (EnvRunner processes still print the deprecation one).
+BENIGN_RAY_LOGS = (
+    # Ray 2.60's RLModule.__init__ itself builds the deprecated RLModuleConfig, so every module
+    # (ours included, built with observation_space/action_space/model_config) triggers it once
+    ("ray._common.deprecation", "RLModule(config=[RLModuleConfig object])"),
+    # a notice that RLlib's default (the new API stack) is in use
+    ("ray.rllib.algorithms.algorithm_config", "on the new API stack! This is the new default"),
+    ("ray.tune.utils.util", "Install gputil for GPU system monitoring"),
+    # the local Ray that training starts turns token authentication on (the safe default;
+    # README, "Authentication"); a cluster *without* it is still reported
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
+)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_benign_ray_logs() -> None:
+    """Drop ``BENIGN_RAY_LOGS`` from this process's logging (Ray is not imported)."""
+    for name, text in BENIGN_RAY_LOGS:
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "text", None) == text for f in logger.filters):
+            logger.addFilter(_DropMessage(text))
 
 
 def _require_at_least(option: str, value: int | None, low: int) -> None:
@@ -73,6 +106,26 @@ def _ray_connection_error(err: ConnectionError, address: str | None) -> ValueErr
     return ValueError(f"cannot connect to the Ray cluster {where}: {first}")
 
 
+def _experiment_for_policies(
+    args: argparse.Namespace, default: str, env_updates: dict | None = None
+):
+    """The experiment a command plays ``--predator``/``--prey`` in: ``--config`` if given, else
+    the world a trained policy was trained in (``bioflux.config.load_for_policies``); the
+    choice is reported on stderr."""
+    from bioflux import config
+
+    exp, note = config.load_for_policies(
+        args.config,
+        args.set,
+        {"predator": args.predator, "prey": args.prey},
+        default=default,
+        env_updates=env_updates,
+    )
+    if note:
+        print(f"bioflux: {note}", file=sys.stderr, flush=True)
+    return exp
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from bioflux import config, training
 
@@ -102,11 +155,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from bioflux.study import load_study, run_study
+
+    overrides = list(args.set)
+    if args.seeds is not None:
+        _require_at_least("--seeds", args.seeds, 1)
+        overrides.append(f"seeds={list(range(args.seeds))}")
+    study = load_study(args.config, overrides)  # every approach validated before Ray starts
+    _check_ray_reachable(args.address)
+    doc = run_study(study, output=args.output, resume=args.resume, address=args.address)
+    print(json.dumps({"ranking": doc["ranking"], "files": doc["files"]}, indent=2))
+    return 0
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from bioflux import config, evaluation
+    from bioflux import evaluation
 
     _require_at_least("--episodes", args.episodes, 1)
-    exp = config.load(args.config, args.set)
+    exp = _experiment_for_policies(args, default="demo")
     result = evaluation.evaluate(
         args.predator,
         args.prey,
@@ -130,10 +197,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
-    from bioflux import config, evaluation
+    from bioflux import evaluation
     from bioflux.policies import load_policy
 
-    exp = config.load(args.config, args.set)
+    exp = _experiment_for_policies(args, default="demo")
     out = evaluation.record_episode(
         load_policy(args.predator, "predator"),
         load_policy(args.prey, "prey"),
@@ -176,6 +243,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_batch_size=args.max_batch_size,
             batch_wait_timeout_s=args.batch_wait_timeout_s,
             num_replicas=args.replicas,
+            admin_token=args.admin_token,
         )
         print(
             f"serving {args.models} on http://{args.host}:{args.port} (docs: /docs); Ctrl-C stops",
@@ -189,12 +257,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from bioflux import config
     from bioflux.ecology.simulate import simulate
 
     _require_at_least("--steps", args.steps, 1)
     _require_at_least("--seeds", args.seeds, 1)
-    exp = config.load(args.config, args.set)
+    exp = _experiment_for_policies(args, default="ecology", env_updates={"ecology": True})
     result = simulate(
         exp.env_config,
         args.predator,
@@ -272,14 +339,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def config_args(
-        p: argparse.ArgumentParser, default: str | None = "demo", example: str = "env.n_prey=50"
+        p: argparse.ArgumentParser,
+        default: str | None = "demo",
+        example: str = "env.n_prey=50",
+        model_world: str = "",
     ) -> None:
-        p.add_argument(
-            "--config",
-            default=default,
-            required=default is None,
-            help=f"experiment YAML: a path, or a packaged name ({packaged})",
-        )
+        """``--config`` and ``--set``. ``model_world``: the option defaults to the world of a
+        trained --predator/--prey (``bioflux.config.load_for_policies``), described so."""
+        if model_world:
+            p.add_argument(
+                "--config",
+                default=None,
+                help=f"experiment YAML: a path, or a packaged name ({packaged}) (default: the "
+                f"env a trained --predator/--prey model was trained in{model_world}, with the "
+                f"other sections of {default}; with built-in policies only: {default})",
+            )
+        else:
+            p.add_argument(
+                "--config",
+                default=default,
+                required=default is None,
+                help=f"experiment YAML: a path, or a packaged name ({packaged})",
+            )
         p.add_argument(
             "--set",
             action="append",
@@ -306,7 +387,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--models", type=Path, default=Path("models"), help="folder the trained models go to"
     )
     train.add_argument(
-        "--resume", action="store_true", help="continue the run from its last checkpoint"
+        "--resume",
+        action="store_true",
+        help="continue the run from its newest checkpoint up to the stop criteria given now "
+        "(the config must be the run's own config.yaml; only stop may change)",
     )
     train.add_argument(
         "--address",
@@ -340,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--out", type=Path, default=Path("outputs/evaluation"), help="folder of the report"
     )
-    config_args(ev)
+    config_args(ev, model_world=" (the predator's when both are)")
     ev.set_defaults(func=_cmd_evaluate)
 
     demo = command(sub, "demo", "train the demo config, evaluate it and render an episode")
@@ -390,6 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the replica answers on --port itself, without Serve's proxy hop "
         "(Ray Serve's experimental direct ingress; local Ray, 1 replica)",
     )
+    srv.add_argument(
+        "--admin-token",
+        default=None,
+        help="bearer token for POST /v1/models/{name}/load and DELETE /v1/models/{name} "
+        "(default: $BIOFLUX_ADMIN_TOKEN, safer: a flag shows in `ps`; without one those "
+        "endpoints answer 403)",
+    )
     srv.set_defaults(func=_cmd_serve)
 
     render = command(sub, "render", "record one episode as a GIF or PNG strip")
@@ -401,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="file to write: .gif (animation) or .png (strip of frames)",
     )
     render.add_argument("--seed", type=int, default=0, help="seed of the episode")
-    config_args(render)
+    config_args(render, model_world=" (the predator's when both are)")
     render.set_defaults(func=_cmd_render)
 
     simulate = command(sub, "simulate", "long ecology-mode episodes: population series per seed")
@@ -419,7 +510,9 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--out", type=Path, default=Path("outputs/simulate"), help="folder of the series"
     )
-    config_args(simulate, default="ecology")
+    config_args(
+        simulate, default="ecology", model_world=" (the predator's when both are), in ecology mode"
+    )
     simulate.set_defaults(func=_cmd_simulate)
 
     ecology = command(sub, "ecology", "population-cycle analysis")
@@ -439,11 +532,49 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=None, help="output folder (default: next to the series)"
     )
     analyze.set_defaults(func=_cmd_ecology_analyze)
+
+    study = command(
+        sub,
+        "study",
+        "train every approach of a study config on one world (Ray Tune trials), evaluate "
+        "them against random opponents and in cross-play, and write the comparison report",
+    )
+    study.add_argument(
+        "--config",
+        default="study_demo",
+        help="study config: a file or a packaged name (study_demo, study)",
+    )
+    study.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a study value, e.g. budget.env_steps=20000",
+    )
+    study.add_argument(
+        "--seeds", type=int, default=None, help="train seeds 0..K-1 (default: the config's seeds)"
+    )
+    study.add_argument(
+        "--output",
+        type=Path,
+        default=Path("outputs/studies"),
+        help="folder of the study folders (the study goes to <output>/<name>/)",
+    )
+    study.add_argument(
+        "--resume", action="store_true", help="continue a study, skipping its finished trials"
+    )
+    study.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    study.set_defaults(func=_cmd_study)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_benign_ray_logs()
     try:
         return args.func(args)
     except ValueError as err:  # bad input: a clear message, no traceback

@@ -13,6 +13,10 @@ An experiment file has these sections (unknown keys anywhere are rejected, namin
     evaluation: {...}         # episodes and seed used by `bioflux evaluate` / `bioflux demo`
 
 ``--set section.key=value`` overrides any value (the value is parsed as YAML).
+
+``load_for_policies`` builds the experiment that ``evaluate``, ``render`` and ``simulate`` play
+trained policies in: by default the env a model was trained in (``trained_env``), and it checks
+that the world gives every model its observation window.
 """
 
 from __future__ import annotations
@@ -47,6 +51,15 @@ class Resources(_Section):
     num_cpus_per_env_runner: float = Field(1.0, gt=0)
     restart_failed_env_runners: bool = Field(True, description="replace crashed EnvRunners")
     max_num_env_runner_restarts: int = Field(100, ge=0)
+    num_learners: int = Field(
+        0, ge=0, description="remote Learner workers (0: one learner in the driver; >1: DDP)"
+    )
+    num_gpus_per_learner: float = Field(
+        0.0, ge=0, description="GPUs per Learner (with num_learners 0: the driver's learner)"
+    )
+    num_cpus_per_learner: float | None = Field(
+        None, gt=0, description="CPUs per remote Learner (None: RLlib's default, 1)"
+    )
 
 
 class Stop(_Section):
@@ -168,6 +181,8 @@ def load(path: str | Path, overrides: list[str] | None = None) -> Experiment:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    if "approaches" in data:
+        raise ConfigError(f"{path} is a study config: run it with `bioflux study --config {path}`")
     return validate(apply_overrides(data, overrides), source=str(path))
 
 
@@ -187,3 +202,98 @@ def packaged_names() -> list[str]:
         for p in resources.files("bioflux.configs").iterdir()
         if p.name.endswith(".yaml")
     )
+
+
+# ---------------------------------------------------------------------------- the world of a model
+def window(obs_radius: int) -> str:
+    """``"an 11x11 window (obs_radius 5)"``: the observation window an ``obs_radius`` gives."""
+    side = 2 * int(obs_radius) + 1
+    article = "an" if str(side).startswith(("8", "11", "18")) else "a"
+    return f"{article} {side}x{side} window (obs_radius {obs_radius})"
+
+
+def trained_env(spec: str | Path, species: str) -> dict[str, Any] | None:
+    """The env a trained policy (a path, as ``bioflux.policies.load_policy`` takes it) was
+    trained in: its export's ``bioflux.json``, else the ``config.yaml`` of the run folder holding
+    its checkpoint. None for built-ins, missing paths and modules with no record of their env."""
+    from bioflux.artifacts import RunFolder, find_module_dir, read_metadata
+
+    path = Path(spec)
+    if not path.exists():
+        return None  # a built-in, or an error that load_policy reports
+    folder = find_module_dir(path, species)
+    if folder is None:
+        return None
+    env = read_metadata(folder).get("env")
+    if isinstance(env, dict):
+        return env
+    for parent in folder.resolve().parents:  # a checkpoint inside a run folder
+        run = RunFolder(parent)
+        if run.config.is_file() and run.checkpoints.is_dir():
+            try:
+                return load(run.config).env_config.to_dict()
+            except ConfigError:
+                return None
+    return None
+
+
+def load_for_policies(
+    path: str | Path | None,
+    overrides: list[str] | None,
+    policies: dict[str, str | Path],
+    default: str,
+    env_updates: dict[str, Any] | None = None,
+) -> tuple[Experiment, str | None]:
+    """The experiment that ``evaluate``, ``render`` and ``simulate`` play ``policies``
+    (species → spec) in, and a note to show the user (None when there is nothing to say).
+
+    With ``path`` None (no ``--config``) and a trained policy among ``policies``, the world is
+    the env that policy was trained in (the predator's when both are trained), updated with
+    ``env_updates`` (e.g. ``{"ecology": True}`` for simulations); the other sections come from
+    the packaged config ``default``. Without a trained policy, ``default`` is loaded as it is.
+    ``overrides`` apply last. ``ConfigError`` when the predator and prey models were trained on
+    different observation windows, or when the world's window is not a model's."""
+    trained = {
+        species: (str(spec), env)
+        for species, spec in policies.items()
+        if (env := trained_env(spec, species)) is not None
+    }
+    radius = {
+        s: int(env.get("obs_radius", EnvConfig.obs_radius)) for s, (_, env) in trained.items()
+    }
+    if len(set(radius.values())) > 1:
+        (s1, (p1, _)), (s2, (p2, _)) = trained.items()
+        raise ConfigError(
+            f"{p1} ({s1}) was trained with {window(radius[s1])} but {p2} ({s2}) with "
+            f"{window(radius[s2])}: no world gives both"
+        )
+    note = None
+    if path is None and trained:
+        species, (spec, env) = next(iter(trained.items()))
+        data = yaml.safe_load(resolve_path(default).read_text()) or {}
+        data["env"] = {**env, **(env_updates or {})}
+        exp = validate(apply_overrides(data, overrides), source=f"the env of {spec}")
+        e = exp.env_config
+        note = (
+            f"playing in the world {spec} was trained in ({e.height}x{e.width}, "
+            f"{e.n_predators} predators, {e.n_prey} prey, obs_radius {e.obs_radius}"
+            + (", ecology mode" if env_updates and env_updates.get("ecology") else "")
+            + "); --config chooses another"
+        )
+        source = f"the env of {spec}"
+    else:
+        exp = load(default if path is None else path, overrides)
+        source = f"--config {default if path is None else path}"
+    set_radius = [o for o in overrides or [] if o.partition("=")[0].strip() == "env.obs_radius"]
+    if set_radius:
+        source = f"--set {set_radius[-1]}"
+    world = exp.env_config.obs_radius
+    for spec, env in trained.values():
+        r = int(env.get("obs_radius", EnvConfig.obs_radius))
+        if r != world:
+            side = 2 * world + 1
+            raise ConfigError(
+                f"{spec} was trained with {window(r)} but the world gives {side}x{side} "
+                f"(obs_radius {world}, from {source})"
+            )
+    return exp, note

@@ -1,18 +1,29 @@
 """Training: build the algorithm from a validated experiment, run it, checkpoint, resume, export.
 
 ``train(exp)`` runs ``exp`` to its stop criteria in the run folder ``<output>/<name>/`` and
-exports the final and best modules to ``<models>/<algorithm>/<name>/{final,best}/`` (the layout
-of both lives in ``bioflux.artifacts``). ``resume=True`` restores the newest complete checkpoint
-and continues the iteration count (metrics rows after that checkpoint are dropped and
-recomputed). Each metrics row has the keys ``ITERATION_KEYS``; ``summary.json`` also records
-``env_runner_nodes`` (the Ray node ID of each remote EnvRunner).
+exports the final and best modules of the species it trained (not fixed modules such as
+``training.fixed_modules``' Lotka–Volterra ones) to ``<models>/<algorithm>/<name>/{final,best}/``
+(the layout of both lives in ``bioflux.artifacts``).
+
+``resume=True`` restores the newest complete checkpoint and continues the iteration count
+(metrics rows after that checkpoint are dropped and recomputed), up to the stop criteria of
+``exp``: a finished run continues when they were raised. The resumed config must equal the run's
+``config.yaml`` except for ``RESUMABLE_SECTIONS``; otherwise nothing is touched and a
+``ValueError`` names the differing keys. The run folder changes only once the config has been
+checked and the checkpoint restored. Each metrics row has the keys ``ITERATION_KEYS``;
+``summary.json`` also records ``env_runner_nodes`` (the Ray node ID of each remote EnvRunner).
+
+``ModelInference`` (``bioflux.serve.inference``) can be imported from here too; it is loaded on
+first use, so importing this module does not import Ray Serve.
 """
 
 from __future__ import annotations
 
+import importlib
+import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +37,13 @@ from bioflux.artifacts import (
     plot_learning_curves,
     save_checkpoint,
 )
-from bioflux.config import Experiment
+from bioflux.config import ConfigError, Experiment
+from bioflux.envs.config import SPECIES
+
+#: Config sections that ``--resume`` may change, because they do not change what is learned:
+#: the stop criteria (raise them to continue a finished run), where it runs (e.g. more
+#: EnvRunners on a cluster), checkpointing and evaluation settings.
+RESUMABLE_SECTIONS = ("stop", "resources", "checkpoint", "evaluation")
 
 #: Keys of each metrics.jsonl row.
 ITERATION_KEYS = (
@@ -64,8 +81,8 @@ def iteration_row(
     prev_agent = previous["agent_steps"] if previous else 0
     prev_time = previous["time_s"] if previous else 0.0
 
-    def num(x: Any) -> float | None:
-        return None if x is None else float(x)
+    def num(x: Any) -> float | None:  # NaN (no episode ended this iteration) → missing
+        return None if x is None or math.isnan(float(x)) else float(x)
 
     return {
         "iteration": int(result["training_iteration"]),
@@ -126,6 +143,93 @@ def env_runner_nodes(algo: Any) -> list[str]:
     return list(group.foreach_env_runner(_node_id, local_env_runner=False))
 
 
+def _normalized(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A config dict with the env and the algorithm's hyper-parameters spelled out in full
+    (defaults included), so that leaving a default out and writing it compare equal."""
+    from bioflux import config
+
+    out = dict(data)
+    try:
+        exp = config.validate(dict(data))
+    except ConfigError:  # e.g. written by an older BioFlux: compare as written
+        return out
+    out["env"] = exp.env_config.to_dict()
+    out["training"] = exp.params.model_dump(mode="json")
+    return out
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(data, Mapping):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
+
+
+def config_differences(saved: Mapping[str, Any], exp: Experiment) -> dict[str, tuple[Any, Any]]:
+    """Dotted keys whose value differs between a run's saved config and ``exp`` (``RESUMABLE_
+    SECTIONS`` left out) → (saved value, new value); a missing key reads as ``None``."""
+    old, new = _flatten(_normalized(saved)), _flatten(_normalized(exp.to_dict()))
+    return {
+        key: (old.get(key), new.get(key))
+        for key in sorted(set(old) | set(new))
+        if key.split(".")[0] not in RESUMABLE_SECTIONS and old.get(key) != new.get(key)
+    }
+
+
+def check_resume(run: RunFolder, exp: Experiment) -> None:
+    """``ValueError`` unless ``exp`` may resume ``run``: same config as its ``config.yaml``
+    except for ``RESUMABLE_SECTIONS``. Reads only."""
+    if not run.config.is_file():  # a run folder from before config.yaml: nothing to compare
+        return
+    try:
+        saved = yaml.safe_load(run.config.read_text())
+    except yaml.YAMLError as err:
+        first = str(err).strip().splitlines()[0]
+        raise ValueError(
+            f"cannot resume {run.root}: {run.config} is not valid YAML: {first}"
+        ) from None
+    if not isinstance(saved, Mapping):
+        raise ValueError(f"cannot resume {run.root}: {run.config} does not hold a config mapping")
+    diff = config_differences(saved, exp)
+    if diff:
+
+        def shown(v: Any) -> str:
+            text = yaml.safe_dump(v, default_flow_style=True, width=10**6).strip()
+            text = text.removesuffix("...").strip()
+            return text if len(text) <= 40 else text[:37] + "..."
+
+        changes = "; ".join(f"{k}: {shown(a)} -> {shown(b)}" for k, (a, b) in diff.items())
+        raise ValueError(
+            f"cannot resume {run.root}: the config differs from the run's config.yaml in "
+            f"{', '.join(diff)} ({changes}); only {', '.join(RESUMABLE_SECTIONS)} may change "
+            "on --resume: resume with the run's config, or start a new run under another name or "
+            "output folder"
+        )
+
+
+def trained_modules(algo: Any) -> list[str]:
+    """The species whose module the algorithm trains (``policies_to_train``): fixed modules
+    (``training.fixed_modules``) and species left out of ``train_species`` are not."""
+    to_train = getattr(algo.config, "policies_to_train", None)
+    if to_train is None:
+        return list(SPECIES)
+    if callable(to_train):
+        return [s for s in SPECIES if to_train(s, None)]
+    return [s for s in SPECIES if s in set(to_train)]
+
+
+def _export(checkpoint: Path, target: Path, metadata: dict[str, Any], species: list[str]) -> str:
+    """Export the modules of ``species`` (``export_modules`` copies every species it finds:
+    the others are removed from the fresh export)."""
+    export_modules(checkpoint, target, metadata)
+    for other in SPECIES:
+        if other not in species:
+            shutil.rmtree(target / other, ignore_errors=True)
+    return str(target)
+
+
 def train(
     exp: Experiment,
     output: str | Path = "runs",
@@ -153,55 +257,72 @@ def train(
             f"run folder {run.root} already has checkpoints; pass --resume to continue it or "
             f"choose another --output / name"
         )
-    run.checkpoints.mkdir(parents=True, exist_ok=True)
-    run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
+    if latest is not None:
+        check_resume(run, exp)  # before Ray starts; nothing written yet
 
     started_ray = init_ray(address)
     import ray
 
-    algo = get_algorithm(exp.algorithm).build_config(exp).build_algo()
+    algo = None
     try:
-        runner_nodes = env_runner_nodes(algo)
+        algo = plugin.build_config(exp).build_algo()
         rows: list[dict[str, Any]] = []
-        if resume and latest is not None:
-            algo.restore_from_path(str(latest.resolve()))
+        if latest is not None:
+            try:
+                algo.restore_from_path(str(latest.resolve()))
+            except Exception as err:  # corrupt, or from another algorithm or module layout
+                first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+                raise ValueError(
+                    f"cannot resume {run.root} from {latest}: {type(err).__name__}: {first}"
+                ) from err
             rows = [r for r in run.read_metrics() if r["iteration"] <= algo.iteration]
             log(f"resumed {run.root} from {latest.name} at iteration {algo.iteration}")
         elif resume:
             log(f"nothing to resume in {run.root}: starting a new run")
+        # validated (and restored): from here on the run folder is ours to change
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
         run.write_metrics(rows)
+        runner_nodes = env_runner_nodes(algo)
+        species = trained_modules(algo)
         writer = _tensorboard(run.tensorboard)
         score_key = exp.checkpoint.score
         best = max(
             (r[score_key] for r in rows if r.get(score_key) is not None), default=float("-inf")
         )
         best_iteration = next((r["iteration"] for r in rows if r.get(score_key) == best), None)
-        if (run.checkpoints / "final").exists():  # resuming a finished run: nothing to train
-            pass
-        else:
-            while not rows or not should_stop(exp, rows[-1]):
-                t0 = time.perf_counter()
-                result = algo.train()
-                row = iteration_row(result, rows[-1] if rows else None, time.perf_counter() - t0)
-                rows.append(row)
-                run.append_metrics(row)
-                log(format_row(row, exp.stop.iterations))
-                if writer is not None:
-                    for k, v in row.items():
-                        if isinstance(v, (int, float)) and k != "iteration":
-                            writer.add_scalar(k, v, row["env_steps"])
-                if row.get(score_key) is not None and row[score_key] > best:
-                    best, best_iteration = row[score_key], row["iteration"]
-                    save_checkpoint(algo, run.checkpoints / "best")
-                if row["iteration"] % exp.checkpoint.frequency == 0:
-                    save_checkpoint(algo, run.checkpoints / f"iter_{row['iteration']:06d}")
-                    for old in run.periodic()[: -exp.checkpoint.keep]:
-                        shutil.rmtree(old, ignore_errors=True)
+        if rows and should_stop(exp, rows[-1]):
+            log(
+                f"{run.root} already meets its stop criteria at iteration {rows[-1]['iteration']}"
+                ": nothing to train (raise stop, e.g. --set stop.iterations=N, to continue)"
+            )
+        trained = False
+        while not rows or not should_stop(exp, rows[-1]):
+            t0 = time.perf_counter()
+            result = algo.train()
+            trained = True
+            row = iteration_row(result, rows[-1] if rows else None, time.perf_counter() - t0)
+            rows.append(row)
+            run.append_metrics(row)
+            log(format_row(row, exp.stop.iterations))
+            if writer is not None:
+                for k, v in row.items():
+                    if isinstance(v, (int, float)) and k != "iteration":
+                        writer.add_scalar(k, v, row["env_steps"])
+            if row.get(score_key) is not None and row[score_key] > best:
+                best, best_iteration = row[score_key], row["iteration"]
+                save_checkpoint(algo, run.checkpoints / "best")
+            if row["iteration"] % exp.checkpoint.frequency == 0:
+                save_checkpoint(algo, run.checkpoints / f"iter_{row['iteration']:06d}")
+                for old in run.periodic()[: -exp.checkpoint.keep]:
+                    shutil.rmtree(old, ignore_errors=True)
+        if trained or not (run.checkpoints / "final").is_dir():
             save_checkpoint(algo, run.checkpoints / "final")
         if writer is not None:
             writer.close()
     finally:
-        algo.stop()
+        if algo is not None:
+            algo.stop()
         if started_ray:
             ray.shutdown()
 
@@ -214,19 +335,16 @@ def train(
     }
     exports_at = export_root(models, exp.algorithm, exp.name)
     exports = {
-        "final": str(
-            export_modules(
-                run.checkpoints / "final", exports_at / "final", {**meta, "kind": "final"}
-            )
+        "final": _export(
+            run.checkpoints / "final", exports_at / "final", {**meta, "kind": "final"}, species
         )
     }
     if (run.checkpoints / "best").is_dir():
-        exports["best"] = str(
-            export_modules(
-                run.checkpoints / "best",
-                exports_at / "best",
-                {**meta, "kind": "best", "iteration": best_iteration},
-            )
+        exports["best"] = _export(
+            run.checkpoints / "best",
+            exports_at / "best",
+            {**meta, "kind": "best", "iteration": best_iteration},
+            species,
         )
     if rows:
         plot_learning_curves(rows, run.curves, f"{exp.name} ({exp.algorithm})")
@@ -240,6 +358,7 @@ def train(
         "best": {"score": score_key, "value": best if rows else None, "iteration": best_iteration},
         "run_dir": str(run.root),
         "env_runner_nodes": runner_nodes,
+        "trained_species": species,
         "checkpoints": {
             "final": str(run.checkpoints / "final"),
             "best": str(run.checkpoints / "best"),
@@ -258,3 +377,11 @@ def _tensorboard(path: Path):
     except ImportError:  # optional: metrics.jsonl has the same numbers
         return None
     return SummaryWriter(str(path))
+
+
+def __getattr__(name: str) -> Any:
+    """``from bioflux.training import ModelInference`` (its historical home): imported on first
+    use, so that ``import bioflux.training`` does not import Ray Serve."""
+    if name == "ModelInference":
+        return importlib.import_module("bioflux.serve.inference").ModelInference
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

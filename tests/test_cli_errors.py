@@ -109,7 +109,8 @@ def test_top_level_help():
                 "evaluation.episodes",
                 "evaluation.seed",
                 "(default: outputs/evaluation)",
-                "(default: demo)",
+                "(default: the env a trained --predator/--prey model was trained in",
+                "other sections of demo; with built-in policies only: demo)",
                 "--set env.n_prey=50",
                 "random, lotka_volterra",
             ],
@@ -125,6 +126,7 @@ def test_top_level_help():
                 "(default: random)",
                 "(default: outputs/episode.gif)",
                 "(default: 0)",
+                "(default: the env a trained --predator/--prey model was trained in",
                 "--set env.n_prey=50",
                 "random, lotka_volterra",
             ],
@@ -135,6 +137,7 @@ def test_top_level_help():
                 "(default: lotka_volterra)",
                 "env.max_steps",
                 "(default: outputs/simulate)",
+                "in ecology mode, with the other sections of ecology",
                 "--set env.n_prey=50",
                 "random, lotka_volterra",
             ],
@@ -197,3 +200,97 @@ def test_ray_connection_error_becomes_one_line_only_before_ray_is_up(initialized
             "cannot connect to the Ray cluster at auto ($RAY_ADDRESS): "
             "Could not find any running Ray"
         )
+
+
+# ---------------------------------------------------------------------------- resume (#17)
+def folder_hashes(root) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else ""
+        for p in sorted(root.rglob("*"))
+    }
+
+
+def _fake_run(tmp_path, tiny: dict):
+    """A run folder as training leaves it (config.yaml, metrics, a checkpoint folder), without
+    training: a refused resume stops before Ray starts or the checkpoint is read."""
+    import json
+
+    import yaml
+
+    from bioflux import config
+
+    run = tmp_path / "runs" / tiny["name"]
+    (run / "checkpoints" / "iter_000002").mkdir(parents=True)
+    (run / "checkpoints" / "iter_000002" / "algorithm_state.pkl").write_bytes(b"state")
+    (run / "config.yaml").write_text(yaml.safe_dump(config.validate(tiny).to_dict()))
+    (run / "metrics.jsonl").write_text(json.dumps({"iteration": 2}) + "\n")
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(tiny))
+    return run, cfg
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [("training.lr=1e-3", "training.lr"), ("env.n_prey=5", "env.n_prey")],
+)
+def test_resume_with_another_config_exits_2_and_leaves_the_run_untouched(
+    override, key, tmp_path, tiny_config
+):
+    run, cfg = _fake_run(tmp_path, tiny_config)
+    before = folder_hashes(tmp_path)
+    out = bioflux(
+        "train", "--config", str(cfg), "--output", str(tmp_path / "runs"),
+        "--models", str(tmp_path / "models"), "--resume", "--set", override,
+        "--set", "stop.iterations=3",
+    )  # fmt: skip
+    line = assert_one_error_line(out, "cannot resume", key, "config.yaml")
+    assert "stop" not in line.split("differs")[1].split("(")[0]  # stop may change
+    assert folder_hashes(tmp_path) == before
+    assert not (tmp_path / "models").exists()
+
+
+# ---------------------------------------------------------------------------- model worlds (#17)
+def _fake_model(folder, obs_radius: int, species=("predator", "prey")):
+    """An export's folders with a bioflux.json recording the env (no loadable weights: these
+    cases fail before any module is loaded)."""
+    import json
+
+    for s in species:
+        d = folder / "final" / s
+        d.mkdir(parents=True)
+        (d / "module_state.pkl").write_bytes(b"")
+        (d / "class_and_ctor_args.pkl").write_bytes(b"")
+        env = {"height": 12, "width": 12, "n_predators": 2, "n_prey": 4, "obs_radius": obs_radius}
+        (d / "bioflux.json").write_text(json.dumps({"env": env, "species": s}))
+    return str(folder)
+
+
+@pytest.mark.parametrize("command", ["evaluate", "render", "simulate"])
+def test_models_trained_on_different_windows_exit_2_naming_both(command, tmp_path):
+    pred = _fake_model(tmp_path / "a", obs_radius=5)
+    prey = _fake_model(tmp_path / "b", obs_radius=2)
+    out = bioflux(
+        command, "--predator", pred, "--prey", prey, "--out", str(tmp_path / "out"),
+    )  # fmt: skip
+    assert_one_error_line(
+        out, pred, prey, "11x11 window (obs_radius 5)", "5x5 window (obs_radius 2)"
+    )
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "args, world",
+    [
+        (["--config", "demo"], "9x9 (obs_radius 4, from --config demo)"),
+        (["--set", "env.obs_radius=3"], "7x7 (obs_radius 3, from --set env.obs_radius=3)"),
+    ],
+)
+def test_a_world_that_does_not_fit_the_model_exits_2(args, world, tmp_path):
+    model = _fake_model(tmp_path / "m", obs_radius=5)
+    out = bioflux(
+        "evaluate", "--predator", model, "--prey", "random", "--out", str(tmp_path / "ev"), *args
+    )
+    assert_one_error_line(out, model, "trained with an 11x11 window (obs_radius 5)", world)
+    assert not (tmp_path / "ev").exists()

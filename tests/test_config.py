@@ -9,6 +9,14 @@ from bioflux.config import ConfigError
 
 @pytest.mark.parametrize("name", config.packaged_names())
 def test_packaged_configs_validate(name):
+    if name.startswith("study"):
+        from bioflux.study import load_study
+
+        study = load_study(name)  # builds and validates every (approach, seed) experiment
+        assert len(study.trials()) == len(study.approaches) * len(study.seeds)
+        with pytest.raises(ConfigError, match="bioflux study"):
+            config.load(name)
+        return
     exp = config.load(name)
     assert exp.name and exp.env_config.height >= 1
 

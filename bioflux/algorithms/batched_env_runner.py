@@ -83,6 +83,7 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
     def _start(self) -> None:
         w = self._world
         self._stats = EpisodeStats(w)
+        self._captured_since_log = 0
         self._started = np.zeros(w.num_worlds)
         self._reset_worlds(np.arange(w.num_worlds))
         b, a = self._acting()
@@ -115,6 +116,7 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
     def _track(self, res) -> None:
         """Episode statistics of the running worlds (returns, captures, first capture)."""
         self._stats.update(res)
+        self._captured_since_log += int(res.captured.sum())
 
     def _restart_finished(self, res) -> int:
         """Log and reset the worlds whose episode ended; splice their new agents' first
@@ -249,14 +251,23 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
         m.log_value(
             NUM_ENV_STEPS_SAMPLED_LIFETIME, env_steps, reduce="lifetime_sum", with_throughput=True
         )
-        n_pred = sum(
-            int((s["uid"] % self._world.n_agents < self._world.n_pred_slots).sum()) for s in steps
-        )
-        for species, n in (("predator", n_pred), ("prey", agent_steps - n_pred)):
+        N, P = self._world.n_agents, self._world.n_pred_slots
+        n_pred = reward_pred = reward_prey = 0.0
+        for step in steps:
+            is_pred = step["uid"] % N < P
+            n_pred += int(is_pred.sum())
+            reward_pred += float(step["rew"][is_pred].sum())
+            reward_prey += float(step["rew"][~is_pred].sum())
+        for species, n in (("predator", int(n_pred)), ("prey", agent_steps - int(n_pred))):
             m.log_value((NUM_AGENT_STEPS_SAMPLED, species), n, reduce="sum")
             m.log_value((NUM_AGENT_STEPS_SAMPLED_LIFETIME, species), n, reduce="lifetime_sum")
             m.log_value((NUM_MODULE_STEPS_SAMPLED, species), n, reduce="sum")
             m.log_value((NUM_MODULE_STEPS_SAMPLED_LIFETIME, species), n, reduce="lifetime_sum")
+        # Dense per-step signals: defined in every iteration, even when no episode ends in it.
+        m.log_value(("step_rewards", "predator"), reward_pred, reduce="sum")
+        m.log_value(("step_rewards", "prey"), reward_prey, reduce="sum")
+        m.log_value("captures_sampled", self._captured_since_log, reduce="sum")
+        self._captured_since_log = 0
 
     def _log_finished(self, worlds: np.ndarray) -> None:
         m = self.metrics

@@ -13,15 +13,16 @@ from typing import Any
 
 import torch
 import tree
-from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+
+from bioflux.algorithms.ppo_learner import PerModuleEpochsPPOTorchLearner
 
 
 def _to_float32(x: Any) -> Any:
     return x.float() if torch.is_tensor(x) and x.dtype == torch.bfloat16 else x
 
 
-class BF16PPOTorchLearner(PPOTorchLearner):
-    """``PPOTorchLearner`` with the forward pass under bfloat16 autocast."""
+class BF16PPOTorchLearner(PerModuleEpochsPPOTorchLearner):
+    """PPO learner (per-module epochs) with the forward pass under bfloat16 autocast."""
 
     def _uncompiled_update(self, batch: dict, **kwargs):
         # Mirrors TorchLearner._uncompiled_update (BioFlux runs one local learner, so there is

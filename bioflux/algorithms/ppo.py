@@ -35,11 +35,18 @@ class Params(BaseModel):
     entropy_coeff: float = Field(0.01, ge=0, description="entropy bonus weight")
     vf_loss_coeff: float = Field(0.5, ge=0, description="value-loss weight")
     kl_coeff: float = Field(0.0, ge=0, description="initial KL penalty weight (0: off)")
-    num_epochs: int = Field(5, ge=1, description="SGD passes over each train batch")
+    num_epochs: int = Field(
+        5, ge=1, description="SGD passes of each species' module over its own rows per batch"
+    )
     train_batch_size: int = Field(
         20000, ge=1, description="agent-steps per training iteration (all agents' steps count)"
     )
-    minibatch_size: int = Field(512, ge=1, description="agent-steps per SGD minibatch")
+    minibatch_size: int = Field(
+        512,
+        ge=1,
+        description="agent rows of the largest species per SGD minibatch (other species: "
+        "in proportion to their rows; see ppo_learner)",
+    )
     hidden: list[int] = Field([128, 128], description="MLP layer sizes (policy and value nets)")
     activation: str = Field("tanh", description="MLP activation")
     grad_clip: float | None = Field(0.5, description="global gradient-norm clip")
@@ -68,6 +75,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     from bioflux.algorithms.common import with_env_and_resources
     from bioflux.algorithms.lotka_volterra import DEFAULTS as LV_DEFAULTS
     from bioflux.algorithms.lotka_volterra import LotkaVolterraModule
+    from bioflux.algorithms.ppo_learner import PerModuleEpochsPPOTorchLearner
     from bioflux.envs.rllib_env import species_of
 
     p: Params = exp.params  # type: ignore[assignment]
@@ -131,5 +139,9 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             minibatch_size=minibatch_size,
             grad_clip=p.grad_clip,
         )
-        .learners(learner_class=BF16PPOTorchLearner if p.learner_precision == "bfloat16" else None)
+        .learners(
+            learner_class=BF16PPOTorchLearner
+            if p.learner_precision == "bfloat16"
+            else PerModuleEpochsPPOTorchLearner
+        )
     )

@@ -9,21 +9,34 @@ Endpoints: ``POST /v1/predict``, ``POST /v1/predict/batch``, ``GET /v1/models``,
 ``GET /metrics`` (Prometheus text, per replica).
 
 Concurrent ``/v1/predict`` requests meet in one ``@serve.batch`` method and share one forward
-pass per policy (``max_batch_size``, ``batch_wait_timeout_s``). Bad input gets a 4xx with a
-message: 404 unknown policy, 413 oversized batch, 422 malformed JSON / wrong observation,
-503 a policy whose checkpoint failed to load (unless ``fallback=true``: then the built-in
-random policy answers and the response says ``degraded: true``).
+pass per policy (``max_batch_size``, ``batch_wait_timeout_s``); each item still succeeds or
+fails on its own. Bad input gets a 4xx with a message that names the field: 404 unknown policy,
+413 oversized body or batch, 422 malformed JSON / wrong observation / a policy that fails
+numerically on the observation, 503 a policy whose checkpoint failed to load (unless
+``fallback=true``: then the built-in random policy answers and the response says
+``degraded: true``). The limits live in ``bioflux.serve.settings`` and are checked before any
+heavy work; raw states are encoded off the event loop. An unexpected error answers 500 and
+logs one line.
+
+Admin endpoints (``POST /v1/models/{name}/load``, ``DELETE /v1/models/{name}``) need
+``Authorization: Bearer <token>``; the token is the deployment's ``admin_token`` (``build_app``
+argument, ``start(admin_token=...)``) or ``$BIOFLUX_ADMIN_TOKEN``. Without one they answer 403;
+a wrong or missing token gets 401. Everything else is open (read-only).
 """
 
 import asyncio
+import hmac
+import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from ray import serve
 
 from bioflux.serve import settings
@@ -31,22 +44,35 @@ from bioflux.serve.inference import (
     ModelInference,
     ModelLoadError,
     ObservationError,
+    PolicyOutputError,
     UnknownModelError,
 )
 
-#: Most agents one /v1/predict/batch request may carry.
-MAX_REQUEST_AGENTS = 1024
+logger = logging.getLogger("ray.serve")
+
+#: The Prometheus label of every policy name that is not a known module.
+UNKNOWN_POLICY = "unknown"
 
 
 class AgentInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    policy: str = Field(description="policy name, e.g. 'ppo/predator' or 'random/prey'")
-    observation: list | None = Field(None, description="(S, S, 4) nested list or flat S*S*4")
-    state: dict[str, Any] | None = Field(
-        None, description="raw state: height, width, predators, prey, [walls, energy], agent"
+    policy: str = Field(
+        max_length=settings.MAX_NAME_CHARS,
+        description="policy name, e.g. 'ppo/predator' or 'random/prey'",
     )
-    id: str | None = Field(None, description="echoed back (batch requests)")
+    observation: list | None = Field(
+        None,
+        description=f"(S, S, 4) nested list or flat S*S*4 (S <= {settings.MAX_OBSERVATION_SIDE})",
+    )
+    state: dict[str, Any] | None = Field(
+        None,
+        description="raw state: height, width, predators, prey, [walls, energy], agent "
+        f"(height*width <= {settings.MAX_STATE_CELLS})",
+    )
+    id: str | None = Field(
+        None, max_length=settings.MAX_NAME_CHARS, description="echoed back (batch requests)"
+    )
 
     @model_validator(mode="after")
     def _one_input(self) -> "AgentInput":
@@ -56,16 +82,20 @@ class AgentInput(BaseModel):
 
 
 class PredictRequest(AgentInput):
-    sample: bool = Field(False, description="sample the action instead of taking the argmax")
-    fallback: bool = Field(False, description="answer with a safe default if the model is down")
+    sample: StrictBool = Field(False, description="sample the action instead of the argmax")
+    fallback: StrictBool = Field(
+        False, description="answer with a safe default if the model is down or fails"
+    )
 
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    agents: list[AgentInput] = Field(min_length=1)
-    sample: bool = False
-    fallback: bool = False
+    agents: list[AgentInput] = Field(
+        min_length=1, description=f"at most {settings.MAX_REQUEST_AGENTS}"
+    )
+    sample: StrictBool = False
+    fallback: StrictBool = False
 
 
 class Prediction(BaseModel):
@@ -80,7 +110,9 @@ class Prediction(BaseModel):
 
 
 class ServerMetrics:
-    """Prometheus metrics of one replica."""
+    """Prometheus metrics of one replica. The ``policy`` label only ever holds a known
+    module's full name or ``unknown`` (never a client's string), so its cardinality is bounded
+    by the models directory."""
 
     def __init__(self) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -118,11 +150,106 @@ class ServerMetrics:
         return generate_latest(self.registry).decode()
 
 
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:limit]}"
+
+
+async def _send_json(send: Any, status: int, detail: str) -> None:
+    import json
+
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class GuardMiddleware:
+    """Outermost own layer (pure ASGI): a body over ``settings.MAX_BODY_BYTES`` gets 413 before
+    it is read (``Content-Length``) or as soon as the streamed bytes pass the limit; an
+    unexpected exception answers 500 and logs one line (no traceback per request)."""
+
+    def __init__(self, app: Any, max_body_bytes: int = settings.MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_body_bytes
+        for key, value in scope.get("headers", ()):
+            if key.lower() == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    await _send_json(send, 400, "invalid Content-Length header")
+                    return
+                if size > limit:
+                    await _send_json(
+                        send,
+                        413,
+                        f"request body is {size} bytes; at most {limit} (settings.MAX_BODY_BYTES)",
+                    )
+                    return
+        received = 0
+        started = False
+
+        async def limited_receive() -> dict:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(
+                        413,
+                        f"request body is over {limit} bytes (settings.MAX_BODY_BYTES)",
+                    )
+            return message
+
+        async def tracked_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracked_send)
+        except Exception as err:
+            logger.error("500 on %s %s: %s", scope.get("method"), scope.get("path"), _one_line(err))
+            if not started:
+                await _send_json(send, 500, f"internal error ({type(err).__name__}); logged")
+
+
 api = FastAPI(
     title="BioFlux policy server",
     version="1",
     description="Actions for predator and prey agents from trained BioFlux policies.",
 )
+api.add_middleware(GuardMiddleware)
+
+
+@api.exception_handler(RequestValidationError)
+async def _invalid_request(_: Request, err: RequestValidationError) -> JSONResponse:
+    """422 naming each bad field; the client's input is not echoed (it may hold NaN/inf,
+    which JSON cannot carry, or be large)."""
+    detail = [
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": str(e.get("msg", ""))[:300],
+            "type": str(e.get("type", "")),
+        }
+        for e in err.errors()[:20]
+    ]
+    return JSONResponse(status_code=422, content={"detail": detail})
 
 
 @api.exception_handler(UnknownModelError)
@@ -147,7 +274,10 @@ async def _load_failed(_: Request, err: ModelLoadError) -> JSONResponse:
 )
 @serve.ingress(api)
 class PolicyServer:
-    """One replica: a ``ModelInference`` cache behind the FastAPI routes."""
+    """One replica: a ``ModelInference`` cache behind the FastAPI routes.
+
+    ``admin_token``: the bearer token of the admin endpoints (default
+    ``$BIOFLUX_ADMIN_TOKEN`` in the replica's environment; none: admin endpoints off)."""
 
     def __init__(
         self,
@@ -155,17 +285,45 @@ class PolicyServer:
         max_batch_size: int = settings.MAX_BATCH_SIZE,
         batch_wait_timeout_s: float = settings.BATCH_WAIT_TIMEOUT_S,
         preload: bool = True,
+        admin_token: str | None = None,
     ):
         self.inference = ModelInference(models_dir, preload=preload)
         self.metrics = ServerMetrics()
+        self._admin_token = admin_token or os.environ.get(settings.ADMIN_TOKEN_ENV) or None
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
+
+    # ------------------------------------------------------------------ helpers
+    def _label(self, name: str | None) -> str:
+        """A policy's metrics label: a known full name, else ``unknown``."""
+        return name if name in self.inference.registry.entries else UNKNOWN_POLICY
+
+    def _require_admin(self, request: Request) -> None:
+        if not self._admin_token:
+            raise HTTPException(
+                403,
+                "admin endpoints are disabled: no admin token is configured. Set "
+                f"${settings.ADMIN_TOKEN_ENV} (or build_app's admin_token / bioflux serve "
+                "--admin-token) and send 'Authorization: Bearer <token>'",
+            )
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("latin-1", "replace"), self._admin_token.encode("utf-8")
+        )
+        if not ok:
+            raise HTTPException(
+                401,
+                "admin endpoint: missing or wrong 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
 
     @serve.batch(
         max_batch_size=settings.MAX_BATCH_SIZE,
         batch_wait_timeout_s=settings.BATCH_WAIT_TIMEOUT_S,
     )
     async def _batched(self, items: list[tuple[str, np.ndarray, bool]]) -> list[Any]:
+        """One forward pass per (policy, sample) group; each item gets its own answer or
+        exception (an item that makes the policy fail numerically fails alone)."""
         self.metrics.batch.observe(len(items))
         out: list[Any] = [None] * len(items)
         for sample in (False, True):
@@ -173,8 +331,10 @@ class PolicyServer:
             if not idx:
                 continue
             try:
-                res = self.inference.predict_many([items[i][:2] for i in idx], sample=sample)
-            except Exception as err:  # e.g. a model unloaded mid-batch: answer each item
+                res = self.inference.predict_many(
+                    [items[i][:2] for i in idx], sample=sample, return_exceptions=True
+                )
+            except Exception as err:  # not expected: predict_many answers per item
                 res = [err] * len(idx)
             for i, r in zip(idx, res):
                 out[i] = r
@@ -184,41 +344,60 @@ class PolicyServer:
         self, agent: AgentInput, sample: bool, fallback: bool, endpoint: str
     ) -> dict[str, Any]:
         t0 = time.perf_counter()
-        policy = agent.policy
+        label = UNKNOWN_POLICY
         try:
-            entry, obs = self.inference.resolve_observation(policy, agent.observation, agent.state)
+            if agent.state is not None:  # encoding a world: off the event loop
+                entry, obs = await asyncio.to_thread(
+                    self.inference.resolve_observation, agent.policy, None, agent.state
+                )
+            else:
+                entry, obs = self.inference.resolve_observation(
+                    agent.policy, agent.observation, None
+                )
             policy = entry.name
+            label = self._label(policy)
             degraded = False
             try:
-                self.inference.get(policy)
+                if not self.inference.is_loaded(policy):  # a load reads files: off the loop
+                    await asyncio.to_thread(self.inference.get, policy)
             except ModelLoadError:
                 if not fallback:
                     raise
                 policy, degraded = f"random/{entry.species}", True
             result = await self._batched((policy, obs, sample))
+            if isinstance(result, PolicyOutputError) and fallback and not degraded:
+                self.metrics.errors.labels(label, type(result).__name__).inc()
+                policy, degraded = f"random/{entry.species}", True
+                result = await self._batched((policy, obs, sample))
             if isinstance(result, Exception):
                 raise result
+            label = self._label(result["policy"])
             result = {**result, "degraded": degraded, "id": agent.id}
-            self.metrics.requests.labels(endpoint, policy, "ok").inc()
-            self.metrics.latency.labels(policy).observe(time.perf_counter() - t0)
+            self.metrics.requests.labels(endpoint, label, "ok").inc()
+            self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
             return result
         except (UnknownModelError, ObservationError, ModelLoadError) as err:
-            self.metrics.requests.labels(endpoint, policy, "error").inc()
-            self.metrics.errors.labels(policy, type(err).__name__).inc()
+            self.metrics.requests.labels(endpoint, label, "error").inc()
+            self.metrics.errors.labels(label, type(err).__name__).inc()
+            raise
+        except Exception:
+            self.metrics.requests.labels(endpoint, label, "error").inc()
+            self.metrics.errors.labels(label, "internal").inc()
             raise
 
+    # ------------------------------------------------------------------ routes
     @api.post("/v1/predict", response_model=Prediction)
     async def predict(self, req: PredictRequest) -> dict[str, Any]:
         return await self._predict_one(req, req.sample, req.fallback, "predict")
 
     @api.post("/v1/predict/batch", response_model=list[Prediction])
     async def predict_batch(self, req: BatchRequest) -> Any:
-        if len(req.agents) > MAX_REQUEST_AGENTS:
+        if len(req.agents) > settings.MAX_REQUEST_AGENTS:
             return JSONResponse(
                 status_code=413,
                 content={
-                    "detail": f"{len(req.agents)} agents in one request; at most "
-                    f"{MAX_REQUEST_AGENTS}"
+                    "detail": f"agents: {len(req.agents)} agents in one request; at most "
+                    f"{settings.MAX_REQUEST_AGENTS} (settings.MAX_REQUEST_AGENTS)"
                 },
             )
         return await asyncio.gather(
@@ -230,16 +409,16 @@ class PolicyServer:
         return {"models": self.inference.list_models()}
 
     @api.post("/v1/models/{name:path}/load")
-    async def load(self, name: str) -> dict[str, Any]:
-        loaded = self.inference.load(name)
+    async def load(self, name: str, request: Request) -> dict[str, Any]:
+        self._require_admin(request)
+        loaded = await asyncio.to_thread(self.inference.load, name)
         return {"loaded": loaded.entry.name, "loaded_at": loaded.loaded_at}
 
     @api.delete("/v1/models/{name:path}")
-    async def unload(self, name: str) -> dict[str, Any]:
-        return {
-            "unloaded": self.inference.registry.resolve(name).name,
-            "was_loaded": self.inference.unload(name),
-        }
+    async def unload(self, name: str, request: Request) -> dict[str, Any]:
+        self._require_admin(request)
+        unloaded, was_loaded = self.inference.unload(name)
+        return {"unloaded": unloaded, "was_loaded": was_loaded}
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -263,15 +442,18 @@ class PolicyServer:
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     """Application builder (``serve run bioflux.serve.app:build_app models_dir=models``);
-    arguments left out take the defaults of ``bioflux.serve.settings``."""
+    arguments left out take the defaults of ``bioflux.serve.settings``. ``admin_token``
+    defaults to ``$BIOFLUX_ADMIN_TOKEN`` where the app is built (else where the replica runs)."""
     args = dict(args or {})
     models_dir = str(Path(args.pop("models_dir", settings.MODELS_DIR)).resolve())
     replicas = int(args.pop("num_replicas", settings.NUM_REPLICAS))
+    admin_token = args.pop("admin_token", None) or os.environ.get(settings.ADMIN_TOKEN_ENV)
     return PolicyServer.options(num_replicas=replicas).bind(
         models_dir,
         max_batch_size=int(args.pop("max_batch_size", settings.MAX_BATCH_SIZE)),
         batch_wait_timeout_s=float(args.pop("batch_wait_timeout_s", settings.BATCH_WAIT_TIMEOUT_S)),
         preload=bool(args.pop("preload", True)),
+        admin_token=str(admin_token) if admin_token else None,
     )
 
 
@@ -306,8 +488,11 @@ def start(
     batch_wait_timeout_s: float = settings.BATCH_WAIT_TIMEOUT_S,
     num_replicas: int = settings.NUM_REPLICAS,
     name: str = "bioflux",
+    admin_token: str | None = None,
 ) -> None:
-    """Start Serve on ``host:port`` and deploy the app (Ray must be initialised)."""
+    """Start Serve on ``host:port`` and deploy the app (Ray must be initialised).
+
+    ``admin_token``: bearer token of the admin endpoints (default ``$BIOFLUX_ADMIN_TOKEN``)."""
     serve.start(
         http_options={"host": host, "port": port},
         logging_config={"enable_access_log": False, "log_level": "WARNING"},
@@ -319,6 +504,7 @@ def start(
                 "max_batch_size": max_batch_size,
                 "batch_wait_timeout_s": batch_wait_timeout_s,
                 "num_replicas": num_replicas,
+                "admin_token": admin_token,
             }
         ),
         name=name,

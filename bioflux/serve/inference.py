@@ -15,6 +15,7 @@ agent positions), encoded by the environment's own code (``BatchedWorld.observe`
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -23,20 +24,34 @@ from typing import Any
 
 import numpy as np
 
-from bioflux.envs.config import ACTION_NAMES, SPECIES, EnvConfig
+from bioflux.envs.config import ACTION_NAMES, N_ACTIONS, SPECIES, EnvConfig
 from bioflux.envs.core import OBS_CHANNELS, BatchedWorld
 from bioflux.policies import BUILTINS, ModulePolicy, Policy, choose_actions
-from bioflux.serve.registry import ModelEntry, ModelRegistry, UnknownModelError
+from bioflux.serve import settings
+from bioflux.serve.registry import (
+    ModelEntry,
+    ModelRegistry,
+    UnknownModelError,
+    escaping_path,
+    shown,
+)
 
 _N_CH = len(OBS_CHANNELS)
+#: The keys a raw state may have.
+STATE_KEYS = ("height", "width", "predators", "prey", "walls", "energy", "agent")
 
 
 class ObservationError(ValueError):
     """An observation (or raw state) that the policy cannot take."""
 
 
+class PolicyOutputError(ObservationError):
+    """The policy gave no valid action probabilities for this observation (a numerical
+    failure: non-finite scores, e.g. from counts far outside anything the env produces)."""
+
+
 class ModelLoadError(RuntimeError):
-    """A checkpoint that exists but cannot be loaded (corrupt, incompatible)."""
+    """A checkpoint that exists but cannot be loaded (corrupt, incompatible, refused)."""
 
 
 @dataclass
@@ -49,15 +64,51 @@ class LoadedModel:
 def observation_window(entry: ModelEntry) -> int | None:
     """The window side ``S`` the policy expects (None: any odd size, built-ins)."""
     env = entry.metadata.get("env")
-    return None if not env else 2 * int(env.get("obs_radius", EnvConfig.obs_radius)) + 1
+    if not isinstance(env, dict) or entry.error:
+        return None
+    return 2 * int(env.get("obs_radius", EnvConfig.obs_radius)) + 1
+
+
+def _count_values(obs: list | tuple, limit: int) -> int:
+    """Leaves of a nested list, counted up to just past ``limit`` (cheap: stops there)."""
+    count, stack = 0, [obs]
+    while stack:
+        for item in stack.pop():
+            if isinstance(item, (list, tuple)):
+                stack.append(item)
+            else:
+                count += 1
+            if count > limit or len(stack) > limit:
+                return limit + 1
+    return count
 
 
 def prepare_observation(obs: Any, window: int | None) -> np.ndarray:
-    """Validate one observation → ``(S, S, 4)`` float32, or raise ``ObservationError``."""
+    """Validate one observation → ``(S, S, 4)`` float32, or raise ``ObservationError``.
+
+    The size is checked (``settings.MAX_OBSERVATION_SIDE``) before the values are converted."""
+    side_max = settings.MAX_OBSERVATION_SIDE
+    values_max = side_max * side_max * _N_CH
+    if isinstance(obs, np.ndarray):
+        if obs.size > values_max:
+            raise ObservationError(
+                f"observation has {obs.size} values; at most {values_max} "
+                f"({side_max}x{side_max}x{_N_CH})"
+            )
+    elif isinstance(obs, (list, tuple)) and _count_values(obs, values_max) > values_max:
+        raise ObservationError(
+            f"observation has more than {values_max} values; at most a "
+            f"{side_max}x{side_max}x{_N_CH} window (settings.MAX_OBSERVATION_SIDE)"
+        )
     try:
         arr = np.asarray(obs, dtype=np.float32)
-    except (TypeError, ValueError) as err:
-        raise ObservationError(f"observation is not a numeric array: {err}") from None
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ObservationError(f"observation is not a numeric array: {str(err)[:160]}") from None
+    if arr.size > values_max:
+        raise ObservationError(
+            f"observation has {arr.size} values; at most {values_max} "
+            f"({side_max}x{side_max}x{_N_CH})"
+        )
     if arr.ndim == 1:
         side = int(round(np.sqrt(arr.size / _N_CH)))
         if side * side * _N_CH != arr.size or (window and side != window):
@@ -77,7 +128,9 @@ def prepare_observation(obs: Any, window: int | None) -> np.ndarray:
     if arr.shape[0] % 2 == 0:
         raise ObservationError(f"observation window side {arr.shape[0]} must be odd")
     if not np.isfinite(arr).all():
-        raise ObservationError("observation contains NaN or infinite values")
+        raise ObservationError(
+            "observation contains NaN or infinite values (or values beyond float32)"
+        )
     if arr.min() < 0:
         raise ObservationError("observation values must be >= 0 (counts and flags)")
     if arr[..., 0].max() > 1 or arr[..., 3].max() > 1:
@@ -85,22 +138,119 @@ def prepare_observation(obs: Any, window: int | None) -> np.ndarray:
     return arr
 
 
+def _integer(value: Any, field: str, lo: int, hi: int, what: str = "") -> int:
+    """``value`` as an int in ``[lo, hi]`` (integral finite numbers only; no bools)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ObservationError(f"state.{field} must be an integer, got {shown(value)}")
+    if not isinstance(value, (int, np.integer)):
+        value = float(value)
+        if not (math.isfinite(value) and value.is_integer()):
+            raise ObservationError(f"state.{field} must be a finite integer, got {shown(value)}")
+    v = int(value)
+    if not lo <= v <= hi:
+        raise ObservationError(
+            f"state.{field}={shown(v, 40)} is out of range; allowed: [{lo}, {hi}]{what}"
+        )
+    return v
+
+
+def _as_list(value: Any, field: str) -> list:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)):
+        raise ObservationError(f"state.{field} must be a list, got {shown(value)}")
+    return list(value)
+
+
+def _positions(state: dict[str, Any], field: str, height: int, width: int) -> list[tuple]:
+    """``state[field]``: a list of ``[row, col]`` cells inside the grid (no wrap-around)."""
+    value = state.get(field)
+    if value is None:
+        return []
+    value = _as_list(value, field)
+    if len(value) > height * width:
+        raise ObservationError(
+            f"state.{field} has {len(value)} cells; at most height*width = {height * width}"
+        )
+    grid = f" (the grid is {height}x{width})"
+    out = []
+    for i, p in enumerate(value):
+        if isinstance(p, np.ndarray):
+            p = p.tolist()
+        if not isinstance(p, (list, tuple)) or len(p) != 2:
+            raise ObservationError(f"state.{field}[{i}] must be a [row, col] pair, got {shown(p)}")
+        row = _integer(p[0], f"{field}[{i}][0] (row)", 0, height - 1, grid)
+        col = _integer(p[1], f"{field}[{i}][1] (col)", 0, width - 1, grid)
+        out.append((row, col))
+    return out
+
+
+def validate_state(state: Any, species: str) -> dict[str, Any]:
+    """Check a raw state cheaply, before anything is allocated: types, finite numbers, grid
+    cells (``settings.MAX_STATE_CELLS``), coordinates inside the grid; returns the parsed
+    ``height``, ``width``, ``predators``, ``prey``, ``walls``, ``energy`` and ``agent``."""
+    if not isinstance(state, dict):
+        raise ObservationError(f"state must be an object, got {shown(state)}")
+    unknown = sorted(str(k) for k in state if k not in STATE_KEYS)
+    if unknown:
+        raise ObservationError(
+            f"state has unknown key(s) {shown(unknown)}; allowed: {list(STATE_KEYS)}"
+        )
+    for key in ("height", "width"):
+        if key not in state:
+            raise ObservationError(f"state is missing {key!r}")
+    cells_max = settings.MAX_STATE_CELLS
+    height = _integer(state["height"], "height", 1, cells_max)
+    width = _integer(state["width"], "width", 1, cells_max)
+    if height * width > cells_max:
+        raise ObservationError(
+            f"state.height*state.width = {height * width} grid cells; at most {cells_max}"
+        )
+    pred = _positions(state, "predators", height, width)
+    prey = _positions(state, "prey", height, width)
+    walls = _positions(state, "walls", height, width)
+    key, own = ("predators", pred) if species == "predator" else ("prey", prey)
+    if not own:
+        raise ObservationError(f"state.{key} is empty: the observing agent must be listed there")
+    index = _integer(
+        state.get("agent", 0), "agent", 0, len(own) - 1, f" (an index into state.{key})"
+    )
+    energy = None
+    if state.get("energy") is not None:
+        energy = _as_list(state["energy"], "energy")
+        if len(energy) != len(pred):
+            raise ObservationError(
+                f"state.energy has {len(energy)} values; expected one per predator ({len(pred)})"
+            )
+        for i, e in enumerate(energy):
+            if isinstance(e, bool) or not isinstance(e, (int, float, np.integer, np.floating)):
+                raise ObservationError(f"state.energy[{i}] must be a number, got {shown(e)}")
+            if not math.isfinite(float(e)):
+                raise ObservationError(f"state.energy[{i}] must be finite, got {shown(e)}")
+        energy = [float(e) for e in energy]
+    return {
+        "height": height,
+        "width": width,
+        "predators": pred,
+        "prey": prey,
+        "walls": walls,
+        "energy": energy,
+        "agent": index,
+    }
+
+
 def observation_from_state(state: dict[str, Any], species: str, entry: ModelEntry) -> np.ndarray:
     """Encode raw state with the environment's own observation code.
 
     ``state``: ``height``, ``width``, ``predators`` and ``prey`` (lists of ``[row, col]``),
     optional ``walls`` (list of ``[row, col]``), ``energy`` (one per predator), and ``agent``:
-    the index of the observing agent within its species' list.
+    the index of the observing agent within its species' list. Validated first
+    (:func:`validate_state`), so an oversized or malformed state costs no allocation.
     """
-    env = dict(entry.metadata.get("env") or {})
+    s = validate_state(state, species)
+    env = entry.metadata.get("env")
+    env = env if isinstance(env, dict) else {}
     try:
-        height, width = int(state["height"]), int(state["width"])
-        pred = [tuple(map(int, p)) for p in state.get("predators", [])]
-        prey = [tuple(map(int, p)) for p in state.get("prey", [])]
-        index = int(state.get("agent", 0))
-        own = pred if species == "predator" else prey
-        if not 0 <= index < len(own):
-            raise ObservationError(f"state.agent={index} is not an index into state.{species}")
         cfg = EnvConfig.from_kwargs(
             {
                 **{
@@ -108,25 +258,25 @@ def observation_from_state(state: dict[str, Any], species: str, entry: ModelEntr
                     for k, v in env.items()
                     if k in {"obs_radius", "capture_radius", "reproduce_energy", "ecology"}
                 },
-                "height": height,
-                "width": width,
-                "n_predators": len(pred),
-                "n_prey": len(prey),
+                "height": s["height"],
+                "width": s["width"],
+                "n_predators": len(s["predators"]),
+                "n_prey": len(s["prey"]),
                 "wall_density": 0.0,
             }
         )
         world = BatchedWorld(cfg, num_worlds=1)
-        layout = {"predators": pred, "prey": prey, "walls": state.get("walls") or []}
-        if state.get("energy") is not None:
-            layout["energy"] = [float(e) for e in state["energy"]]
+        layout: dict[str, Any] = {
+            "predators": s["predators"],
+            "prey": s["prey"],
+            "walls": s["walls"],
+        }
+        if s["energy"] is not None:
+            layout["energy"] = s["energy"]
         world.reset(layout=layout)
-    except ObservationError:
-        raise
-    except KeyError as err:
-        raise ObservationError(f"state is missing {err.args[0]!r}") from None
-    except (TypeError, ValueError) as err:
-        raise ObservationError(f"invalid state: {err}") from None
-    slot = index if species == "predator" else cfg.max_predators + index
+    except (TypeError, ValueError, OverflowError) as err:
+        raise ObservationError(f"invalid state: {str(err)[:200]}") from None
+    slot = s["agent"] if species == "predator" else cfg.max_predators + s["agent"]
     return world.observe(np.array([0]), np.array([slot]))[0]
 
 
@@ -172,8 +322,12 @@ def explain(
             )
             or "here"
         )
-        parts.append(f"{int(grid.sum())} {label} in view, nearest {where}")
+        parts.append(f"{int(grid.sum(dtype=np.float64))} {label} in view, nearest {where}")
     return "; ".join(parts)
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
 class ModelInference:
@@ -182,7 +336,10 @@ class ModelInference:
     def __init__(self, models_dir: str | Path = "models", preload: bool = False):
         self.registry = ModelRegistry(models_dir)
         self._loaded: dict[str, LoadedModel] = {}
+        #: full name → why it failed to load (never loaded since): aliases steer around it.
         self.failures: dict[str, str] = {}
+        #: full name → why its last reload failed while an older version kept serving.
+        self.reload_errors: dict[str, str] = {}
         self._lock = threading.Lock()
         if preload:
             self.preload()
@@ -197,53 +354,88 @@ class ModelInference:
                 except ModelLoadError:
                     pass
 
+    def _load_policy(self, entry: ModelEntry) -> Policy:
+        if entry.builtin:
+            return BUILTINS[entry.algorithm](entry.species)
+        if entry.error:
+            raise ValueError(entry.error)
+        problem = escaping_path(entry.path, self.registry.root)  # again: files may have changed
+        if problem:
+            raise ValueError(f"refused: {problem}")
+        return ModulePolicy.from_checkpoint(entry.path, name=entry.name)
+
     def load(self, name: str) -> LoadedModel:
-        """Load (or reload: hot swap) a policy; in-flight requests finish on the old one."""
+        """Load (or reload: hot swap) a policy; in-flight requests finish on the old one.
+
+        A name that is an alias reloads the module the alias serves now. When a reload fails
+        while an older version is loaded, that version keeps serving (and the alias stays
+        on it); the failure is raised and shown in ``list_models`` as ``reload_error``."""
         self.registry.scan()
         entry = self.resolve(name)
-        if entry.builtin:
-            policy: Policy = BUILTINS[entry.algorithm](entry.species)
-        else:
-            try:
-                policy = ModulePolicy.from_checkpoint(entry.path, name=entry.name)
-            except ValueError as err:
-                self.failures[entry.name] = str(err.__cause__ or err)
+        try:
+            policy = self._load_policy(entry)
+        except ValueError as err:
+            msg = str(err.__cause__ or err)
+            with self._lock:
+                current = self._loaded.get(entry.name)
+                if current is not None:
+                    self.reload_errors[entry.name] = msg
+                else:
+                    self.failures[entry.name] = msg
+            if current is not None:
                 raise ModelLoadError(
-                    f"policy {entry.name!r} failed to load: {self.failures[entry.name]}"
+                    f"reloading policy {entry.name!r} failed: {msg}; the version loaded at "
+                    f"{_when(current.loaded_at)} keeps serving"
                 ) from None
+            note = ""
+            if name != entry.name:
+                try:
+                    note = f" (alias {name!r} now serves {self.resolve(name).name!r})"
+                except (UnknownModelError, ModelLoadError):
+                    pass
+            raise ModelLoadError(f"policy {entry.name!r} failed to load: {msg}{note}") from None
         loaded = LoadedModel(entry, policy, time.time())
         with self._lock:
             self._loaded[entry.name] = loaded  # atomic swap
             self.failures.pop(entry.name, None)
+            self.reload_errors.pop(entry.name, None)
         return loaded
 
-    def unload(self, name: str) -> bool:
+    def unload(self, name: str) -> tuple[str, bool]:
+        """Drop a policy from the cache (it loads again on demand). Returns the full name of
+        the module unloaded (for an alias: the one it served) and whether it was loaded."""
         entry = self.resolve(name)
         with self._lock:
-            return self._loaded.pop(entry.name, None) is not None
+            was_loaded = self._loaded.pop(entry.name, None) is not None
+            self.reload_errors.pop(entry.name, None)
+        return entry.name, was_loaded
 
-    def resolve(self, name: str):
+    def resolve(self, name: str) -> ModelEntry:
         """Registry lookup that steers aliases around checkpoints that failed to load."""
         return self.registry.resolve(name, unhealthy=self.failures)
+
+    def is_loaded(self, name: str) -> bool:
+        """Whether ``name`` answers from the cache (no load needed)."""
+        return self.resolve(name).name in self._loaded
 
     def get(self, name: str) -> LoadedModel:
         entry = self.resolve(name)
         loaded = self._loaded.get(entry.name)
         if loaded is None:
-            if entry.name in self.failures:
-                raise ModelLoadError(
-                    f"policy {entry.name!r} failed to load: {self.failures[entry.name]}"
-                )
+            error = self.failures.get(entry.name) or entry.error
+            if error:
+                raise ModelLoadError(f"policy {entry.name!r} failed to load: {error}")
             loaded = self.load(entry.name)
         return loaded
 
     def list_models(self) -> list[dict[str, Any]]:
-        self.registry.scan()
+        self.registry.refresh()
         alias_of: dict[str, list[str]] = {}
         for alias, full in self.registry.aliases.items():
             alias_of.setdefault(full, []).append(alias)
         out = []
         for name, e in sorted(self.registry.entries.items()):
+            iteration = e.metadata.get("iteration")
             out.append(
                 {
                     "name": name,
@@ -254,8 +446,9 @@ class ModelInference:
                     "kind": e.kind,
                     "builtin": e.builtin,
                     "loaded": name in self._loaded,
-                    "error": self.failures.get(name),
-                    "iteration": e.metadata.get("iteration"),
+                    "error": self.failures.get(name) or e.error,
+                    "reload_error": self.reload_errors.get(name),
+                    "iteration": iteration if isinstance(iteration, int) else None,
                     "observation_window": observation_window(e),
                 }
             )
@@ -273,28 +466,52 @@ class ModelInference:
             return entry, observation_from_state(state, entry.species, entry)
         return entry, prepare_observation(observation, observation_window(entry))
 
-    def predict_many(
-        self, items: list[tuple[str, np.ndarray]], sample: bool = False, seed: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Predict for ``(policy name, validated observation)`` pairs: one forward per policy."""
-        rng = np.random.default_rng(seed)
-        groups: dict[str, list[int]] = {}
-        for i, (name, _) in enumerate(items):
-            groups.setdefault(self.resolve(name).name, []).append(i)
-        results: list[dict[str, Any]] = [{}] * len(items)
-        for full, idx in groups.items():
-            model = self.get(full)
-            window = {items[i][1].shape for i in idx}
-            by_shape = [[i for i in idx if items[i][1].shape == shp] for shp in window]
-            for sub in by_shape:
-                obs = np.stack([items[i][1] for i in sub])
-                probs = model.policy.probabilities(obs)
-                drives_fn = getattr(model.policy, "drives", None)
-                drives = drives_fn(obs) if drives_fn else None
-                actions = choose_actions(model.policy, probs, rng, greedy=not sample)
-                for j, i in enumerate(sub):
-                    a = int(actions[j])
-                    results[i] = {
+    @staticmethod
+    def _failure(full: str, err: Exception) -> Exception:
+        """A policy's exception on one observation, as that item's answer: numerical trouble
+        (``ValueError``, ``ArithmeticError``: e.g. NaN logits) becomes a
+        :class:`PolicyOutputError`; anything else stays as it is (an internal error)."""
+        if isinstance(err, (ValueError, ArithmeticError)) and not isinstance(err, ObservationError):
+            return PolicyOutputError(
+                f"policy {full!r} failed numerically on this observation ({type(err).__name__}:"
+                " non-finite or invalid action scores); are its values realistic counts?"
+            )
+        return err
+
+    def _answers(
+        self, model: LoadedModel, full: str, obs: np.ndarray, rng: np.random.Generator, sample: bool
+    ) -> list[Any]:
+        """One forward pass for ``obs`` ``(M, S, S, 4)``: a result dict or an exception per
+        row (rows without valid probabilities fail alone)."""
+        probs = np.asarray(model.policy.probabilities(obs), dtype=np.float64)
+        if probs.shape != (len(obs), N_ACTIONS):
+            raise RuntimeError(
+                f"policy {full!r} returned probabilities of shape {probs.shape}; "
+                f"expected {(len(obs), N_ACTIONS)}"
+            )
+        valid = (
+            np.isfinite(probs).all(axis=1)
+            & (probs >= 0).all(axis=1)
+            & (np.abs(probs.sum(axis=1) - 1) < 1e-3)
+        )
+        safe = np.where(valid[:, None], probs, 1.0 / N_ACTIONS)
+        drives_fn = getattr(model.policy, "drives", None)
+        drives = drives_fn(obs) if drives_fn else None
+        actions = choose_actions(model.policy, safe, rng, greedy=not sample)
+        out: list[Any] = []
+        for j in range(len(obs)):
+            if not valid[j]:
+                out.append(
+                    PolicyOutputError(
+                        f"policy {full!r} produced no valid action probabilities for this "
+                        "observation (non-finite scores); are its values realistic counts?"
+                    )
+                )
+                continue
+            try:
+                a = int(actions[j])
+                out.append(
+                    {
                         "policy": full,
                         "action": a,
                         "action_name": ACTION_NAMES[a],
@@ -305,6 +522,62 @@ class ModelInference:
                         ),
                         "degraded": False,
                     }
+                )
+            except Exception as err:
+                out.append(self._failure(full, err))
+        return out
+
+    def predict_many(
+        self,
+        items: list[tuple[str, np.ndarray]],
+        sample: bool = False,
+        seed: int | None = None,
+        return_exceptions: bool = False,
+    ) -> list[Any]:
+        """Predict for ``(policy name, validated observation)`` pairs: one forward per policy.
+
+        Each item succeeds or fails on its own: when a shared forward pass raises, its items
+        are retried one by one, so one observation that makes a policy fail numerically
+        (:class:`PolicyOutputError`) fails alone. With ``return_exceptions`` an item's
+        exception takes its place in the result list; otherwise the first one is raised."""
+        rng = np.random.default_rng(seed)
+        results: list[Any] = [None] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, (name, _) in enumerate(items):
+            try:
+                groups.setdefault(self.resolve(name).name, []).append(i)
+            except Exception as err:
+                results[i] = err
+        for full, idx in groups.items():
+            try:
+                model = self.get(full)
+            except Exception as err:
+                for i in idx:
+                    results[i] = err
+                continue
+            by_shape: dict[tuple, list[int]] = {}
+            for i in idx:
+                by_shape.setdefault(items[i][1].shape, []).append(i)
+            for sub in by_shape.values():
+                obs = np.stack([items[i][1] for i in sub])
+                try:
+                    answers = self._answers(model, full, obs, rng, sample)
+                except Exception as err:
+                    if len(sub) == 1:
+                        answers = [self._failure(full, err)]
+                    else:  # find the item(s) that made the shared pass fail
+                        answers = []
+                        for j in range(len(sub)):
+                            try:
+                                answers += self._answers(model, full, obs[j : j + 1], rng, sample)
+                            except Exception as one:
+                                answers.append(self._failure(full, one))
+                for i, answer in zip(sub, answers):
+                    results[i] = answer
+        if not return_exceptions:
+            for r in results:
+                if isinstance(r, Exception):
+                    raise r
         return results
 
     def predict(
@@ -338,8 +611,10 @@ __all__ = [
     "ModelInference",
     "ModelLoadError",
     "ObservationError",
+    "PolicyOutputError",
     "UnknownModelError",
     "explain",
     "observation_from_state",
     "prepare_observation",
+    "validate_state",
 ]

@@ -8,29 +8,49 @@ Every module gets a full name and aliases:
 - ``<algorithm>/<species>@<run>`` — that run's ``final`` (else ``best``);
 - ``<algorithm>/<species>`` — the newest run's ``final``.
 
-Built-ins are always there: ``random/predator``, ``random/prey``.
+Built-ins are always there: ``random/predator``, ``random/prey``, ``lotka_volterra/...``.
 
-Security: names from requests are only ever looked up in the index built by the scan; they
-are never joined into paths, and modules whose resolved path leaves the models directory
-(symlinks) are skipped.
+A module whose ``bioflux.json`` is not a readable JSON object (or describes an env that does
+not validate) is listed with an ``error`` and never loaded; only that module is affected, and
+aliases skip it while another candidate exists.
+
+Security:
+
+- **A checkpoint is code.** RLlib pickles modules (``class_and_ctor_args.pkl``,
+  ``module_state.pkl``), and loading one runs whatever the pickle says. Only trusted users may
+  write to the models directory; the server's limits below do not make a hostile checkpoint
+  safe, they only keep requests from reaching files outside the directory.
+- Names from requests are only ever looked up in the index built by the scan (and must match
+  :data:`NAME_PATTERN` in full); they are never joined into paths.
+- A module is refused (listed with an ``error``) when its folder or any file or folder in it
+  resolves outside the models directory (symlinks) or is not a regular file or folder (FIFOs,
+  devices): :func:`escaping_path`, checked at every scan and again right before a load.
+- Folders whose names no request could address (outside ``[A-Za-z0-9_.-]``) are skipped.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bioflux.artifacts import EXPORT_KINDS, exported_modules, read_metadata
-from bioflux.envs.config import SPECIES
+from bioflux.envs.config import SPECIES, EnvConfig
 from bioflux.policies import BUILTINS
+from bioflux.serve import settings
 
-#: What a policy name may look like (anything else is rejected before any lookup).
+_PART = r"[A-Za-z0-9_.-]+"
+#: What a policy name may look like, matched in full (anything else is rejected before any
+#: lookup; ``fullmatch`` with ``\Z``, so a trailing newline does not slip through ``$``).
 NAME_PATTERN = re.compile(
-    rf"^[A-Za-z0-9_.-]+/({'|'.join(SPECIES)})(@[A-Za-z0-9_.-]+(:({'|'.join(EXPORT_KINDS)}))?)?$"
+    rf"{_PART}/(?:{'|'.join(SPECIES)})(?:@{_PART}(?::(?:{'|'.join(EXPORT_KINDS)}))?)?\Z"
 )
+_PART_PATTERN = re.compile(rf"{_PART}\Z")
+#: The env keys of ``bioflux.json`` that serving reads (the observation encoder's settings).
+SERVED_ENV_KEYS = ("obs_radius", "capture_radius", "reproduce_energy", "ecology")
 
 
 class UnknownModelError(KeyError):
@@ -38,6 +58,17 @@ class UnknownModelError(KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0])
+
+
+def shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters, for messages that echo client input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def valid_name(name: Any) -> bool:
+    """Whether ``name`` is a well-formed policy name (:data:`NAME_PATTERN`, in full)."""
+    return isinstance(name, str) and NAME_PATTERN.fullmatch(name) is not None
 
 
 @dataclass(frozen=True)
@@ -50,10 +81,66 @@ class ModelEntry:
     path: Path | None = None  # None for built-ins
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
     mtime: float = 0.0
+    error: str | None = None  # why this module cannot be served (bad metadata, unsafe files)
 
     @property
     def builtin(self) -> bool:
         return self.path is None
+
+
+def escaping_path(folder: Path, root: Path) -> str | None:
+    """Why ``folder`` may not be loaded, or None: the first path in it (itself included) that
+    resolves outside ``root`` or is neither a regular file nor a folder. Symlinks inside
+    ``root`` are followed (each real folder once)."""
+    root = root.resolve()
+    stack, seen, count = [folder], set(), 0
+    while stack:
+        path = stack.pop()
+        try:
+            real = path.resolve()
+            if not real.is_relative_to(root):
+                return f"{path} resolves outside the models directory ({real})"
+            if real in seen:
+                continue
+            seen.add(real)
+            children = list(path.iterdir())
+        except (OSError, RuntimeError) as err:  # unreadable, symlink loop
+            return f"{path} cannot be checked: {err}"
+        for child in children:
+            count += 1
+            if count > settings.MAX_MODULE_FILES:
+                return f"{folder} holds more than {settings.MAX_MODULE_FILES} files"
+            try:
+                real = child.resolve()
+                if not real.is_relative_to(root):
+                    return f"{child} resolves outside the models directory ({real})"
+                if child.is_dir():
+                    stack.append(child)
+                elif not child.is_file():
+                    return f"{child} is not a regular file"
+            except (OSError, RuntimeError) as err:
+                return f"{child} cannot be checked: {err}"
+    return None
+
+
+def metadata_problem(meta: dict[str, Any]) -> str | None:
+    """Why a ``bioflux.json`` object cannot be served from, or None."""
+    env = meta.get("env")
+    if env is None:
+        return None
+    if not isinstance(env, dict):
+        return "bioflux.json 'env' is not an object"
+    try:
+        cfg = EnvConfig.from_kwargs({k: env[k] for k in SERVED_ENV_KEYS if k in env})
+    except (TypeError, ValueError, OverflowError) as err:
+        return f"bioflux.json 'env' is invalid: {shown(str(err), 200)}"
+    if cfg.obs_size > settings.MAX_OBSERVATION_SIDE:
+        return (
+            f"bioflux.json 'env.obs_radius'={cfg.obs_radius} gives a {cfg.obs_size}-cell window; "
+            f"the server takes at most {settings.MAX_OBSERVATION_SIDE} "
+            "(settings.MAX_OBSERVATION_SIDE)"
+        )
+    return None
 
 
 class ModelRegistry:
@@ -63,7 +150,30 @@ class ModelRegistry:
         self.root = Path(models_dir).resolve()
         self.entries: dict[str, ModelEntry] = {}
         self.candidates: dict[str, list[str]] = {}
+        self._scanned_at = float("-inf")
         self.scan()
+
+    def _entry(self, module: Any) -> ModelEntry | None:
+        """The entry of one exported module (with ``error`` set when it cannot be served)."""
+        if not all(_PART_PATTERN.fullmatch(p) for p in (module.algorithm, module.run)):
+            return None  # no request could name it
+        name = f"{module.algorithm}/{module.species}@{module.run}:{module.kind}"
+        args = (name, module.algorithm, module.species, module.run, module.kind)
+        try:
+            resolved = module.folder.resolve()
+            mtime = module.metadata_file.stat().st_mtime
+        except (OSError, RuntimeError):
+            return None  # vanished or a symlink loop
+        if not resolved.is_relative_to(self.root):
+            return None  # the module folder is a symlink pointing outside the models directory
+        problem = escaping_path(module.folder, self.root)
+        if problem:
+            return ModelEntry(*args, resolved, {}, mtime, f"refused: {problem}")
+        try:
+            meta = read_metadata(module.folder)
+        except (ValueError, OSError) as err:
+            return ModelEntry(*args, resolved, {}, mtime, str(err))
+        return ModelEntry(*args, resolved, meta, mtime, metadata_problem(meta))
 
     def scan(self) -> None:
         entries: dict[str, ModelEntry] = {}
@@ -71,32 +181,7 @@ class ModelRegistry:
             for species in SPECIES:
                 name = f"{builtin}/{species}"
                 entries[name] = ModelEntry(name, builtin, species)
-        found: list[ModelEntry] = []
-        for module in exported_modules(self.root):
-            try:
-                resolved = module.folder.resolve()
-                mtime = module.metadata_file.stat().st_mtime
-            except OSError:
-                continue
-            if not resolved.is_relative_to(self.root):
-                continue  # a symlink pointing outside the models directory
-            try:
-                meta = read_metadata(module.folder)
-            except ValueError:
-                meta = {}
-            name = f"{module.algorithm}/{module.species}@{module.run}:{module.kind}"
-            found.append(
-                ModelEntry(
-                    name,
-                    module.algorithm,
-                    module.species,
-                    module.run,
-                    module.kind,
-                    resolved,
-                    meta,
-                    mtime,
-                )
-            )
+        found = [e for e in map(self._entry, exported_modules(self.root)) if e is not None]
         aliases: dict[str, list[str]] = {}
         # run alias → final, then best; algorithm alias → newest run's final first
         for entry in sorted(found, key=lambda e: (e.kind != "final", -e.mtime)):
@@ -107,6 +192,13 @@ class ModelRegistry:
             aliases.setdefault(f"{entry.algorithm}/{entry.species}", []).append(entry.name)
         entries.update({e.name: e for e in found})
         self.entries, self.candidates = entries, aliases
+        self._scanned_at = time.monotonic()
+
+    def refresh(self) -> None:
+        """Rescan unless the last scan is under ``settings.RESCAN_MIN_INTERVAL_S`` old (for the
+        open listing endpoints, so a flood of them is not a flood of directory scans)."""
+        if time.monotonic() - self._scanned_at >= settings.RESCAN_MIN_INTERVAL_S:
+            self.scan()
 
     @property
     def aliases(self) -> dict[str, str]:
@@ -114,23 +206,35 @@ class ModelRegistry:
         return {alias: names[0] for alias, names in self.candidates.items()}
 
     def resolve(self, name: str, unhealthy: Container[str] = ()) -> ModelEntry:
-        """The entry for a full name or alias; rescans once before giving up.
+        """The entry for a full name or alias; rescans once before giving up (at most once per
+        ``settings.RESCAN_MIN_INTERVAL_S`` for names not in the index).
 
-        An alias skips modules listed in ``unhealthy`` (failed to load) while another
-        candidate exists, so a corrupt newest checkpoint does not take its alias down.
+        An alias skips modules listed in ``unhealthy`` (failed to load) or with an ``error``
+        while another candidate exists, so a corrupt newest checkpoint does not take its alias
+        down.
         """
-        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        if not valid_name(name):
             raise UnknownModelError(
-                f"invalid policy name {name!r}: expected '<algorithm>/<predator|prey>"
+                f"invalid policy name {shown(name)}: expected '<algorithm>/<predator|prey>"
                 f"[@<run>[:final|:best]]', e.g. 'ppo/predator' or 'random/prey'"
             )
         for attempt in range(2):
+            entries = self.entries
             names = self.candidates.get(name, [name])
-            full = next((n for n in names if n not in unhealthy), names[0])
-            if full in self.entries:
-                return self.entries[full]
-            if attempt == 0:
+            full = next(
+                (
+                    n
+                    for n in names
+                    if n not in unhealthy and n in entries and entries[n].error is None
+                ),
+                names[0],
+            )
+            if full in entries:
+                return entries[full]
+            if (
+                attempt == 0
+                and time.monotonic() - self._scanned_at >= settings.RESCAN_MIN_INTERVAL_S
+            ):
                 self.scan()
-        raise UnknownModelError(
-            f"unknown policy {name!r}; available: {sorted(self.entries) + sorted(self.aliases)}"
-        )
+        available = sorted(self.entries) + sorted(self.aliases)
+        raise UnknownModelError(f"unknown policy {shown(name)}; available: {available}")

@@ -1,5 +1,9 @@
 """Serving defaults, each in one place: the CLI (``bioflux serve``), the app builder
-(``build_app``, which ``serve_config.yaml`` calls) and ``start`` read them from here."""
+(``build_app``, which ``serve_config.yaml`` calls) and ``start`` read them from here.
+
+The request limits below are checked before any heavy work; a request over one gets a 4xx
+that names the field (413 for the body size and the batch length, 422 otherwise).
+"""
 
 from __future__ import annotations
 
@@ -13,3 +17,31 @@ MAX_BATCH_SIZE = 32
 #: How long a batch waits for more requests before it runs (seconds).
 BATCH_WAIT_TIMEOUT_S = 0.002
 NUM_REPLICAS = 1
+
+# ---------------------------------------------------------------------------- request limits
+#: Largest request body in bytes (8 MiB: 1024 agents with 11x11 observations fit with room to
+#: spare). Checked on ``Content-Length`` before the body is read, and while reading it.
+MAX_BODY_BYTES = 8 * 1024 * 1024
+#: Most agents one ``/v1/predict/batch`` request may carry.
+MAX_REQUEST_AGENTS = 1024
+#: Largest observation window side ``S`` (a window of S*S*4 values; 101 = ``obs_radius`` 50).
+MAX_OBSERVATION_SIDE = 101
+#: Most grid cells (``height * width``) of a raw state (a 512x512 world).
+MAX_STATE_CELLS = 512 * 512
+#: Longest policy name and agent ``id`` (characters).
+MAX_NAME_CHARS = 256
+
+# ---------------------------------------------------------------------------- admin
+#: Environment variable holding the token of the admin endpoints (``POST
+#: /v1/models/{name}/load``, ``DELETE /v1/models/{name}``), sent as ``Authorization: Bearer
+#: <token>``. Without a token the admin endpoints are off (403).
+ADMIN_TOKEN_ENV = "BIOFLUX_ADMIN_TOKEN"
+
+# ---------------------------------------------------------------------------- model registry
+#: Most files and folders looked at inside one module folder by the safety check that every
+#: file of a module resolves inside the models directory (a module over it is refused).
+MAX_MODULE_FILES = 10_000
+#: Least time between two rescans of the models directory triggered by a name that is not in
+#: the index or by the open listings (``/v1/models``, ``/readyz``), in seconds, so a flood of
+#: them is not a flood of scans. ``POST /v1/models/{name}/load`` always rescans.
+RESCAN_MIN_INTERVAL_S = 1.0

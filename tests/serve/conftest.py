@@ -1,12 +1,29 @@
-"""A trained tiny model directory (plus a corrupt one) and the Serve app on a free port."""
+"""Model directories for the serving tests (built without training) and the Serve app on a
+free port.
+
+- ``models_dir``: the tiny experiment's PPO modules (RLlib modules built from its spec and
+  exported the way training exports them, weights untrained), a corrupt copy and a symlink
+  that leaves the directory.
+- ``hostile_models``: Lotka–Volterra modules (``lv/...``) plus modules that must each be
+  refused on their own: bioflux.json in invalid UTF-8, a JSON list, an invalid env, a pickle
+  symlinked to outside the directory, a corrupt checkpoint, and a PPO module whose metadata
+  lies about its window (an internal error at predict time).
+"""
 
 from __future__ import annotations
 
 import copy
+import json
+import pickle
 import shutil
 import socket
+from pathlib import Path
 
 import pytest
+
+#: The admin token of the test servers.
+ADMIN_TOKEN = "s3cret-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 def free_port() -> int:
@@ -15,15 +32,45 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def models_dir(ray_session, tmp_path_factory):
-    from bioflux import config, training
+def tiny_ppo_modules() -> tuple[dict, dict]:
+    """The tiny experiment's PPO modules (untrained) and the metadata training writes."""
+    from bioflux import config
+    from bioflux.algorithms import get_algorithm
+    from bioflux.envs.rllib_env import PredatorPreyRLlibEnv
     from tests.conftest import TINY
 
-    root = tmp_path_factory.mktemp("serve")
     exp = config.validate(copy.deepcopy(TINY))
-    training.train(exp, output=root / "runs", models=root / "models", log=lambda _: None)
+    spec = (
+        get_algorithm("ppo")
+        .build_config(exp)
+        .get_multi_rl_module_spec(env=PredatorPreyRLlibEnv(exp.env))
+    )
+    multi = spec.build()
+    meta = {
+        "algorithm": "ppo",
+        "run": exp.name,
+        "env": exp.env_config.to_dict(),
+        "observation": "flattened (row, col, channel) window, see predator_prey_v0",
+        "iteration": 0,
+    }
+    return {s: multi[s] for s in multi.keys()}, meta
+
+
+def export(models: Path, algorithm: str, run: str, kind: str, modules: dict, meta: dict) -> Path:
+    from bioflux.artifacts import export_rl_modules
+
+    target = models / algorithm / run / kind
+    export_rl_modules(target, modules, {s: {**meta, "kind": kind} for s in modules})
+    return target
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
     models = root / "models"
+    modules, meta = tiny_ppo_modules()
+    export(models, "ppo", "tiny", "final", modules, meta)
+    export(models, "ppo", "tiny", "best", modules, meta)
     broken = models / "ppo" / "broken" / "final" / "predator"
     shutil.copytree(models / "ppo" / "tiny" / "final" / "predator", broken)
     (broken / "module_state.pkl").write_bytes(b"\x80corrupt")
@@ -33,20 +80,80 @@ def models_dir(ray_session, tmp_path_factory):
     return models
 
 
-@pytest.fixture(scope="module")
-def server(models_dir):
-    from ray import serve
+class TouchOnUnpickle:
+    """A pickle that creates ``path`` when loaded: proof that a file was (not) unpickled."""
 
+    def __init__(self, path: str):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
+
+
+@pytest.fixture(scope="session")
+def hostile_models(tmp_path_factory) -> dict[str, Path]:
+    """``models``: the directory; ``marker``: created if the outside pickle is ever loaded;
+    ``swap``: the module folder the hot-swap test corrupts."""
+    from bioflux.algorithms.lotka_volterra import make_module
+
+    root = tmp_path_factory.mktemp("hostile")
+    models = root / "models"
+    lv = {s: make_module(s) for s in ("predator", "prey")}
+    meta = {"algorithm": "lv", "run": "fit", "env": {"obs_radius": 2}}
+    fit = export(models, "lv", "fit", "final", lv, meta)
+
+    def clone(run: str, species: str) -> Path:
+        folder = models / "lv" / run / "final" / species
+        shutil.copytree(fit / species, folder)
+        return folder
+
+    (clone("badutf8", "predator") / "bioflux.json").write_bytes(b'{"env": "\xff\xfe"}')
+    (clone("notobject", "prey") / "bioflux.json").write_text("[1, 2, 3]")
+    (clone("badenv", "predator") / "bioflux.json").write_text(
+        json.dumps({"env": {"obs_radius": "wide"}})
+    )
+    outside = root / "outside"
+    outside.mkdir()
+    marker = root / "UNPICKLED"
+    (outside / "class_and_ctor_args.pkl").write_bytes(pickle.dumps(TouchOnUnpickle(str(marker))))
+    pklout = clone("pklout", "prey")
+    (pklout / "class_and_ctor_args.pkl").unlink()
+    (pklout / "class_and_ctor_args.pkl").symlink_to(outside / "class_and_ctor_args.pkl")
+    corrupt = clone("corrupt", "predator")  # newest lv/predator final: fails to load
+    (corrupt / "module_state.pkl").write_bytes(b"\x80corrupt")
+    swap = export(models, "lv", "swap", "final", {"prey": lv["prey"]}, meta) / "prey"
+    ppo, ppo_meta = tiny_ppo_modules()  # a 5x5 module whose metadata claims 7x7
+    export(models, "ppo", "liar", "final", ppo, {**ppo_meta, "env": {"obs_radius": 3}})
+    return {"models": models, "marker": marker, "swap": swap}
+
+
+def start_server(models: Path, name: str, admin_token: str | None = ADMIN_TOKEN) -> str:
     from bioflux.serve.app import start
 
     port = free_port()
     start(
-        models_dir,
+        models,
         host="127.0.0.1",
         port=port,
         max_batch_size=16,
         batch_wait_timeout_s=0.005,
-        name="bioflux_test",
+        name=name,
+        admin_token=admin_token,
     )
-    yield f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture(scope="module")
+def server(ray_session, models_dir):
+    from ray import serve
+
+    yield start_server(models_dir, "bioflux_test")
+    serve.shutdown()
+
+
+@pytest.fixture(scope="module")
+def hostile_server(ray_session, hostile_models):
+    from ray import serve
+
+    yield start_server(hostile_models["models"], "bioflux_hostile")
     serve.shutdown()

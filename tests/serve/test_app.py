@@ -7,6 +7,7 @@ import pytest
 import requests
 
 from bioflux.serve import ModelInference
+from tests.serve.conftest import ADMIN
 
 OBS = np.zeros((5, 5, 4), dtype=np.float32)
 OBS[2, 2, 1] = 1.0  # a predator (itself) in the middle
@@ -125,15 +126,15 @@ def test_fallback_answers_degraded(server):
 
 def test_path_escape_in_model_routes(server):
     for name in ("..%2F..%2Fetc%2Fpasswd", "ppo/..%2F..%2F..%2Fetc", "/etc/passwd"):
-        r = post(server, f"/v1/models/{name}/load")
+        r = post(server, f"/v1/models/{name}/load", headers=ADMIN)
         assert r.status_code == 404, (name, r.text)
-        r = requests.delete(server + f"/v1/models/{name}", timeout=10)
+        r = requests.delete(server + f"/v1/models/{name}", headers=ADMIN, timeout=10)
         assert r.status_code == 404, (name, r.text)
 
 
 def test_unload_then_load_on_demand(server):
     name = "ppo/prey@tiny:best"
-    r = requests.delete(server + f"/v1/models/{name}", timeout=10)
+    r = requests.delete(server + f"/v1/models/{name}", headers=ADMIN, timeout=10)
     assert r.status_code == 200 and r.json()["unloaded"] == name
     listing = {
         m["name"]: m for m in requests.get(server + "/v1/models", timeout=10).json()["models"]
@@ -141,7 +142,7 @@ def test_unload_then_load_on_demand(server):
     assert listing[name]["loaded"] is False
     r = post(server, "/v1/predict", json={"policy": name, "observation": OBS.tolist()})
     assert r.status_code == 200
-    assert post(server, f"/v1/models/{name}/load").json()["loaded"] == name
+    assert post(server, f"/v1/models/{name}/load", headers=ADMIN).json()["loaded"] == name
 
 
 def test_hot_swap_under_load_drops_nothing(server):
@@ -153,7 +154,10 @@ def test_hot_swap_under_load_drops_nothing(server):
 
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(call, i) for i in range(300)]
-        swaps = [post(server, "/v1/models/ppo/predator/load").status_code for _ in range(5)]
+        swaps = [
+            post(server, "/v1/models/ppo/predator/load", headers=ADMIN).status_code
+            for _ in range(5)
+        ]
         codes = [f.result() for f in futures]
     assert swaps == [200] * 5
     assert codes == [200] * 300

@@ -31,9 +31,10 @@ them. Nothing here imports Ray at module level.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,16 +170,22 @@ def _write_metadata(folder: Path, metadata: Mapping[str, Any]) -> None:
     (folder / METADATA_FILE).write_text(json.dumps(dict(metadata), indent=2))
 
 
-def export_modules(checkpoint: Path, target: Path, metadata: Mapping[str, Any]) -> Path:
-    """Copy each species' module out of an RLlib checkpoint into ``target/<species>/``, each
-    with a ``bioflux.json`` (``metadata`` plus ``species`` and ``source_checkpoint``)."""
+def export_modules(
+    checkpoint: Path,
+    target: Path,
+    metadata: Mapping[str, Any],
+    species: Iterable[str] = SPECIES,
+) -> Path:
+    """Copy each of ``species``' modules out of an RLlib checkpoint into ``target/<species>/``,
+    each with a ``bioflux.json`` (``metadata`` plus ``species`` and ``source_checkpoint``)."""
     tmp = _fresh_tmp(target)
-    for species in SPECIES:
-        src = checkpoint / MODULES_SUBDIR / species
+    tmp.mkdir(parents=True)  # an export of no module is an empty folder, not a missing one
+    for name in species:
+        src = checkpoint / MODULES_SUBDIR / name
         if src.is_dir():
-            shutil.copytree(src, tmp / species)
-            meta = {**metadata, "species": species, "source_checkpoint": str(checkpoint)}
-            _write_metadata(tmp / species, meta)
+            shutil.copytree(src, tmp / name)
+            meta = {**metadata, "species": name, "source_checkpoint": str(checkpoint)}
+            _write_metadata(tmp / name, meta)
     return _swap_in(tmp, target)
 
 
@@ -260,6 +267,38 @@ def exported_modules(models: str | Path) -> Iterator[ExportedModule]:
 
 
 # ---------------------------------------------------------------------------- Ray
+#: Ray log lines that every normal run prints and that need no action: (logger, text).
+BENIGN_RAY_LOGS = (
+    # Ray 2.60's RLModule.__init__ itself builds the deprecated RLModuleConfig, so every module
+    # (ours included, built with observation_space/action_space/model_config) triggers it once
+    ("ray._common.deprecation", "RLModule(config=[RLModuleConfig object])"),
+    # a notice that RLlib's default (the new API stack) is in use
+    ("ray.rllib.algorithms.algorithm_config", "on the new API stack! This is the new default"),
+    ("ray.tune.utils.util", "Install gputil for GPU system monitoring"),
+    # the local Ray that BioFlux starts has token authentication on (the safe default); a
+    # cluster *without* it is still reported
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
+)
+
+
+class _DropMessage(logging.Filter):
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
+
+
+def quiet_benign_ray_logs() -> None:
+    """Drop ``BENIGN_RAY_LOGS`` from this process's logging (also run in every Ray worker
+    that ``init_ray`` starts, as its setup hook)."""
+    for name, text in BENIGN_RAY_LOGS:
+        logger = logging.getLogger(name)
+        if not any(getattr(f, "text", None) == text for f in logger.filters):
+            logger.addFilter(_DropMessage(text))
+
+
 def init_ray(
     address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True
 ) -> bool:
@@ -272,13 +311,17 @@ def init_ray(
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS")
+    quiet_benign_ray_logs()
+    quiet_workers = {"worker_process_setup_hook": "bioflux.artifacts.quiet_benign_ray_logs"}
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver)
+        ray.init(address=address, log_to_driver=log_to_driver, runtime_env=quiet_workers)
     else:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default, said explicitly
         ray.init(
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
             log_to_driver=log_to_driver,
+            runtime_env=quiet_workers,
         )
     return True
 
@@ -297,14 +340,16 @@ def rolling_mean(values: list[float | None], window: int) -> np.ndarray:
 
 
 def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Return per species and capture rate per iteration, with a rolling mean over ~5% of
-    the run when there are enough iterations to need one (one iteration is few episodes)."""
+    """Return per species and capture rate per iteration against agent steps (env steps for
+    rows without them), with a rolling mean over ~5% of the run when there are enough
+    iterations to need one."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = [r["env_steps"] for r in rows]
+    x_key = "agent_steps" if all(r.get("agent_steps") for r in rows) else "env_steps"
+    steps = [r[x_key] for r in rows]
     window = max(1, len(rows) // 20)
     smooth = window > 1
 
@@ -324,11 +369,11 @@ def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
     for species, colour in zip(SPECIES, ("#d22", "#2a4")):
         draw(ax1, [r.get(f"{species}_return") for r in rows], colour, species)
-    ax1.set_xlabel("env steps")
+    ax1.set_xlabel(x_key.replace("_", " "))
     ax1.set_ylabel("episode return (sum over the species' agents)")
     ax1.legend()
     draw(ax2, [r.get("capture_rate") for r in rows], "#333")
-    ax2.set_xlabel("env steps")
+    ax2.set_xlabel(x_key.replace("_", " "))
     ax2.set_ylabel("capture rate")
     ax2.set_ylim(0, 1)
     if smooth:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -27,34 +26,10 @@ BUILTIN_POLICIES = ("random", "lotka_volterra")
 
 #: Ray log messages that say nothing actionable on every run: (logger, text in the message).
 #: Filtered in the CLI's own process (EnvRunner processes still print the deprecation one).
-BENIGN_RAY_LOGS = (
-    # Ray 2.60's RLModule.__init__ itself builds the deprecated RLModuleConfig, so every module
-    # (ours included, built with observation_space/action_space/model_config) triggers it once
-    ("ray._common.deprecation", "RLModule(config=[RLModuleConfig object])"),
-    # a notice that RLlib's default (the new API stack) is in use
-    ("ray.rllib.algorithms.algorithm_config", "on the new API stack! This is the new default"),
-    ("ray.tune.utils.util", "Install gputil for GPU system monitoring"),
-    # the local Ray that training starts turns token authentication on (the safe default;
-    # README, "Authentication"); a cluster *without* it is still reported
-    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
-)
+def _quiet_benign_ray_logs() -> None:
+    from bioflux.artifacts import quiet_benign_ray_logs
 
-
-class _DropMessage(logging.Filter):
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-def quiet_benign_ray_logs() -> None:
-    """Drop ``BENIGN_RAY_LOGS`` from this process's logging (Ray is not imported)."""
-    for name, text in BENIGN_RAY_LOGS:
-        logger = logging.getLogger(name)
-        if not any(getattr(f, "text", None) == text for f in logger.filters):
-            logger.addFilter(_DropMessage(text))
+    quiet_benign_ray_logs()
 
 
 def _require_at_least(option: str, value: int | None, low: int) -> None:
@@ -574,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    quiet_benign_ray_logs()
+    _quiet_benign_ray_logs()
     try:
         return args.func(args)
     except ValueError as err:  # bad input: a clear message, no traceback

@@ -45,12 +45,18 @@ from bioflux.envs.config import SPECIES
 #: EnvRunners on a cluster), checkpointing and evaluation settings.
 RESUMABLE_SECTIONS = ("stop", "resources", "checkpoint", "evaluation")
 
-#: Keys of each metrics.jsonl row.
+#: Keys of each metrics.jsonl row. ``predator_return``, ``prey_return``, ``capture_rate``,
+#: ``first_capture_step`` and ``episode_length`` are windowed means over the last
+#: ``SMOOTHING_EPISODES`` finished episodes (at iteration granularity), so they have a value
+#: in every iteration once any episode has ended; the ``*_iter`` keys hold the episodes that
+#: ended in this iteration (None when none did). The per-step rates come from every sampled
+#: step (batched EnvRunners), so they exist from the first iteration at any scale.
 ITERATION_KEYS = (
     "iteration",
     "env_steps",
     "agent_steps",
     "episodes",
+    "episodes_iter",
     "time_s",
     "iteration_time_s",
     "predator_return",
@@ -58,15 +64,52 @@ ITERATION_KEYS = (
     "capture_rate",
     "first_capture_step",
     "episode_length",
+    "predator_return_iter",
+    "prey_return_iter",
+    "capture_rate_iter",
+    "first_capture_step_iter",
+    "episode_length_iter",
+    "predator_reward_per_step",
+    "prey_reward_per_step",
+    "captures_per_1k_agent_steps",
     "env_steps_per_s",
     "agent_steps_per_s",
 )
+#: Episodes the windowed metrics average over (RLlib's ``metrics_num_episodes_for_smoothing``).
+SMOOTHING_EPISODES = 100
+_WINDOWED = (
+    "predator_return",
+    "prey_return",
+    "capture_rate",
+    "first_capture_step",
+    "episode_length",
+)
+
+
+def _num(x: Any) -> float | None:
+    """NaN or missing (no episode ended this iteration) → None."""
+    return None if x is None or math.isnan(float(x)) else float(x)
+
+
+def windowed(rows: list[dict[str, Any]], key: str, episodes: int = SMOOTHING_EPISODES):
+    """Episode-weighted mean of ``<key>_iter`` over the latest rows that together hold at least
+    ``episodes`` finished episodes (all rows when fewer); None before any episode ended."""
+    total = weight = 0.0
+    for row in reversed(rows):
+        n, value = row.get("episodes_iter") or 0, row.get(f"{key}_iter")
+        if n and value is not None:
+            total += n * value
+            weight += n
+            if weight >= episodes:
+                break
+    return total / weight if weight else None
 
 
 def iteration_row(
-    result: dict[str, Any], previous: dict[str, Any] | None, iteration_time: float
+    result: dict[str, Any], previous_rows: list[dict[str, Any]], iteration_time: float
 ) -> dict[str, Any]:
-    """Flatten RLlib's result dict into one metrics row."""
+    """Flatten RLlib's result dict into one metrics row (see ``ITERATION_KEYS``)."""
+    previous = previous_rows[-1] if previous_rows else None
     er = result.get("env_runners", {})
     returns = er.get("module_episode_returns_mean", {}) or {}
     env_steps = int(
@@ -80,25 +123,44 @@ def iteration_row(
     prev_env = previous["env_steps"] if previous else 0
     prev_agent = previous["agent_steps"] if previous else 0
     prev_time = previous["time_s"] if previous else 0.0
+    episodes = int(er.get("num_episodes_lifetime", 0))
+    sampled = er.get("num_agent_steps_sampled", {}) or {}
+    step_rewards = er.get("step_rewards", {}) or {}
 
-    def num(x: Any) -> float | None:  # NaN (no episode ended this iteration) → missing
-        return None if x is None or math.isnan(float(x)) else float(x)
+    def per_step(species: str) -> float | None:
+        n = sampled.get(species) if isinstance(sampled, dict) else None
+        r = step_rewards.get(species)
+        return None if not n or r is None else round(float(r) / float(n), 6)
 
-    return {
+    new_agent_steps = agent_steps - prev_agent
+    captures = er.get("captures_sampled")
+    row = {
         "iteration": int(result["training_iteration"]),
         "env_steps": env_steps,
         "agent_steps": agent_steps,
-        "episodes": int(er.get("num_episodes_lifetime", 0)),
+        "episodes": episodes,
+        "episodes_iter": episodes - (previous["episodes"] if previous else 0),
         "time_s": round(prev_time + iteration_time, 3),
         "iteration_time_s": round(iteration_time, 3),
-        "predator_return": num(returns.get("predator")),
-        "prey_return": num(returns.get("prey")),
-        "capture_rate": num(er.get("capture_rate")),
-        "first_capture_step": num(er.get("first_capture_step")),
-        "episode_length": num(er.get("episode_len_mean")),
+        "predator_return_iter": _num(returns.get("predator")),
+        "prey_return_iter": _num(returns.get("prey")),
+        "capture_rate_iter": _num(er.get("capture_rate")),
+        "first_capture_step_iter": _num(er.get("first_capture_step")),
+        "episode_length_iter": _num(er.get("episode_len_mean")),
+        "predator_reward_per_step": per_step("predator"),
+        "prey_reward_per_step": per_step("prey"),
+        "captures_per_1k_agent_steps": (
+            None
+            if captures is None or new_agent_steps <= 0
+            else round(1000.0 * float(captures) / new_agent_steps, 4)
+        ),
         "env_steps_per_s": round((env_steps - prev_env) / iteration_time, 1),
-        "agent_steps_per_s": round((agent_steps - prev_agent) / iteration_time, 1),
+        "agent_steps_per_s": round(new_agent_steps / iteration_time, 1),
     }
+    history = [*previous_rows, row]
+    for key in _WINDOWED:
+        row[key] = windowed(history, key)
+    return {key: row[key] for key in ITERATION_KEYS}
 
 
 def format_row(row: dict[str, Any], stop_iterations: int | None) -> str:
@@ -221,13 +283,8 @@ def trained_modules(algo: Any) -> list[str]:
 
 
 def _export(checkpoint: Path, target: Path, metadata: dict[str, Any], species: list[str]) -> str:
-    """Export the modules of ``species`` (``export_modules`` copies every species it finds:
-    the others are removed from the fresh export)."""
-    export_modules(checkpoint, target, metadata)
-    for other in SPECIES:
-        if other not in species:
-            shutil.rmtree(target / other, ignore_errors=True)
-    return str(target)
+    """Export the modules of the trained ``species`` (fixed modules are not the run's)."""
+    return str(export_modules(checkpoint, target, metadata, species=species))
 
 
 def train(
@@ -301,7 +358,7 @@ def train(
             t0 = time.perf_counter()
             result = algo.train()
             trained = True
-            row = iteration_row(result, rows[-1] if rows else None, time.perf_counter() - t0)
+            row = iteration_row(result, rows, time.perf_counter() - t0)
             rows.append(row)
             run.append_metrics(row)
             log(format_row(row, exp.stop.iterations))

@@ -316,7 +316,6 @@ def init_ray(
     if address:
         ray.init(address=address, log_to_driver=log_to_driver, runtime_env=quiet_workers)
     else:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # Ray's default, said explicitly
         ray.init(
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,

@@ -10,7 +10,7 @@ Run: ``bioflux study --config configs/study_demo.yaml [--seeds K] [--set ...] [-
 4. ``report`` — ranking, evaluation tables (mean, std across seeds, std across episodes, 95%
    bootstrap CI), cross-play heatmap, learning curves, cost; ``study.md`` and ``study.json``.
 
-Expected on ``configs/study_demo.yaml`` (2 cores, 2 seeds): about 15 minutes; the README shows
+Expected on ``configs/study_demo.yaml`` (2 cores, 2 seeds): about 4 minutes; the README shows
 the report it wrote.
 """
 

@@ -10,11 +10,17 @@ Paths compared in the same run, with the same PPO hyper-parameters and network:
   around ``predator_prey_v0`` (observations flattened by RLlib's ``FlattenObservations``
   connector) sampled by RLlib's ``MultiAgentEnvRunner``;
 - ``adapter``: BioFlux's RLlib env adapter (``PredatorPreyRLlibEnv``) on ``MultiAgentEnvRunner``;
-- ``batched``: BioFlux's ``BatchedCoreEnvRunner`` (the default).
+- ``batched``: BioFlux's ``BatchedCoreEnvRunner`` (the default): one ``SingleAgentEpisode`` per
+  agent trajectory, GAE in RLlib's learner connectors;
+- ``columnar``: ``ColumnarEnvRunner`` + ``ColumnarPPO``: values and GAE computed on the
+  EnvRunners, flat batches straight to SGD.
+
+Every path runs the same learner (``PerModuleEpochsPPOTorchLearner``: each species' module makes
+exactly ``num_epochs`` passes over its own rows), so the SGD work per agent-step is the same.
 
 "agent-steps trained/s" = agent-steps in an iteration's train batch / the iteration's wall time
-(sampling + learning), median over the iterations after the first. "sample agent-steps/s" is
-the EnvRunners' own sampling rate (RLlib's throughput counter), showing where time goes.
+(sampling + learning), median over the iterations after the first. "sampling_s" / "learning_s" are
+RLlib's timers for the two halves of an iteration (median), showing where time goes.
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ def build(path: str, runners: int, envs: int, batch: int, hidden: list[int], pre
             "resources": {
                 "num_env_runners": runners,
                 "num_envs_per_env_runner": envs,
-                "env_runner": "batched" if path == "batched" else "multi_agent",
+                "env_runner": path if path in ("batched", "columnar") else "multi_agent",
             },
             "stop": {"iterations": 1},
         }
@@ -75,7 +81,7 @@ def build(path: str, runners: int, envs: int, batch: int, hidden: list[int], pre
 
 def measure(path: str, iterations: int, **kw) -> dict:
     algo = build(path, **kw)
-    rates, sample_rates = [], []
+    rates, sampling, learning = [], [], []
     try:
         for i in range(iterations + 1):
             t0 = time.perf_counter()
@@ -86,17 +92,16 @@ def measure(path: str, iterations: int, **kw) -> dict:
             if i == 0:
                 continue  # warm-up: actor start, first weight sync
             rates.append(steps / wall)
-            sampling = er.get("sample")
-            if sampling:
-                sample_rates.append(steps / max(sampling, 1e-9) / max(kw["runners"], 1))
+            timers = result.get("timers", {})
+            sampling.append(timers.get("env_runner_sampling_timer", float("nan")))
+            learning.append(timers.get("learner_update_timer", float("nan")))
     finally:
         algo.stop()
     return {
         "agent_steps_trained_per_s": round(statistics.median(rates)),
         "per_iteration": [round(r) for r in rates],
-        "sample_agent_steps_per_s": round(statistics.median(sample_rates))
-        if sample_rates
-        else None,
+        "sampling_s": round(statistics.median(sampling), 3),
+        "learning_s": round(statistics.median(learning), 3),
     }
 
 
@@ -107,7 +112,7 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--train-batch-size", type=int, default=12000, help="agent-steps")
     parser.add_argument("--hidden", default="128,128")
-    parser.add_argument("--paths", default="batched,adapter,pettingzoo")
+    parser.add_argument("--paths", default="columnar,batched,pettingzoo")
     parser.add_argument(
         "--learner-precision",
         default="float32",

@@ -41,10 +41,12 @@ class _Section(BaseModel):
 
 
 class Resources(_Section):
-    env_runner: Literal["batched", "multi_agent"] = Field(
+    env_runner: Literal["batched", "columnar", "multi_agent"] = Field(
         "batched",
-        description="batched: BatchedCoreEnvRunner (the batched numpy core, fast); "
-        "multi_agent: RLlib's MultiAgentEnvRunner over the RLlib env adapter",
+        description="batched: BatchedCoreEnvRunner (the batched numpy core, one episode object "
+        "per agent trajectory); columnar (PPO): the same core, advantages computed on the "
+        "EnvRunners and flat batches straight to SGD; multi_agent: RLlib's MultiAgentEnvRunner "
+        "over the RLlib env adapter",
     )
     num_env_runners: int = Field(1, ge=0, description="Ray workers that sample (0: the driver)")
     num_envs_per_env_runner: int = Field(1, ge=1, description="vectorised envs per EnvRunner")

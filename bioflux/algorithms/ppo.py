@@ -72,6 +72,8 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     from bioflux.algorithms.agent_row_ppo_config import AgentRowMinibatchPPOConfig
     from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner
     from bioflux.algorithms.bf16_learner import BF16PPOTorchLearner
+    from bioflux.algorithms.columnar_env_runner import ColumnarEnvRunner
+    from bioflux.algorithms.columnar_ppo import ColumnarPPOConfig
     from bioflux.algorithms.common import with_env_and_resources
     from bioflux.algorithms.lotka_volterra import DEFAULTS as LV_DEFAULTS
     from bioflux.algorithms.lotka_volterra import LotkaVolterraModule
@@ -95,7 +97,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
         else:
             raise ValueError(f"training.fixed_modules.{s}={kind!r}; allowed: 'lotka_volterra'")
     to_train = [s for s in p.train_species if s not in p.fixed_modules]
-    if r.env_runner == "batched":
+    if r.env_runner in ("batched", "columnar"):
         count_steps_by, batch_size = "agent_steps", p.train_batch_size
     else:
         # RLlib's MultiAgentEnvRunner reports NaN agent-step counts once agents leave (caught
@@ -108,9 +110,9 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     minibatch_size = min(p.minibatch_size, p.train_batch_size)
     return (
         with_env_and_resources(
-            AgentRowMinibatchPPOConfig(),
+            ColumnarPPOConfig() if r.env_runner == "columnar" else AgentRowMinibatchPPOConfig(),
             exp,
-            BatchedCoreEnvRunner if r.env_runner == "batched" else None,
+            {"batched": BatchedCoreEnvRunner, "columnar": ColumnarEnvRunner}.get(r.env_runner),
         )
         .multi_agent(
             policies=set(SPECIES),

@@ -8,7 +8,9 @@ Every module gets a full name and aliases:
 - ``<algorithm>/<species>@<run>`` — that run's ``final`` (else ``best``);
 - ``<algorithm>/<species>`` — the newest run's ``final``.
 
-Built-ins are always there: ``random/predator``, ``random/prey``, ``lotka_volterra/...``.
+Built-ins are always there: ``random/predator``, ``random/prey``, ``lotka_volterra/...``. Their
+names are never shadowed: a fitted Lotka–Volterra run is reached as
+``lotka_volterra/<species>@<run>``, while ``lotka_volterra/<species>`` stays the built-in.
 
 A module whose ``bioflux.json`` is not a readable JSON object (or describes an env that does
 not validate) is listed with an ``error`` and never loaded; only that module is affected, and
@@ -189,7 +191,9 @@ class ModelRegistry:
                 entry.name
             )
         for entry in sorted(found, key=lambda e: (e.kind != "final", -e.mtime)):
-            aliases.setdefault(f"{entry.algorithm}/{entry.species}", []).append(entry.name)
+            alias = f"{entry.algorithm}/{entry.species}"
+            if alias not in entries:  # a built-in's name is never shadowed by a trained run
+                aliases.setdefault(alias, []).append(entry.name)
         entries.update({e.name: e for e in found})
         self.entries, self.candidates = entries, aliases
         self._scanned_at = time.monotonic()
@@ -236,5 +240,5 @@ class ModelRegistry:
                 and time.monotonic() - self._scanned_at >= settings.RESCAN_MIN_INTERVAL_S
             ):
                 self.scan()
-        available = sorted(self.entries) + sorted(self.aliases)
+        available = sorted(set(self.entries) | set(self.aliases))
         raise UnknownModelError(f"unknown policy {shown(name)}; available: {available}")

@@ -17,6 +17,15 @@ from pathlib import Path
 
 from bioflux import config, evaluation, training
 
+#: The evaluation metrics each row of the table reports.
+REPORTED = (
+    "return_mean",
+    "return_std_episodes",
+    "return_std_agents",
+    "capture_rate",
+    "success_rate",
+)
+
 
 def trained(name: str, given: str | None, out: Path, overrides: list[str]) -> str:
     if given:
@@ -53,16 +62,7 @@ def main() -> None:
                 {
                     "predator": name,
                     "prey": opponent,
-                    **{
-                        k: r["metrics"]["predator"][k]
-                        for k in (
-                            "return_mean",
-                            "return_std_episodes",
-                            "return_std_agents",
-                            "capture_rate",
-                            "success_rate",
-                        )
-                    },
+                    **{k: r["metrics"]["predator"][k] for k in REPORTED},
                 }
             )
             r = evaluation.evaluate(models[opponent], model, env, args.episodes, seed=7)
@@ -70,16 +70,7 @@ def main() -> None:
                 {
                     "predator": opponent,
                     "prey": name,
-                    **{
-                        k: r["metrics"]["prey"][k]
-                        for k in (
-                            "return_mean",
-                            "return_std_episodes",
-                            "return_std_agents",
-                            "capture_rate",
-                            "success_rate",
-                        )
-                    },
+                    **{k: r["metrics"]["prey"][k] for k in REPORTED},
                 }
             )
     lines = [

@@ -171,18 +171,24 @@ def _describe(err: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> Experiment:
-    """Read, override and validate an experiment file.
-
-    ``path`` may also be the name of a packaged config (``demo``, ``ppo``, ...).
-    """
-    path = resolve_path(path)
+def read_sections(path: Path) -> dict[str, Any]:
+    """A config file's top-level mapping of sections, or ``ConfigError``."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+    return data
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> Experiment:
+    """Read, override and validate an experiment file.
+
+    ``path`` may also be the name of a packaged config (``demo``, ``ppo``, ...).
+    """
+    path = resolve_path(path)
+    data = read_sections(path)
     if "approaches" in data:
         raise ConfigError(f"{path} is a study config: run it with `bioflux study --config {path}`")
     return validate(apply_overrides(data, overrides), source=str(path))

@@ -113,6 +113,13 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
             logits[mask] = out.numpy()
         return actions, logp, logits
 
+    def _observe_after(self, res):
+        """Observe everyone who acted (the final observations of those whose trajectory just
+        ended) and the newborns: ``(worlds, slots, flat observations, ended)``."""
+        ob, oa = np.nonzero(res.acted | (res.born & ~res.done[:, None]))
+        nxt = self._world.observe(ob, oa).reshape(len(oa), -1)
+        return ob, oa, nxt, (res.terminated | res.truncated)[ob, oa]
+
     def _track(self, res) -> None:
         """Episode statistics of the running worlds (returns, captures, first capture)."""
         self._stats.update(res)
@@ -177,10 +184,7 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
             agent_steps += len(a)
             env_steps += int(res.acted.any(axis=1).sum())
             self._track(res)
-            # observe everyone who acted (final observations of the ended) and the newborns
-            ob, oa = np.nonzero(res.acted | (res.born & ~res.done[:, None]))
-            nxt = w.observe(ob, oa).reshape(len(oa), -1)
-            dead = (res.terminated | res.truncated)[ob, oa]
+            ob, oa, nxt, dead = self._observe_after(res)
             final_uid.append(self._serial[ob[dead]] * N + oa[dead])
             final_obs.append(nxt[dead])
             self._cur = nxt[~dead]

@@ -97,9 +97,7 @@ class ColumnarEnvRunner(BatchedCoreEnvRunner):
             agent_steps += len(a)
             env_steps += int(res.acted.any(axis=1).sum())
             self._track(res)
-            ob, oa = np.nonzero(res.acted | (res.born & ~res.done[:, None]))
-            nxt = w.observe(ob, oa).reshape(len(oa), -1)
-            dead = (res.terminated | res.truncated)[ob, oa]
+            ob, oa, nxt, dead = self._observe_after(res)
             cut = dead & ~res.terminated[ob, oa]  # truncated: bootstrap from the final obs
             step = {k: np.zeros((B, N), dtype=bool) for k in ("active", "terminated", "continues")}
             step.update(

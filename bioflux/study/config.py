@@ -26,13 +26,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bioflux.config import (
     ConfigError,
     Experiment,
     apply_overrides,
+    read_sections,
     resolve_path,
     validate,
 )
@@ -137,8 +137,7 @@ class StudyConfig(_Section):
         """The ``Experiment`` that trains ``label`` with ``seed`` under the study's rules."""
         approach = self.approaches[label]
         path = resolve_path(approach.config)
-        data = yaml.safe_load(path.read_text()) or {}
-        data = apply_overrides(data, approach.set)
+        data = apply_overrides(read_sections(path), approach.set)
         data.update(
             name=f"{self.name}_{label}_s{seed}",
             seed=seed,
@@ -171,13 +170,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
     """Read, override (``--set key=value``) and validate a study file; every approach's
     experiment is built once here, so a bad approach fails before Ray starts."""
     path = resolve_path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    data = apply_overrides(data, overrides)
+    data = apply_overrides(read_sections(path), overrides)
     try:
         study = StudyConfig(**data)
     except ValidationError as err:

@@ -61,8 +61,7 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
             agent_steps += len(a)
             pred_steps += int(w.is_predator[a].sum())
             self._track(res)
-            ob, oa = np.nonzero(res.acted | (res.born & ~res.done[:, None]))
-            nxt = w.observe(ob, oa).reshape(len(oa), -1)
+            ob, oa, nxt, dead = self._observe_after(res)
             out["state"].append(state)
             out["obs"].append(obs)
             out["actions"].append(full_actions[live].astype(np.int8))
@@ -72,7 +71,6 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
             out["next_state"].append(self._states(live))
             out["next_obs"].append(self._dense(ob, oa, nxt)[live])
             out["next_alive"].append(w.alive[live].copy())
-            dead = (res.terminated | res.truncated)[ob, oa]
             self._cur = nxt[~dead]
             self._restart_finished(res)
         m = self.metrics

@@ -218,6 +218,18 @@ def read_metadata(folder: str | Path) -> dict[str, Any]:
     return data
 
 
+def module_mtime(folder: Path) -> float:
+    """The newest modification time of the files in a module folder (0.0 if unreadable): a
+    cheap signature that changes when a checkpoint is rewritten or repaired."""
+    newest = 0.0
+    try:
+        for path in Path(folder).rglob("*"):
+            newest = max(newest, path.lstat().st_mtime)
+    except OSError:
+        return 0.0
+    return newest
+
+
 def is_module_dir(folder: Path) -> bool:
     return (folder / "module_state.pkl").exists() and (folder / "class_and_ctor_args.pkl").is_file()
 

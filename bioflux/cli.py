@@ -194,7 +194,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
-    from bioflux.serve.app import start
+    from bioflux.serve.app import SERVE_APP_NAME, start
 
     if not Path(args.models).is_dir():
         raise ValueError(f"--models {args.models} is not a directory")
@@ -226,8 +226,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         stop.wait()
     finally:
-        serve.shutdown()
+        if args.address:  # a shared cluster: remove our app, leave the cluster running
+            serve.delete(SERVE_APP_NAME)
+        # a local Ray started here takes Serve's controller, proxy and replicas down with it in
+        # ~1 s, where serve.shutdown() waits for a graceful drain (35-50 s)
         ray.shutdown()
+    return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    from bioflux.serve.live_routes import run_view
+
+    if not Path(args.models).is_dir():
+        raise ValueError(f"--models {args.models} is not a directory")
+    print(
+        f"live view of {args.models} on http://{args.host}:{args.port}/ ; Ctrl-C stops", flush=True
+    )
+    run_view(args.models, host=args.host, port=args.port)
     return 0
 
 
@@ -457,6 +472,17 @@ def build_parser() -> argparse.ArgumentParser:
         "endpoints answer 403)",
     )
     srv.set_defaults(func=_cmd_serve)
+
+    view = command(sub, "view", "watch an episode live in the browser (no Ray Serve)")
+    view.add_argument(
+        "--models",
+        type=Path,
+        default=Path(serve_settings.MODELS_DIR),
+        help="folder of exported models (built-in policies are always offered)",
+    )
+    view.add_argument("--host", default=serve_settings.HOST, help="address to listen on")
+    view.add_argument("--port", type=int, default=serve_settings.VIEW_PORT, help="HTTP port")
+    view.set_defaults(func=_cmd_view)
 
     render = command(sub, "render", "record one episode as a GIF or PNG strip")
     policy_args(render, default="random")

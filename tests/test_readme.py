@@ -32,13 +32,14 @@ SKIP: dict[str, str] = {
     r"^ray ": "cluster launcher / job commands: need AWS or a cluster",
     r"^serve ": "Ray Serve CLI: a server or a cluster (tests/serve covers the app)",
     r"^bioflux serve ": "starts a long-running Ray Serve server (tests/serve covers it)",
+    r"^bioflux view\b": "starts a long-running web server (tests/serve/test_live_view.py)",
     r"^curl ": "talks to bioflux serve",
     r"^python benchmarks/": "long benchmarks (minutes each)",
     r"^python -m pytest": "the test suite itself",
     r"^bioflux study\b": "a study trains every approach on several seeds (minutes)",
 }
 #: SKIP entries that may match nothing (commands the README may or may not show).
-OPTIONAL_SKIPS = {r"^bioflux study\b"}
+OPTIONAL_SKIPS = {r"^bioflux study\b", r"^bioflux view\b"}
 
 #: Rewrites applied to each command run, in order: (pattern, replacement, why).
 SUBSTITUTIONS: list[tuple[str, str, str]] = [

@@ -6,7 +6,9 @@ Run: ``bioflux serve --models models/ --host 127.0.0.1 --port 8000`` (OpenAPI at
 
 Endpoints: ``POST /v1/predict``, ``POST /v1/predict/batch``, ``GET /v1/models``,
 ``POST /v1/models/{name}/load``, ``DELETE /v1/models/{name}``, ``GET /healthz``, ``GET /readyz``,
-``GET /metrics`` (Prometheus text, per replica).
+``GET /metrics`` (Prometheus text, per replica); the live view: ``GET /`` (the page),
+``GET /v1/live/options``, ``WS /v1/live/ws`` (``bioflux.serve.live_routes``; sessions live in
+the replica that accepted the WebSocket).
 
 Concurrent ``/v1/predict`` requests meet in one ``@serve.batch`` method and share one forward
 pass per policy (``max_batch_size``, ``batch_wait_timeout_s``); each item still succeeds or
@@ -47,6 +49,8 @@ from bioflux.serve.inference import (
     PolicyOutputError,
     UnknownModelError,
 )
+from bioflux.serve.live import LiveSessions
+from bioflux.serve.live_routes import add_live_routes
 
 logger = logging.getLogger("ray.serve")
 
@@ -55,7 +59,16 @@ UNKNOWN_POLICY = "unknown"
 
 
 class AgentInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # the one-of rule, stated in the schema as well as checked by ``_one_input``
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["policy", "observation"], "not": {"required": ["state"]}},
+                {"required": ["policy", "state"], "not": {"required": ["observation"]}},
+            ]
+        },
+    )
 
     policy: str = Field(
         max_length=settings.MAX_NAME_CHARS,
@@ -267,6 +280,14 @@ async def _load_failed(_: Request, err: ModelLoadError) -> JSONResponse:
     return JSONResponse(status_code=503, content={"detail": str(err)})
 
 
+def _replica_live_sessions() -> LiveSessions:
+    """The live sessions of the replica answering (``PolicyServer.live``)."""
+    return serve.get_replica_context().servable_object.live
+
+
+add_live_routes(api, _replica_live_sessions)
+
+
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5},
     max_ongoing_requests=256,  # let concurrent requests reach @serve.batch together
@@ -289,6 +310,7 @@ class PolicyServer:
     ):
         self.inference = ModelInference(models_dir, preload=preload)
         self.metrics = ServerMetrics()
+        self.live = LiveSessions(self.inference)
         self._admin_token = admin_token or os.environ.get(settings.ADMIN_TOKEN_ENV) or None
         self._batched.set_max_batch_size(max_batch_size)
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
@@ -429,15 +451,20 @@ class PolicyServer:
         models = self.inference.list_models()
         loaded = [m["name"] for m in models if m["loaded"]]
         failed = {m["name"]: m["error"] for m in models if m["error"]}
-        ready = not failed
+        unserved = self.inference.unserved_names()
+        ready = not unserved  # a broken module does not matter while its name still serves
         return JSONResponse(
             status_code=200 if ready else 503,
-            content={"ready": ready, "loaded": loaded, "failed": failed},
+            content={"ready": ready, "loaded": loaded, "failed": failed, "unserved": unserved},
         )
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics_text(self) -> str:
         return self.metrics.text()
+
+
+#: Name of the Serve application ``start`` deploys (and ``bioflux serve`` removes on exit).
+SERVE_APP_NAME = "bioflux"
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
@@ -446,9 +473,14 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     defaults to ``$BIOFLUX_ADMIN_TOKEN`` where the app is built (else where the replica runs)."""
     args = dict(args or {})
     models_dir = str(Path(args.pop("models_dir", settings.MODELS_DIR)).resolve())
-    replicas = int(args.pop("num_replicas", settings.NUM_REPLICAS))
+    replicas = args.pop("num_replicas", None)
+    # No num_replicas: the deployment's own count (1), or the autoscaling_config a Serve config
+    # file gives it (serve_config.yaml); code-set replicas would override autoscaling.
+    deployment = (
+        PolicyServer if replicas is None else PolicyServer.options(num_replicas=int(replicas))
+    )
     admin_token = args.pop("admin_token", None) or os.environ.get(settings.ADMIN_TOKEN_ENV)
-    return PolicyServer.options(num_replicas=replicas).bind(
+    return deployment.bind(
         models_dir,
         max_batch_size=int(args.pop("max_batch_size", settings.MAX_BATCH_SIZE)),
         batch_wait_timeout_s=float(args.pop("batch_wait_timeout_s", settings.BATCH_WAIT_TIMEOUT_S)),
@@ -487,7 +519,7 @@ def start(
     max_batch_size: int = settings.MAX_BATCH_SIZE,
     batch_wait_timeout_s: float = settings.BATCH_WAIT_TIMEOUT_S,
     num_replicas: int = settings.NUM_REPLICAS,
-    name: str = "bioflux",
+    name: str = SERVE_APP_NAME,
     admin_token: str | None = None,
 ) -> None:
     """Start Serve on ``host:port`` and deploy the app (Ray must be initialised).

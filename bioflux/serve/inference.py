@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from bioflux.artifacts import module_mtime
 from bioflux.envs.config import ACTION_NAMES, N_ACTIONS, SPECIES, EnvConfig
 from bioflux.envs.core import OBS_CHANNELS, BatchedWorld
 from bioflux.policies import BUILTINS, ModulePolicy, Policy, choose_actions
@@ -338,6 +339,8 @@ class ModelInference:
         self._loaded: dict[str, LoadedModel] = {}
         #: full name → why it failed to load (never loaded since): aliases steer around it.
         self.failures: dict[str, str] = {}
+        #: When each failed module's files were last changed at the time it failed.
+        self._failed_mtime: dict[str, float] = {}
         #: full name → why its last reload failed while an older version kept serving.
         self.reload_errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -355,6 +358,8 @@ class ModelInference:
                     pass
 
     def _load_policy(self, entry: ModelEntry) -> Policy:
+        if entry.ensemble is not None and not entry.error:
+            return self._load_ensemble(entry)
         if entry.builtin:
             return BUILTINS[entry.algorithm](entry.species)
         if entry.error:
@@ -363,6 +368,20 @@ class ModelInference:
         if problem:
             raise ValueError(f"refused: {problem}")
         return ModulePolicy.from_checkpoint(entry.path, name=entry.name)
+
+    def _load_ensemble(self, entry: ModelEntry) -> Policy:
+        """An ensemble from its members (loaded through this cache; reload the ensemble after
+        reloading a member)."""
+        from bioflux.ensembles import EnsemblePolicy
+
+        spec = entry.ensemble
+        members = []
+        for name, weight in zip(spec["members"], spec["weights"]):
+            try:
+                members.append((name, self.get(name).policy, weight))
+            except (ModelLoadError, UnknownModelError) as err:
+                raise ValueError(f"ensemble member {name!r}: {err}") from None
+        return EnsemblePolicy(entry.name, members, spec["combine"])
 
     def load(self, name: str) -> LoadedModel:
         """Load (or reload: hot swap) a policy; in-flight requests finish on the old one.
@@ -382,6 +401,8 @@ class ModelInference:
                     self.reload_errors[entry.name] = msg
                 else:
                     self.failures[entry.name] = msg
+                    if entry.path is not None:
+                        self._failed_mtime[entry.name] = module_mtime(entry.path)
             if current is not None:
                 raise ModelLoadError(
                     f"reloading policy {entry.name!r} failed: {msg}; the version loaded at "
@@ -422,11 +443,29 @@ class ModelInference:
         entry = self.resolve(name)
         loaded = self._loaded.get(entry.name)
         if loaded is None:
-            error = self.failures.get(entry.name) or entry.error
+            error = self.failures.get(entry.name)
+            if (
+                error
+                and entry.path is not None
+                and module_mtime(entry.path) != self._failed_mtime.get(entry.name)
+            ):
+                self.failures.pop(entry.name, None)  # its files changed since it failed: retry
+                error = None
+            error = error or entry.error
             if error:
                 raise ModelLoadError(f"policy {entry.name!r} failed to load: {error}")
             loaded = self.load(entry.name)
         return loaded
+
+    def unserved_names(self) -> list[str]:
+        """The ``<algorithm>/<species>`` aliases none of whose modules can serve (readiness:
+        a broken run does not count while the name clients use still has a healthy module)."""
+        broken = {n for n, e in self.registry.entries.items() if e.error} | set(self.failures)
+        return sorted(
+            alias
+            for alias, names in self.registry.candidates.items()
+            if "@" not in alias and all(n in broken for n in names)
+        )
 
     def list_models(self) -> list[dict[str, Any]]:
         self.registry.refresh()
@@ -498,6 +537,9 @@ class ModelInference:
         drives_fn = getattr(model.policy, "drives", None)
         drives = drives_fn(obs) if drives_fn else None
         actions = choose_actions(model.policy, safe, rng, greedy=not sample)
+        # ensembles: the confidence is the members' agreement; the reasoning lists their votes
+        details_fn = getattr(model.policy, "details", None)
+        agreement, notes = details_fn(obs, actions) if details_fn else (None, None)
         out: list[Any] = []
         for j in range(len(obs)):
             if not valid[j]:
@@ -515,11 +557,12 @@ class ModelInference:
                         "policy": full,
                         "action": a,
                         "action_name": ACTION_NAMES[a],
-                        "confidence": float(probs[j, a]),
+                        "confidence": float(probs[j, a] if agreement is None else agreement[j]),
                         "probabilities": {n: float(p) for n, p in zip(ACTION_NAMES, probs[j])},
                         "reasoning": explain(
                             obs[j], probs[j], a, drives and {k: v[j] for k, v in drives.items()}
-                        ),
+                        )
+                        + (f"; {notes[j]}" if notes else ""),
                         "degraded": False,
                     }
                 )

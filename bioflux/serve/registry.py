@@ -11,6 +11,10 @@ Every module gets a full name and aliases:
 Built-ins are always there: ``random/predator``, ``random/prey``, ``lotka_volterra/...``. Their
 names are never shadowed: a fitted Lotka–Volterra run is reached as
 ``lotka_volterra/<species>@<run>``, while ``lotka_volterra/<species>`` stays the built-in.
+Ensembles defined in ``<models>/ensembles.yaml`` (``bioflux.ensembles``) are listed as
+``<name>/<species>``, their members resolved at each scan; an ensemble whose members are
+unknown, ensembles themselves, or see different observation windows is listed with an
+``error`` and refused.
 
 A module whose ``bioflux.json`` is not a readable JSON object (or describes an env that does
 not validate) is listed with an ``error`` and never loaded; only that module is affected, and
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bioflux.artifacts import EXPORT_KINDS, exported_modules, read_metadata
+from bioflux.ensembles import EnsembleError, check_windows, read_ensembles
 from bioflux.envs.config import SPECIES, EnvConfig
 from bioflux.policies import BUILTINS
 from bioflux.serve import settings
@@ -87,7 +92,13 @@ class ModelEntry:
 
     @property
     def builtin(self) -> bool:
-        return self.path is None
+        return self.path is None and self.ensemble is None
+
+    @property
+    def ensemble(self) -> dict[str, Any] | None:
+        """An ensemble's ``combine``, ``members`` (full names) and ``weights``, else None."""
+        value = self.metadata.get("ensemble")
+        return value if isinstance(value, dict) else None
 
 
 def escaping_path(folder: Path, root: Path) -> str | None:
@@ -153,6 +164,8 @@ class ModelRegistry:
         self.entries: dict[str, ModelEntry] = {}
         self.candidates: dict[str, list[str]] = {}
         self._scanned_at = float("-inf")
+        #: Why ``ensembles.yaml`` as a whole cannot be read (None: fine or absent).
+        self.ensembles_error: str | None = None
         self.scan()
 
     def _entry(self, module: Any) -> ModelEntry | None:
@@ -197,6 +210,54 @@ class ModelRegistry:
         entries.update({e.name: e for e in found})
         self.entries, self.candidates = entries, aliases
         self._scanned_at = time.monotonic()
+        self._add_ensembles()
+
+    def _add_ensembles(self) -> None:
+        """Index the ensembles of ``ensembles.yaml`` (members resolved now)."""
+        specs, self.ensembles_error = read_ensembles(self.root)
+        taken = {e.algorithm for e in self.entries.values()}
+        entries = dict(self.entries)
+        for name, spec in specs.items():
+            if not _PART_PATTERN.fullmatch(name):
+                continue
+            for species in SPECIES:
+                full = f"{name}/{species}"
+                meta: dict[str, Any] = {}
+                error = f"ensemble {name!r}: {spec}" if isinstance(spec, str) else None
+                if error is None and name in taken:
+                    error = f"ensemble {name!r}: the name is taken by a policy"
+                if error is None:
+                    try:
+                        meta = self._ensemble_metadata(spec, species)
+                    except (UnknownModelError, EnsembleError) as err:
+                        error = f"ensemble {name!r}: {err}"
+                entries[full] = ModelEntry(full, name, species, metadata=meta, error=error)
+        self.entries = entries
+
+    def _ensemble_metadata(self, spec: Any, species: str) -> dict[str, Any]:
+        members = [self.resolve(m) for m in spec.member_names(species)]
+        for m in members:
+            if m.ensemble is not None:
+                raise EnsembleError(f"member {m.name!r} is an ensemble")
+            if m.error:
+                raise EnsembleError(f"member {m.name!r} cannot be served: {m.error}")
+        windows = [
+            2 * int(env.get("obs_radius", EnvConfig.obs_radius)) + 1
+            if isinstance(env := m.metadata.get("env"), dict)
+            else None
+            for m in members
+        ]
+        window = check_windows([m.name for m in members], windows)
+        meta: dict[str, Any] = {
+            "ensemble": {
+                "combine": spec.combine,
+                "members": [m.name for m in members],
+                "weights": spec.weights,
+            }
+        }
+        if window is not None:
+            meta["env"] = {"obs_radius": (window - 1) // 2}
+        return meta
 
     def refresh(self) -> None:
         """Rescan unless the last scan is under ``settings.RESCAN_MIN_INTERVAL_S`` old (for the

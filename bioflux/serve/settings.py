@@ -45,3 +45,22 @@ MAX_MODULE_FILES = 10_000
 #: the index or by the open listings (``/v1/models``, ``/readyz``), in seconds, so a flood of
 #: them is not a flood of scans. ``POST /v1/models/{name}/load`` always rescans.
 RESCAN_MIN_INTERVAL_S = 1.0
+
+# ---------------------------------------------------------------------------- live view
+#: Port of ``bioflux view`` (the live view without Ray Serve; it binds to ``HOST``).
+VIEW_PORT = 8050
+#: Packaged configs whose world the live view offers, and the one it opens with.
+LIVE_WORLDS = ("demo", "ppo", "ecology")
+LIVE_DEFAULT_WORLD = "ppo"
+#: Most live sessions (one per open page) per process (Serve replica or ``bioflux view``).
+LIVE_MAX_SESSIONS = 8
+#: A session without a step or a control message for this long is closed (seconds).
+LIVE_IDLE_TIMEOUT_S = 300.0
+#: Steps per second streamed by default, and at most.
+LIVE_DEFAULT_SPEED = 10.0
+LIVE_MAX_SPEED = 60.0
+#: Largest live world: grid cells (``height * width``) and agent slots (predators + prey).
+LIVE_MAX_CELLS = 256 * 256
+LIVE_MAX_AGENTS = 20_000
+#: Longest control message a page may send over the WebSocket (characters).
+LIVE_MAX_MESSAGE_CHARS = 2048

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
@@ -48,6 +49,13 @@ def test_killed_env_runner_is_restarted(ray_session, tmp_path, tiny_config, monk
             os.kill(pids[0], signal.SIGKILL)  # the runner's worker process dies mid-run
             seen["killed"], seen["survivor"] = pids
         elif line.startswith("iter 5/"):
+            # Tiny iterations take milliseconds; a new worker process can take seconds to
+            # start on a loaded machine. Give the restart up to a minute, probing as RLlib
+            # does before each iteration.
+            deadline = time.monotonic() + 60
+            while group.num_healthy_remote_env_runners() < 2 and time.monotonic() < deadline:
+                group.probe_unhealthy_env_runners()
+                time.sleep(0.5)
             seen["healthy"] = group.num_healthy_remote_env_runners()
             seen["restarts"] = group.num_remote_worker_restarts()
             seen["pids"] = _pids(group)

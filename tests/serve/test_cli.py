@@ -60,12 +60,15 @@ def test_bioflux_serve_direct_ingress_answers_and_stops(models_dir):
         )
     finally:
         proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        exit_s = time.monotonic() - t0
     assert proc.returncode == 0
+    assert exit_s < 10, f"bioflux serve took {exit_s:.1f} s to exit"  # issue target: 5 s
     time.sleep(1)
     try:
         requests.get(url + "/healthz", timeout=2)

@@ -168,3 +168,27 @@ def test_unload_reports_the_module_an_alias_served(lv_models):
     inf = ModelInference(lv_models, preload=True)
     assert inf.registry.aliases["lv/prey"] == "lv/prey@new:final"  # the healthy choice...
     assert inf.unload("lv/prey") == ("lv/prey@fit:final", True)  # ...failed: fit served
+
+
+def test_a_repaired_checkpoint_serves_again_without_a_reload(tmp_path):
+    import shutil
+    import time
+
+    from bioflux.algorithms.lotka_volterra import make_module
+    from bioflux.artifacts import export_rl_modules, export_root
+    from bioflux.serve.inference import ModelInference, ModelLoadError
+
+    target = export_root(tmp_path, "lv", "fit") / "final"
+    modules = {s: make_module(s) for s in ("predator", "prey")}
+    export_rl_modules(target, modules, {s: {"algorithm": "lv", "env": {}} for s in modules})
+    good = (target / "predator" / "module_state.pkl").read_bytes()
+    (target / "predator" / "module_state.pkl").write_bytes(b"broken")
+    inference = ModelInference(tmp_path)
+    with pytest.raises(ModelLoadError):
+        inference.get("lv/predator@fit:final")
+    with pytest.raises(ModelLoadError):  # still failed: nothing changed
+        inference.get("lv/predator@fit:final")
+    time.sleep(0.01)
+    (target / "predator" / "module_state.pkl").write_bytes(good)  # an operator repairs it
+    assert inference.get("lv/predator@fit:final").entry.name == "lv/predator@fit:final"
+    shutil.rmtree(tmp_path / "lv")

@@ -9,6 +9,11 @@ on loopback (aiohttp, keep-alive connections) at concurrency 1 and 64, once with
 and p99 ≤ 10 ms at concurrency 1; at concurrency 64 batching ≥ 3× the throughput of
 ``max_batch_size=1``, no errors. ``healthz_c64`` (GET /healthz at concurrency 64, an endpoint
 that does no work) is the ceiling any /v1/predict configuration can reach on this server.
+
+``act_c1``: ``POST /v1/act`` with one whole default world (100×100, 20 predators, 100 prey:
+every agent's action in one request, built-in Lotka–Volterra policies) at concurrency 1; its
+throughput is world-steps/s. Target on 2 cores: ≥ 200 world-steps/s (24k agent-predictions/s)
+with p99 ≤ 15 ms. ``--act-only`` measures just that.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 
 async def _client(url: str, body: bytes, concurrency: int, requests: int) -> dict:
@@ -104,6 +111,25 @@ def demo_models(path: Path | None) -> Path:
     return out / "models"
 
 
+def default_world_state(seed: int = 0) -> dict:
+    """A default-world state (100x100, 20 predators, 100 prey, 2% walls) as /v1/act takes it."""
+    from bioflux.envs.config import EnvConfig
+    from bioflux.envs.core import BatchedWorld
+
+    world = BatchedWorld(EnvConfig(), num_worlds=1, seed=seed)
+    world.reset()
+    P = world.n_pred_slots
+    pos = world.pos[0]
+    walls = np.argwhere(world.state(0)[..., 0] > 0)
+    return {
+        "height": world.config.height,
+        "width": world.config.width,
+        "predators": pos[:P][world.alive[0, :P]].tolist(),
+        "prey": pos[P:][world.alive[0, P:]].tolist(),
+        "walls": walls.tolist(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, default=Path("outputs/demo/models"))
@@ -114,9 +140,9 @@ def main() -> None:
     parser.add_argument(
         "--direct-ingress", action="store_true", help="replica answers HTTP itself (no proxy)"
     )
+    parser.add_argument("--act-only", action="store_true", help="only the /v1/act scenario")
     args = parser.parse_args()
 
-    import numpy as np
     import ray
     from ray import serve
 
@@ -131,6 +157,33 @@ def main() -> None:
             direct_port = sock.getsockname()[1]
         enable_direct_ingress(direct_port)
     results: dict = {"direct_ingress": args.direct_ingress}
+    act_body = json.dumps(
+        {
+            "state": default_world_state(),
+            "policies": {"predator": "lotka_volterra/predator", "prey": "lotka_volterra/prey"},
+        }
+    ).encode()
+    if args.act_only:
+        ray.init(include_dashboard=False, log_to_driver=False)
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                port = s.getsockname()[1]
+            empty = Path(tempfile.mkdtemp(prefix="bioflux-act-bench-"))
+            start(empty, port=port, name="bench_act")
+            url = f"http://127.0.0.1:{direct_port or port}/v1/act"
+            results["act_c1"] = run_client(url, act_body, 1, args.requests // 4)
+            serve.shutdown()
+        finally:
+            ray.shutdown()
+        act = results["act_c1"]
+        results["act_targets"] = {
+            "world_steps_per_s_ge_200": act["throughput_rps"] >= 200,
+            "p99_le_15ms": act["p99_ms"] <= 15,
+            "agent_predictions_per_s": round(act["throughput_rps"] * 120),
+        }
+        print(json.dumps(results, indent=2))
+        return
     models = demo_models(args.models)
     window = 2 * 4 + 1  # demo config: obs_radius 4
     obs = np.zeros((window, window, 4), dtype=np.float32)
@@ -159,6 +212,9 @@ def main() -> None:
                 "c64": run_client(url, body, 64, args.requests * 2),
             }
             if max_batch > 1:
+                results["act_c1"] = run_client(
+                    url.replace("/v1/predict", "/v1/act"), act_body, 1, args.requests // 4
+                )
                 # The per-request floor of Serve + uvicorn + FastAPI (an endpoint that does
                 # nothing): no /v1/predict setting can exceed this throughput.
                 results["healthz_c64"] = run_client(

@@ -4,7 +4,8 @@ Run: ``bioflux serve --models models/ --host 127.0.0.1 --port 8000`` (OpenAPI at
 ``serve run serve_config.yaml`` / ``serve deploy serve_config.yaml`` on a cluster
 (``import_path: bioflux.serve.app:build_app``).
 
-Endpoints: ``POST /v1/predict``, ``POST /v1/predict/batch``, ``GET /v1/models``,
+Endpoints: ``POST /v1/predict``, ``POST /v1/predict/batch``, ``POST /v1/act`` (a whole world
+state → every agent's action), ``GET /v1/models``,
 ``POST /v1/models/{name}/load``, ``DELETE /v1/models/{name}``, ``GET /healthz``, ``GET /readyz``,
 ``GET /metrics`` (Prometheus text, per replica); the live view: ``GET /`` (the page),
 ``GET /v1/live/options``, ``WS /v1/live/ws`` (``bioflux.serve.live_routes``; sessions live in
@@ -32,7 +33,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
@@ -92,6 +93,27 @@ class AgentInput(BaseModel):
         if (self.observation is None) == (self.state is None):
             raise ValueError("give exactly one of 'observation' or 'state'")
         return self
+
+
+class ActRequest(BaseModel):
+    """One whole world: every listed agent's action in one call (``POST /v1/act``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    state: dict[str, Any] = Field(
+        description="height, width, predators and prey (lists of [row, col]), optional walls "
+        f"and energy (one per predator); height*width <= {settings.MAX_STATE_CELLS}, at most "
+        f"{settings.MAX_REQUEST_AGENTS} agents"
+    )
+    policies: dict[Literal["predator", "prey"], str] = Field(
+        description="the policy per species, e.g. {'predator': 'ppo/predator', 'prey': "
+        "'random/prey'}"
+    )
+    sample: StrictBool = Field(False, description="sample the actions instead of the argmax")
+    details: StrictBool = Field(
+        False, description="also return each agent's probabilities, confidence and reasoning"
+    )
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="seed of the sampling")
 
 
 class PredictRequest(AgentInput):
@@ -424,6 +446,17 @@ class PolicyServer:
             )
         return await asyncio.gather(
             *(self._predict_one(a, req.sample, req.fallback, "batch") for a in req.agents)
+        )
+
+    @api.post("/v1/act")
+    async def act(self, req: ActRequest) -> dict[str, Any]:
+        return await asyncio.to_thread(
+            self.inference.act_world,
+            req.state,
+            dict(req.policies),
+            req.sample,
+            req.seed,
+            req.details,
         )
 
     @api.get("/v1/models")

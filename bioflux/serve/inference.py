@@ -174,7 +174,22 @@ def _positions(state: dict[str, Any], field: str, height: int, width: int) -> li
             f"state.{field} has {len(value)} cells; at most height*width = {height * width}"
         )
     grid = f" (the grid is {height}x{width})"
-    out = []
+    try:  # fast path: a well-formed integer array inside the grid (the common case)
+        cells = np.asarray(value)
+    except (ValueError, TypeError):
+        cells = None
+    if (
+        cells is not None
+        and cells.ndim == 2
+        and cells.shape[1] == 2
+        and cells.dtype.kind in "iu"
+        and (cells[:, 0] >= 0).all()
+        and (cells[:, 0] < height).all()
+        and (cells[:, 1] >= 0).all()
+        and (cells[:, 1] < width).all()
+    ):
+        return [(int(r), int(c)) for r, c in cells.tolist()]
+    out = []  # anything else: item by item, naming the first bad one
     for i, p in enumerate(value):
         if isinstance(p, np.ndarray):
             p = p.tolist()
@@ -186,10 +201,10 @@ def _positions(state: dict[str, Any], field: str, height: int, width: int) -> li
     return out
 
 
-def validate_state(state: Any, species: str) -> dict[str, Any]:
+def validate_world(state: Any) -> dict[str, Any]:
     """Check a raw state cheaply, before anything is allocated: types, finite numbers, grid
     cells (``settings.MAX_STATE_CELLS``), coordinates inside the grid; returns the parsed
-    ``height``, ``width``, ``predators``, ``prey``, ``walls``, ``energy`` and ``agent``."""
+    ``height``, ``width``, ``predators``, ``prey``, ``walls`` and ``energy``."""
     if not isinstance(state, dict):
         raise ObservationError(f"state must be an object, got {shown(state)}")
     unknown = sorted(str(k) for k in state if k not in STATE_KEYS)
@@ -210,12 +225,6 @@ def validate_state(state: Any, species: str) -> dict[str, Any]:
     pred = _positions(state, "predators", height, width)
     prey = _positions(state, "prey", height, width)
     walls = _positions(state, "walls", height, width)
-    key, own = ("predators", pred) if species == "predator" else ("prey", prey)
-    if not own:
-        raise ObservationError(f"state.{key} is empty: the observing agent must be listed there")
-    index = _integer(
-        state.get("agent", 0), "agent", 0, len(own) - 1, f" (an index into state.{key})"
-    )
     energy = None
     if state.get("energy") is not None:
         energy = _as_list(state["energy"], "energy")
@@ -236,21 +245,24 @@ def validate_state(state: Any, species: str) -> dict[str, Any]:
         "prey": prey,
         "walls": walls,
         "energy": energy,
-        "agent": index,
     }
 
 
-def observation_from_state(state: dict[str, Any], species: str, entry: ModelEntry) -> np.ndarray:
-    """Encode raw state with the environment's own observation code.
+def validate_state(state: Any, species: str) -> dict[str, Any]:
+    """``validate_world`` plus the observing ``agent``: an index into the species' list."""
+    s = validate_world(state)
+    key, own = ("predators", s["predators"]) if species == "predator" else ("prey", s["prey"])
+    if not own:
+        raise ObservationError(f"state.{key} is empty: the observing agent must be listed there")
+    s["agent"] = _integer(
+        state.get("agent", 0), "agent", 0, len(own) - 1, f" (an index into state.{key})"
+    )
+    return s
 
-    ``state``: ``height``, ``width``, ``predators`` and ``prey`` (lists of ``[row, col]``),
-    optional ``walls`` (list of ``[row, col]``), ``energy`` (one per predator), and ``agent``:
-    the index of the observing agent within its species' list. Validated first
-    (:func:`validate_state`), so an oversized or malformed state costs no allocation.
-    """
-    s = validate_state(state, species)
-    env = entry.metadata.get("env")
-    env = env if isinstance(env, dict) else {}
+
+def world_from_state(s: dict[str, Any], env: dict[str, Any]) -> BatchedWorld:
+    """A one-world ``BatchedWorld`` holding a validated state, with the rules (window, capture
+    radius, ecology) of ``env`` (a model's training env; ``{}``: the defaults)."""
     try:
         cfg = EnvConfig.from_kwargs(
             {
@@ -277,7 +289,21 @@ def observation_from_state(state: dict[str, Any], species: str, entry: ModelEntr
         world.reset(layout=layout)
     except (TypeError, ValueError, OverflowError) as err:
         raise ObservationError(f"invalid state: {str(err)[:200]}") from None
-    slot = s["agent"] if species == "predator" else cfg.max_predators + s["agent"]
+    return world
+
+
+def observation_from_state(state: dict[str, Any], species: str, entry: ModelEntry) -> np.ndarray:
+    """Encode raw state with the environment's own observation code.
+
+    ``state``: ``height``, ``width``, ``predators`` and ``prey`` (lists of ``[row, col]``),
+    optional ``walls`` (list of ``[row, col]``), ``energy`` (one per predator), and ``agent``:
+    the index of the observing agent within its species' list. Validated first
+    (:func:`validate_state`), so an oversized or malformed state costs no allocation.
+    """
+    s = validate_state(state, species)
+    env = entry.metadata.get("env")
+    world = world_from_state(s, env if isinstance(env, dict) else {})
+    slot = s["agent"] if species == "predator" else world.n_pred_slots + s["agent"]
     return world.observe(np.array([0]), np.array([slot]))[0]
 
 
@@ -622,6 +648,74 @@ class ModelInference:
                 if isinstance(r, Exception):
                     raise r
         return results
+
+    def act_world(
+        self,
+        state: dict[str, Any],
+        policies: dict[str, str],
+        sample: bool = False,
+        seed: int | None = None,
+        details: bool = False,
+    ) -> dict[str, Any]:
+        """Every listed agent's action in one world state (``POST /v1/act``): the state is
+        encoded by the batched core's own code, each species' policy runs once on all its
+        agents. ``policies``: species → policy name (species without agents may be left out).
+        With ``details``, each agent also gets its probabilities, confidence and reasoning."""
+        s = validate_world(state)
+        agents = len(s["predators"]) + len(s["prey"])
+        if agents > settings.MAX_REQUEST_AGENTS:
+            raise ObservationError(
+                f"state lists {agents} agents; at most {settings.MAX_REQUEST_AGENTS} "
+                "(settings.MAX_REQUEST_AGENTS)"
+            )
+        counts = {"predator": len(s["predators"]), "prey": len(s["prey"])}
+        entries: dict[str, ModelEntry] = {}
+        for species, name in policies.items():
+            if species not in SPECIES:
+                raise ObservationError(f"policies: unknown species {shown(species)}")
+            entry = self.resolve(name)
+            if entry.species != species:
+                raise ObservationError(
+                    f"policies.{species}: {entry.name!r} is a {entry.species} policy"
+                )
+            entries[species] = entry
+        missing = [sp for sp in SPECIES if counts[sp] and sp not in entries]
+        if missing:
+            raise ObservationError(f"policies: no policy for the listed {missing[0]}")
+        envs = {sp: e.metadata.get("env") for sp, e in entries.items() if e.metadata.get("env")}
+        radii = {sp: int(env.get("obs_radius", EnvConfig.obs_radius)) for sp, env in envs.items()}
+        if len(set(radii.values())) > 1:
+            raise ObservationError(f"policies see different observation windows: {radii}")
+        env = next(iter(envs.values()), {})
+        world = world_from_state(s, env if isinstance(env, dict) else {})
+        rng = np.random.default_rng(seed)
+        out: dict[str, Any] = {}
+        for species, entry in entries.items():
+            n = counts[species]
+            first = 0 if species == "predator" else world.n_pred_slots
+            slots = np.arange(first, first + n)
+            obs = world.observe(np.zeros(n, dtype=np.int64), slots)
+            model = self.get(entry.name)
+            answer: dict[str, Any] = {"policy": entry.name, "actions": []}
+            if n:
+                if details:
+                    rows = self._answers(model, entry.name, obs, rng, sample)
+                    bad = next((r for r in rows if isinstance(r, Exception)), None)
+                    if bad is not None:
+                        raise bad
+                    answer["actions"] = [r["action"] for r in rows]
+                    answer["details"] = rows
+                else:
+                    probs = np.asarray(model.policy.probabilities(obs), dtype=np.float64)
+                    if not np.isfinite(probs).all():
+                        raise PolicyOutputError(
+                            f"policy {entry.name!r} produced no valid action probabilities "
+                            "for this state (non-finite scores)"
+                        )
+                    actions = choose_actions(model.policy, probs, rng, greedy=not sample)
+                    answer["actions"] = actions.astype(int).tolist()
+            out[species] = answer
+        return out
 
     def predict(
         self,

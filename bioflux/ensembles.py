@@ -131,6 +131,36 @@ def read_ensembles(models_dir: str | Path) -> tuple[dict[str, EnsembleSpec | str
     return out, None
 
 
+def write_ensemble(models_dir: str | Path, spec: EnsembleSpec) -> str | None:
+    """Add or replace ``spec`` in ``<models_dir>/ensembles.yaml`` (written atomically);
+    returns the file's previous text (None: there was none), for ``restore_ensembles``."""
+    import yaml
+
+    path = Path(models_dir) / ENSEMBLES_FILE
+    old = path.read_text("utf-8") if path.is_file() else None
+    data = (yaml.safe_load(old) if old else None) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("ensembles", {}), dict):
+        raise EnsembleError(f"{path} is not an 'ensembles:' mapping; fix it by hand first")
+    data.setdefault("ensembles", {})
+    data["ensembles"] = dict(data["ensembles"] or {})
+    data["ensembles"][spec.name] = {"combine": spec.combine, "members": dict(spec.members)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False), "utf-8")
+    tmp.replace(path)
+    return old
+
+
+def restore_ensembles(models_dir: str | Path, old: str | None) -> None:
+    """Put back what ``write_ensemble`` replaced."""
+    path = Path(models_dir) / ENSEMBLES_FILE
+    if old is None:
+        path.unlink(missing_ok=True)
+    else:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(old, "utf-8")
+        tmp.replace(path)
+
+
 def check_windows(names: Sequence[str], windows: Sequence[int | None]) -> int | None:
     """The members' common observation window (None: any, all built-ins), or
     ``EnsembleError`` when they differ."""

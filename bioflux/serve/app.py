@@ -21,7 +21,12 @@ numerically on the observation, 503 a policy whose checkpoint failed to load (un
 heavy work; raw states are encoded off the event loop. An unexpected error answers 500 and
 logs one line.
 
-Admin endpoints (``POST /v1/models/{name}/load``, ``DELETE /v1/models/{name}``) need
+Ensembles: ``GET /v1/ensembles`` lists them; ``POST /v1/ensembles`` (admin) defines one at run
+time, written to ``<models>/ensembles.yaml`` and refused (422, file unchanged) when it cannot be
+built.
+
+Admin endpoints (``POST /v1/models/{name}/load``, ``DELETE /v1/models/{name}``,
+``POST /v1/ensembles``) need
 ``Authorization: Bearer <token>``; the token is the deployment's ``admin_token`` (``build_app``
 argument, ``start(admin_token=...)``) or ``$BIOFLUX_ADMIN_TOKEN``. Without one they answer 403;
 a wrong or missing token gets 401. Everything else is open (read-only).
@@ -114,6 +119,21 @@ class ActRequest(BaseModel):
         False, description="also return each agent's probabilities, confidence and reasoning"
     )
     seed: int | None = Field(None, ge=0, le=2**32 - 1, description="seed of the sampling")
+
+
+class EnsembleRequest(BaseModel):
+    """A named ensemble of served policies (``POST /v1/ensembles``, admin)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=settings.MAX_NAME_CHARS, description="served as <name>/<species>")
+    combine: Literal["average", "vote"] = Field("average", description="how members combine")
+    members: dict[str, float] = Field(
+        min_length=2,
+        max_length=64,
+        description="policy names without the species (e.g. 'ppo', 'lotka_volterra', "
+        "'ppo@<run>') → weights > 0",
+    )
 
 
 class PredictRequest(AgentInput):
@@ -474,6 +494,22 @@ class PolicyServer:
         self._require_admin(request)
         unloaded, was_loaded = self.inference.unload(name)
         return {"unloaded": unloaded, "was_loaded": was_loaded}
+
+    @api.get("/v1/ensembles")
+    async def ensembles(self) -> dict[str, Any]:
+        return {"ensembles": self.inference.list_ensembles()}
+
+    @api.post("/v1/ensembles")
+    async def define_ensemble(self, req: EnsembleRequest, request: Request) -> dict[str, Any]:
+        self._require_admin(request)
+        from bioflux.ensembles import EnsembleError
+
+        definition = {"combine": req.combine, "members": req.members}
+        try:
+            defined = await asyncio.to_thread(self.inference.define_ensemble, req.name, definition)
+        except EnsembleError as err:
+            return JSONResponse(status_code=422, content={"detail": str(err)[:500]})
+        return {"defined": defined}
 
     @api.get("/healthz")
     async def healthz(self) -> dict[str, str]:

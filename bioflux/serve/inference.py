@@ -483,6 +483,43 @@ class ModelInference:
             loaded = self.load(entry.name)
         return loaded
 
+    def define_ensemble(self, name: str, definition: dict[str, Any]) -> list[dict[str, Any]]:
+        """Add (or replace) an ensemble in ``<models>/ensembles.yaml`` at run time; it is
+        refused, and the file left as it was, when any species' ensemble cannot be built
+        (unknown members, different observation windows). Returns its species' entries."""
+        from bioflux.ensembles import (
+            EnsembleError,
+            parse_ensemble,
+            restore_ensembles,
+            write_ensemble,
+        )
+
+        spec = parse_ensemble(name, definition)
+        with self._lock:
+            old = write_ensemble(self.registry.root, spec)
+            self.registry.scan()
+            errors = [
+                e.error
+                for s in SPECIES
+                if (e := self.registry.entries.get(f"{name}/{s}")) is not None and e.error
+            ]
+            if errors or f"{name}/{SPECIES[0]}" not in self.registry.entries:
+                restore_ensembles(self.registry.root, old)
+                self.registry.scan()
+                raise EnsembleError(errors[0] if errors else f"ensemble {name!r} was not indexed")
+            for s in SPECIES:  # a replaced definition must not keep serving the old members
+                self._loaded.pop(f"{name}/{s}", None)
+        return [e for e in self.list_ensembles() if e["name"].split("/")[0] == name]
+
+    def list_ensembles(self) -> list[dict[str, Any]]:
+        """Every ensemble the registry knows, per species, with its members and error."""
+        self.registry.refresh()
+        return [
+            {"name": entry.name, **(entry.ensemble or {}), "error": entry.error}
+            for entry in sorted(self.registry.entries.values(), key=lambda e: e.name)
+            if entry.ensemble is not None or (entry.error or "").startswith("ensemble ")
+        ]
+
     def unserved_names(self) -> list[str]:
         """The ``<algorithm>/<species>`` aliases none of whose modules can serve (readiness:
         a broken run does not count while the name clients use still has a healthy module)."""

@@ -149,9 +149,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _require_at_least("--episodes", args.episodes, 1)
     exp = _experiment_for_policies(args, default="demo")
+    predator, prey = args.predator, args.prey
+    if args.models is not None:  # served names (ensembles, ppo@run) from that models folder
+        from bioflux.serve.inference import served_policy
+
+        predator = served_policy(args.models, args.predator, "predator")
+        prey = served_policy(args.models, args.prey, "prey")
     result = evaluation.evaluate(
-        args.predator,
-        args.prey,
+        predator,
+        prey,
         exp.env_config,
         episodes=exp.evaluation.episodes if args.episodes is None else args.episodes,
         seed=exp.evaluation.seed if args.seed is None else args.seed,
@@ -416,6 +422,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the first episode (default: the config's evaluation.seed)",
     )
     ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
+    ev.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="look --predator/--prey up as served names in this models folder, as `bioflux "
+        "serve` would: an ensemble of its ensembles.yaml (e.g. mix), ppo, ppo@<run>, random",
+    )
     ev.add_argument(
         "--out", type=Path, default=Path("outputs/evaluation"), help="folder of the report"
     )

@@ -101,25 +101,28 @@ def summarize(records: list[EpisodeRecord]) -> dict[str, dict[str, Any]]:
 
 
 def evaluate(
-    predator: str | Path,
-    prey: str | Path,
+    predator: str | Path | Policy,
+    prey: str | Path | Policy,
     env_config: EnvConfig,
     episodes: int = 20,
     seed: int = 0,
     greedy: bool = False,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Load both policies (built-in names or checkpoint paths) and return the metrics dict."""
+    """Load both policies (built-in names or checkpoint paths; ``Policy`` objects are used as
+    they are) and return the metrics dict."""
     from bioflux.policies import load_policy
 
-    pred_policy = load_policy(predator, "predator")
-    prey_policy = load_policy(prey, "prey")
+    def policy(spec: str | Path | Policy, species: str) -> Policy:
+        return spec if hasattr(spec, "probabilities") else load_policy(spec, species)
+
+    pred_policy, prey_policy = policy(predator, "predator"), policy(prey, "prey")
     records = run_episodes(
         pred_policy, prey_policy, env_config, episodes, seed=seed, greedy=greedy, progress=progress
     )
     return {
-        "predator_policy": str(predator),
-        "prey_policy": str(prey),
+        "predator_policy": getattr(predator, "name", str(predator)),
+        "prey_policy": getattr(prey, "name", str(prey)),
         "episodes": episodes,
         "seed": seed,
         "greedy": greedy,

@@ -357,6 +357,16 @@ def _when(t: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
 
 
+def served_policy(models_dir: str | Path, name: str, species: str) -> Policy:
+    """The policy ``bioflux serve`` would answer ``<name>/<species>`` with from ``models_dir``
+    (``name``: e.g. an ensemble ``mix``, ``ppo`` or ``ppo@<run>``), for offline use."""
+    algorithm, at, run = name.partition("@")
+    try:
+        return ModelInference(models_dir).get(f"{algorithm}/{species}{at}{run}").policy
+    except (UnknownModelError, ModelLoadError) as err:
+        raise ValueError(str(err)) from None
+
+
 class ModelInference:
     """Load-on-demand cache of policies with batched, explained predictions (thread-safe)."""
 

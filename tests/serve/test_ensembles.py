@@ -126,3 +126,51 @@ def test_an_ensemble_with_mismatched_windows_is_refused_alone(ensemble_models):
     with pytest.raises(ModelLoadError, match="windows differ"):
         inf.get("clash/predator")
     assert listed["mix/predator"]["error"] is None  # the others still serve
+
+
+def test_an_ensemble_evaluates_through_bioflux_evaluate(tmp_path):
+    import json
+
+    from bioflux import cli
+
+    (tmp_path / "ensembles.yaml").write_text(
+        "ensembles:\n  mix:\n    combine: average\n    members: {random: 1, lotka_volterra: 3}\n"
+    )
+    out = tmp_path / "eval"
+    code = cli.main(
+        [
+            "evaluate",
+            "--predator",
+            "mix",
+            "--prey",
+            "random",
+            "--models",
+            str(tmp_path),
+            "--episodes",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    result = json.loads((out / "evaluation.json").read_text())[0]
+    assert result["predator_policy"] == "mix/predator" and result["episodes"] == 4
+    assert 0.0 <= result["metrics"]["predator"]["capture_rate"] <= 1.0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "--predator",
+                "nope",
+                "--prey",
+                "random",
+                "--models",
+                str(tmp_path),
+                "--episodes",
+                "4",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )

@@ -101,6 +101,19 @@ def _experiment_for_policies(
     return exp
 
 
+def _policies(args: argparse.Namespace) -> tuple:
+    """``--predator``/``--prey`` as given, or, with ``--models``, the policies ``bioflux serve``
+    would answer those names with (ensembles, ``ppo@<run>``, built-ins)."""
+    if getattr(args, "models", None) is None:
+        return args.predator, args.prey
+    from bioflux.serve.inference import served_policy
+
+    return (
+        served_policy(args.models, args.predator, "predator"),
+        served_policy(args.models, args.prey, "prey"),
+    )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from bioflux import config, training
 
@@ -149,12 +162,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _require_at_least("--episodes", args.episodes, 1)
     exp = _experiment_for_policies(args, default="demo")
-    predator, prey = args.predator, args.prey
-    if args.models is not None:  # served names (ensembles, ppo@run) from that models folder
-        from bioflux.serve.inference import served_policy
-
-        predator = served_policy(args.models, args.predator, "predator")
-        prey = served_policy(args.models, args.prey, "prey")
+    predator, prey = _policies(args)
     result = evaluation.evaluate(
         predator,
         prey,
@@ -182,9 +190,10 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from bioflux.policies import load_policy
 
     exp = _experiment_for_policies(args, default="demo")
+    predator, prey = _policies(args)
     out = evaluation.record_episode(
-        load_policy(args.predator, "predator"),
-        load_policy(args.prey, "prey"),
+        load_policy(predator, "predator") if isinstance(predator, str) else predator,
+        load_policy(prey, "prey") if isinstance(prey, str) else prey,
         exp.env_config,
         args.out,
         seed=args.seed,
@@ -263,10 +272,11 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     _require_at_least("--steps", args.steps, 1)
     _require_at_least("--seeds", args.seeds, 1)
     exp = _experiment_for_policies(args, default="ecology", env_updates={"ecology": True})
+    predator, prey = _policies(args)
     result = simulate(
         exp.env_config,
-        args.predator,
-        args.prey,
+        predator,
+        prey,
         steps=exp.env_config.max_steps if args.steps is None else args.steps,
         seeds=range(exp.seed, exp.seed + args.seeds),
         out_dir=args.out,
@@ -316,6 +326,16 @@ def _packaged_configs() -> str:
 
     files = resources.files("bioflux.configs").iterdir()
     return ", ".join(sorted(Path(f.name).stem for f in files if f.name.endswith(".yaml")))
+
+
+def served_models_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models",
+        type=Path,
+        default=None,
+        help="look --predator/--prey up as served names in this models folder, as `bioflux "
+        "serve` would: an ensemble of its ensembles.yaml (e.g. mix), ppo, ppo@<run>, random",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -422,13 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="seed of the first episode (default: the config's evaluation.seed)",
     )
     ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
-    ev.add_argument(
-        "--models",
-        type=Path,
-        default=None,
-        help="look --predator/--prey up as served names in this models folder, as `bioflux "
-        "serve` would: an ensemble of its ensembles.yaml (e.g. mix), ppo, ppo@<run>, random",
-    )
+    served_models_arg(ev)
     ev.add_argument(
         "--out", type=Path, default=Path("outputs/evaluation"), help="folder of the report"
     )
@@ -514,6 +528,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("--seed", type=int, default=0, help="seed of the episode")
     config_args(render, model_world=" (the predator's when both are)")
+    served_models_arg(render)
     render.set_defaults(func=_cmd_render)
 
     simulate = command(sub, "simulate", "long ecology-mode episodes: population series per seed")
@@ -534,6 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_args(
         simulate, default="ecology", model_world=" (the predator's when both are), in ecology mode"
     )
+    served_models_arg(simulate)
     simulate.set_defaults(func=_cmd_simulate)
 
     ecology = command(sub, "ecology", "population-cycle analysis")

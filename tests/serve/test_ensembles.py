@@ -174,3 +174,18 @@ def test_an_ensemble_evaluates_through_bioflux_evaluate(tmp_path):
         )
         == 2
     )
+
+
+def test_an_ensemble_simulates_through_bioflux_simulate(tmp_path):
+    import json
+
+    from bioflux import cli
+
+    (tmp_path / "ensembles.yaml").write_text(
+        "ensembles:\n  mix:\n    combine: vote\n    members: [random, lotka_volterra]\n"
+    )
+    out = tmp_path / "sim"
+    args = ["simulate", "--predator", "mix", "--prey", "mix", "--models", str(tmp_path)]
+    assert cli.main([*args, "--steps", "20", "--seeds", "1", "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert "mix/predator" in json.dumps(summary)

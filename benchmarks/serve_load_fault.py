@@ -1,0 +1,180 @@
+"""Serving under load and faults. Prints one JSON object.
+
+Run: ``python benchmarks/serve_load_fault.py [--seconds 60] [--concurrency 64]``.
+
+1. **Hot swaps under load**: one replica (Serve's proxy, as on a cluster), ``--concurrency``
+   clients on keep-alive connections send ``/v1/predict`` for ``lotka_volterra/predator@fit``
+   for ``--seconds`` while the admin reloads that module every 5 s. Reports requests, errors,
+   p50/p99 and the swaps done. Target: 0 errors.
+2. **A replica killed under load**: 2 replicas, the same clients; after a third of the time
+   one replica's process is SIGKILLed. Reports failed requests and the time until 2 replicas
+   serve again. Target: 0 failed with 2 replicas (the other replica answers).
+The models folder holds an exported Lotka–Volterra module (no training needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import socket
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+TOKEN = "bench-token"
+POLICY = "lotka_volterra/predator@fit"
+
+
+def _models() -> Path:
+    from bioflux.algorithms.lotka_volterra import make_module
+    from bioflux.artifacts import export_rl_modules, export_root
+
+    root = Path(tempfile.mkdtemp(prefix="bioflux-loadfault-"))
+    modules = {s: make_module(s) for s in ("predator", "prey")}
+    meta = {s: {"algorithm": "lotka_volterra", "run": "fit", "env": {}} for s in modules}
+    export_rl_modules(export_root(root, "lotka_volterra", "fit") / "final", modules, meta)
+    return root
+
+
+async def _load(url: str, body: bytes, concurrency: int, seconds: float) -> dict:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors: list[float] = []  # times of failed requests
+    t_end = time.perf_counter() + seconds
+
+    async def worker(session):
+        while time.perf_counter() < t_end:
+            t0 = time.perf_counter()
+            try:
+                async with session.post(
+                    url, data=body, headers={"content-type": "application/json"}
+                ) as r:
+                    await r.read()
+                    ok = r.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            (latencies if ok else errors).append(time.perf_counter() - t0 if ok else t0)
+
+    conn = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(
+        connector=conn, timeout=aiohttp.ClientTimeout(total=30)
+    ) as session:
+        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
+    latencies.sort()
+    pct = lambda q: round(1000 * latencies[int(q * (len(latencies) - 1))], 2) if latencies else None  # noqa: E731
+    return {
+        "requests": len(latencies) + len(errors),
+        "errors": len(errors),
+        "throughput_rps": round(len(latencies) / seconds, 1),
+        "p50_ms": pct(0.5),
+        "p99_ms": pct(0.99),
+        "error_times": errors,
+    }
+
+
+def _serve(models: Path, replicas: int, name: str) -> str:
+    from bioflux.serve.app import start
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start(models, port=port, num_replicas=replicas, name=name, admin_token=TOKEN)
+    return f"http://127.0.0.1:{port}"
+
+
+def _replica_pids(name: str) -> list[int]:
+    from ray.util.state import list_actors
+
+    return [
+        a.pid
+        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
+        if "PolicyServer" in (a.class_name or "") and name in (a.name or "")
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--concurrency", type=int, default=64)
+    args = parser.parse_args()
+    import ray
+    import requests
+    from ray import serve
+
+    obs = np.zeros((11, 11, 4), dtype=np.float32)
+    obs[5, 5, 1] = 1.0
+    obs[3, 6, 2] = 1.0
+    body = json.dumps({"policy": POLICY, "observation": obs.tolist()}).encode()
+    models = _models()
+    out: dict = {"concurrency": args.concurrency, "seconds": args.seconds}
+    ray.init(include_dashboard=False, log_to_driver=False)
+    try:
+        # 1. hot swaps under load
+        url = _serve(models, 1, "bench_swap")
+        stop, swaps = threading.Event(), []
+
+        def swapper() -> None:
+            while not stop.wait(5.0):
+                r = requests.post(
+                    f"{url}/v1/models/{POLICY}/load",
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                    timeout=30,
+                )
+                swaps.append(r.status_code)
+
+        thread = threading.Thread(target=swapper, daemon=True)
+        thread.start()
+        result = asyncio.run(_load(url + "/v1/predict", body, args.concurrency, args.seconds))
+        stop.set()
+        thread.join()
+        result.pop("error_times")
+        out["hot_swap"] = {**result, "swaps": len(swaps), "swap_status": sorted(set(swaps))}
+        serve.delete("bench_swap")
+
+        # 2. a replica killed under load, 2 replicas
+        url = _serve(models, 2, "bench_kill")
+        pids = _replica_pids("bench_kill")
+        killed: dict = {}
+
+        def killer() -> None:
+            time.sleep(args.seconds / 3)
+            killed["t"] = time.perf_counter()
+            os.kill(pids[0], signal.SIGKILL)
+            deadline = killed["t"] + 120
+            while time.perf_counter() < deadline:
+                alive = _replica_pids("bench_kill")
+                if len(alive) == 2 and pids[0] not in alive:
+                    killed["recovered_s"] = round(time.perf_counter() - killed["t"], 1)
+                    return
+                time.sleep(0.5)
+
+        thread = threading.Thread(target=killer, daemon=True)
+        thread.start()
+        result = asyncio.run(_load(url + "/v1/predict", body, args.concurrency, args.seconds))
+        thread.join(timeout=130)
+        result.pop("error_times")
+        out["replica_killed"] = {
+            **result,
+            "replicas": 2,
+            "killed_pid": pids[0] if pids else None,
+            "recovery_s": killed.get("recovered_s"),
+        }
+        serve.shutdown()
+    finally:
+        ray.shutdown()
+    out["targets"] = {
+        "hot_swap_no_errors": out["hot_swap"]["errors"] == 0,
+        "kill_no_failed_with_2_replicas": out["replica_killed"]["errors"] == 0,
+    }
+    print(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -90,12 +90,15 @@ def _serve(models: Path, replicas: int, name: str) -> str:
 
 
 def _replica_pids(name: str) -> list[int]:
-    from ray.util.state import list_actors
+    """PIDs of the app's live replicas, from the GCS (no dashboard needed)."""
+    from ray._private import state
 
     return [
-        a.pid
-        for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-        if "PolicyServer" in (a.class_name or "") and name in (a.name or "")
+        int(a["Pid"])
+        for a in state.actors().values()
+        if a.get("State") == "ALIVE"
+        and "PolicyServer" in (a.get("Name") or "")
+        and name in (a.get("Name") or "")
     ]
 
 

@@ -6,7 +6,8 @@ Run: ``bioflux study --config configs/study_demo.yaml [--seeds K] [--set ...] [-
 1. ``config`` — the study file: world, approaches, one shared budget, seeds;
 2. ``trials`` — every (approach, seed) trains as a Ray Tune trial, in parallel;
 3. ``crossplay`` — every predator policy against every prey policy (baselines included) on a
-   common evaluation seed;
+   common evaluation seed; ensembles (``ensembles:``) are built here, per training seed, from
+   the members' exports, so ``--resume`` may add or change them without retraining anything;
 4. ``report`` — ranking, evaluation tables (mean, std across seeds, std across episodes, 95%
    bootstrap CI), cross-play heatmap, learning curves, cost; ``study.md`` and ``study.json``.
 
@@ -30,6 +31,16 @@ from bioflux.study.report import write_report
 from bioflux.study.trials import run_trials
 
 
+def _same_training(saved: dict[str, Any], study: StudyConfig) -> bool:
+    """Whether a saved study config describes the same study as ``study``, ensembles aside:
+    ensembles train nothing (they are built at evaluation), so a resumed study may add, drop or
+    change them and is evaluated and reported again with the finished trials."""
+    now = study.model_dump(mode="json")
+    return {k: v for k, v in saved.items() if k != "ensembles"} == {
+        k: v for k, v in now.items() if k != "ensembles"
+    }
+
+
 def run_study(
     study: StudyConfig,
     output: str | Path = "outputs/studies",
@@ -48,10 +59,10 @@ def run_study(
                 f"study folder {folder.root} exists; pass --resume to continue it (finished "
                 "trials are skipped) or choose another --output / name"
             )
-        if folder.config.read_text() != resolved:
+        if not _same_training(yaml.safe_load(folder.config.read_text()) or {}, study):
             raise ValueError(
                 f"--resume: the study config differs from the one in {folder.config}; "
-                "a resumed study must be the same study"
+                "a resumed study must be the same study (only 'ensembles' may change)"
             )
     folder.root.mkdir(parents=True, exist_ok=True)
     folder.config.write_text(resolved)

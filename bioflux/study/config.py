@@ -10,6 +10,8 @@ A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the
       ppo: {config: demo, set: ["training.train_batch_size=4000"]}
       lotka_volterra: {config: lotka_volterra}
     baselines: [random]           # built-in policies that join the cross-play
+    ensembles:                    # optional: players combining the approaches' policies
+      ppo_lv: {members: [ppo, lotka_volterra], combine: average, weights: [1, 1]}
     evaluation: {episodes: 100, seed: 900001}
     resources: {cpus_per_trial: 1, env_runners_per_trial: 0, max_concurrent: 2}
 
@@ -19,14 +21,23 @@ EnvRunners (default 0: a trial samples in its own process, on the CPU Tune gives
 that pick a model (training seeds, the Lotka–Volterra fit's ``selection_seed``) never double
 as the evaluation seed. The Lotka–Volterra approach fits its ``fit_species``' coefficients;
 its other species keeps the default coefficients.
+
+An ensemble (``bioflux.ensembles``: weighted probability averaging or weighted majority vote)
+trains nothing: for each training seed it is built at evaluation from that seed's exports of
+its member approaches (baseline members are the built-ins), so it is a per-seed player like an
+approach. Its members must be approaches or baselines of the study, its name none of theirs
+(nor a built-in's); the members' observation windows are checked when the exports are loaded
+(every approach trains on the study's one world, so they agree unless the exports were
+changed).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bioflux.config import (
     ConfigError,
@@ -37,6 +48,7 @@ from bioflux.config import (
     validate,
 )
 from bioflux.config import _describe as describe_validation_error
+from bioflux.ensembles import COMBINE
 from bioflux.envs.config import EnvConfig
 from bioflux.policies import BUILTINS
 
@@ -83,6 +95,43 @@ class StudyResources(_Section):
     )
 
 
+class StudyEnsemble(_Section):
+    members: list[str] = Field(
+        min_length=2,
+        description="approach labels or baselines of the study (a label may repeat); for "
+        "each training seed, that seed's exports of the approaches are combined",
+    )
+    combine: str = Field(
+        "average", description="average (weighted mean of probabilities) or vote (majority)"
+    )
+    weights: list[float] | None = Field(
+        None, description="one weight > 0 per member, in order (default: equal weights)"
+    )
+
+    @field_validator("combine")
+    @classmethod
+    def _combine(cls, value: str) -> str:
+        if value not in COMBINE:
+            raise ValueError(f"combine={value!r}; allowed: {list(COMBINE)}")
+        return value
+
+    @model_validator(mode="after")
+    def _weights(self) -> StudyEnsemble:
+        if self.weights is None:
+            return self
+        if len(self.weights) != len(self.members):
+            raise ValueError(
+                f"{len(self.members)} members but {len(self.weights)} weights; give one per member"
+            )
+        bad = [w for w in self.weights if not (math.isfinite(w) and w > 0)]
+        if bad:
+            raise ValueError(f"weights must be finite and > 0, got {bad}")
+        return self
+
+    def member_weights(self) -> list[float]:
+        return list(self.weights) if self.weights is not None else [1.0] * len(self.members)
+
+
 class StudyConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     env: dict[str, Any] = Field(default_factory=dict)
@@ -90,6 +139,7 @@ class StudyConfig(_Section):
     seeds: list[int] = Field([0, 1], min_length=1)
     approaches: dict[str, Approach] = Field(min_length=1)
     baselines: list[str] = Field(["random"])
+    ensembles: dict[str, StudyEnsemble] = Field(default_factory=dict)
     evaluation: StudyEvaluation = Field(default_factory=StudyEvaluation)
     resources: StudyResources = Field(default_factory=StudyResources)
 
@@ -128,6 +178,28 @@ class StudyConfig(_Section):
             raise ValueError(
                 f"{sorted(clash)} is both an approach and a baseline; rename the approach"
             )
+        for name, ensemble in self.ensembles.items():
+            where = f"ensemble {name!r}"
+            if not name.replace("_", "").isalnum():
+                raise ValueError(f"{where}: letters, digits and '_' only")
+            taken = (
+                "an approach"
+                if name in self.approaches
+                else "a baseline"
+                if name in self.baselines
+                else "a built-in policy"
+                if name in BUILTINS
+                else None
+            )
+            if taken:
+                raise ValueError(f"{where}: the name is taken by {taken}; rename the ensemble")
+            players = [*self.approaches, *self.baselines]
+            unknown = [m for m in ensemble.members if m not in players]
+            if unknown:
+                raise ValueError(
+                    f"{where}: member(s) {unknown} are not approaches or baselines of this "
+                    f"study; allowed: {players}"
+                )
 
     def trials(self) -> list[tuple[str, int]]:
         """Every (approach label, training seed), in a fixed order."""

@@ -1,9 +1,10 @@
 """A study's evaluation: every predator policy against every prey policy, on common seeds.
 
-The players are each (approach, training seed)'s final exported policy plus the baselines
-(built-ins such as ``random``). Every pairing plays ``evaluation.episodes`` episodes with the
-same episode seed (``evaluation.seed``, which no training or selection used), so pairings differ
-only by the policies. Playing against ``random`` is the row/column of the baseline.
+The players are each (approach, training seed)'s final exported policy, each (ensemble,
+training seed) — ``bioflux.ensembles.EnsemblePolicy`` over that seed's member players — and the
+baselines (built-ins such as ``random``). Every pairing plays ``evaluation.episodes`` episodes
+with the same episode seed (``evaluation.seed``, which no training or selection used), so
+pairings differ only by the policies. Playing against ``random`` is the row/column of the baseline.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from bioflux.envs.config import SPECIES
+from bioflux.config import ConfigError, trained_env
+from bioflux.ensembles import EnsembleError, EnsembleSpec, build_ensemble
+from bioflux.envs.config import SPECIES, EnvConfig
 from bioflux.evaluation import run_episodes
 from bioflux.policies import Policy, load_policy
 from bioflux.rollout import EpisodeRecord
@@ -23,11 +26,15 @@ from bioflux.study.config import StudyConfig
 
 @dataclass(frozen=True)
 class Player:
-    """One policy of one species: an approach's (seed's) model, or a baseline."""
+    """One policy of one species: an approach's (seed's) model, an ensemble (of one seed's
+    members), or a baseline."""
 
-    approach: str  # approach label, or the baseline's name
-    seed: int | None  # training seed; None for a baseline
-    source: str  # a built-in name or an exported model folder
+    approach: str  # approach label, ensemble name, or the baseline's name
+    seed: int | None  # training seed; None for a baseline (and an ensemble of baselines)
+    source: str  # a built-in name, an exported model folder, or "ensemble"
+    members: tuple[Player, ...] = ()  # an ensemble's members, in the study's order
+    weights: tuple[float, ...] = ()
+    combine: str = ""
 
     @property
     def key(self) -> str:
@@ -35,9 +42,57 @@ class Player:
 
 
 def players(study: StudyConfig, models: dict[tuple[str, int], str]) -> list[Player]:
-    """Trained players in ``study.trials()`` order, then the baselines."""
+    """Trained players in ``study.trials()`` order, then the ensembles (one per training seed,
+    each built from that seed's members), then the baselines."""
     trained = [Player(a, s, models[(a, s)]) for a, s in study.trials()]
-    return trained + [Player(b, None, b) for b in study.baselines]
+    baselines = [Player(b, None, b) for b in study.baselines]
+    ensembles = []
+    for name, ens in study.ensembles.items():
+        per_seed = any(m in study.approaches for m in ens.members)
+        for seed in study.seeds if per_seed else [None]:
+            members = tuple(
+                Player(m, seed, models[(m, seed)]) if m in study.approaches else Player(m, None, m)
+                for m in ens.members
+            )
+            ensembles.append(
+                Player(name, seed, "ensemble", members, tuple(ens.member_weights()), ens.combine)
+            )
+    return trained + ensembles + baselines
+
+
+def _window(player: Player, species: str) -> int | None:
+    """The observation window side a player's exported model was trained with (None: a
+    built-in, which takes any window)."""
+    env = trained_env(player.source, species) if player.seed is not None else None
+    if env is None:
+        return None
+    return 2 * int(env.get("obs_radius", EnvConfig.obs_radius)) + 1
+
+
+def load_player(
+    player: Player, species: str, loaded: dict[tuple[str, str], Policy] | None = None
+) -> Policy:
+    """``player``'s policy for ``species`` (cached in ``loaded`` by player key). An ensemble is
+    ``bioflux.ensembles.build_ensemble`` over its members' policies, refused with
+    ``ConfigError`` when their observation windows differ."""
+    loaded = {} if loaded is None else loaded
+    key = (player.key, species)
+    if key not in loaded:
+        if not player.members:
+            loaded[key] = load_policy(player.source, species)
+        else:
+            policies = [load_player(m, species, loaded) for m in player.members]
+            spec = EnsembleSpec(
+                player.approach,
+                player.combine,
+                tuple((m.key, w) for m, w in zip(player.members, player.weights)),
+            )
+            windows = [_window(m, species) for m in player.members]
+            try:
+                loaded[key] = build_ensemble(spec, species, policies, windows)
+            except EnsembleError as err:
+                raise ConfigError(f"study ensemble {player.key!r} ({species}): {err}") from None
+    return loaded[key]
 
 
 @dataclass(frozen=True)
@@ -71,9 +126,10 @@ def cross_play(
     """Play every predator player against every prey player; ``(predator key, prey key)`` →
     per-episode arrays."""
     env = study.experiment(*study.trials()[0]).env_config
-    loaded: dict[tuple[str, str], Policy] = {
-        (p.key, species): load_policy(p.source, species) for p in everyone for species in SPECIES
-    }
+    loaded: dict[tuple[str, str], Policy] = {}
+    for p in everyone:
+        for species in SPECIES:
+            load_player(p, species, loaded)
     pairs = [(pred, prey) for pred in everyone for prey in everyone]
     log(
         f"cross-play: {len(everyone)} predators x {len(everyone)} prey, "

@@ -15,6 +15,10 @@ Species metrics are measured against the ``random`` baseline: predators against 
 prey against random predators. "Return" is the mean over the species' agents of each agent's
 summed reward in the episode; a predator's success is its capture rate, a prey's its survival
 rate (1 − capture rate).
+
+Ensembles (``ensembles:`` in the study file) are players like the approaches: one per training
+seed, built from that seed's members, so their statistics are over seeds too; they rank, join
+the verdict and the cross-play, and have no training cost of their own.
 """
 
 from __future__ import annotations
@@ -175,10 +179,11 @@ def markdown(
         f"budget {_budget(study)} each, on one world ({_world(study)}). Evaluation: "
         f"{study.evaluation.episodes} episodes per pairing on seed {study.evaluation.seed} "
         f"(never a training or selection seed). Wall time of the whole study: {wall_s:.0f} s.",
+        *_ensembles_md(study),
         "",
         "## Verdict",
         "",
-        *verdict(stats, trained),
+        *verdict(stats, trained + list(study.ensembles)),
         "",
         "## Ranking (return per agent against random opponents)",
         "",
@@ -198,7 +203,8 @@ def markdown(
         "",
         "mean = mean over training seeds of per-seed episode means; sd seeds = std of those "
         "per-seed means (ddof 1); sd episodes = std over all episodes; CI = 95% two-level "
-        "bootstrap (seeds, then episodes). Baselines have no training seeds.",
+        "bootstrap (seeds, then episodes). Baselines have no training seeds; an ensemble's "
+        "seeds are its members' training seeds.",
     ]
     for metric in METRICS:
         lines += [
@@ -253,6 +259,25 @@ def markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _ensembles_md(study: StudyConfig) -> list[str]:
+    """One line per ensemble: its combination and weighted members (none: no lines)."""
+    if not study.ensembles:
+        return []
+    lines = [
+        "",
+        "Ensembles (no training: for each training seed, built from that seed's exported "
+        "members; baseline members are the built-ins):",
+        "",
+    ]
+    for name, ens in study.ensembles.items():
+        members = ", ".join(
+            f"`{m}` (weight {w:g})" for m, w in zip(ens.members, ens.member_weights())
+        )
+        how = "weighted probability average" if ens.combine == "average" else "weighted vote"
+        lines.append(f"- `{name}`: {how} of {members}")
+    return lines
 
 
 def _mean(values: list[Any]) -> float | None:
@@ -383,7 +408,7 @@ def write_report(
         "study": study.model_dump(mode="json"),
         "wall_s": round(wall_s, 1),
         "ranking": {s: ranking(stats, s) for s in SPECIES},
-        "verdict": verdict(stats, list(study.approaches)),
+        "verdict": verdict(stats, list(study.approaches) + list(study.ensembles)),
         "evaluation": {
             a: {s: {m: st.to_dict() for m, st in per.items()} for s, per in by.items()}
             for a, by in stats.items()

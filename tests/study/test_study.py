@@ -31,8 +31,14 @@ TINY_STUDY = {
         "lotka_volterra": {"config": "lotka_volterra", "set": ["training.episodes=2"]},
     },
     "baselines": ["random"],
+    # ensembles train nothing: each seed's is built at evaluation from that seed's members
+    "ensembles": {
+        "ppo_lv": {"members": ["ppo", "lotka_volterra"], "combine": "vote"},
+        "ppo_twice": {"members": ["ppo", "ppo"], "weights": [1, 3]},  # plays exactly as ppo
+    },
     "evaluation": {"episodes": 6, "seed": 4242},
 }
+PLAYERS = ["ppo", "lotka_volterra", "ppo_lv", "ppo_twice", "random"]
 
 
 @pytest.fixture
@@ -59,15 +65,15 @@ def test_a_tiny_study_runs_end_to_end(finished):
     assert any("4/4 trials done" in line for line in lines)  # one progress view
     for name in ("study.md", "study.json", "learning_curves.png", "crossplay_capture_rate.png"):
         assert (folder / name).stat().st_size > 500, name
-    # cross-play: (2 approaches x 2 seeds + random) squared pairings
-    assert len(doc["episodes"]) == 25
-    assert doc["crossplay"]["approaches"] == ["ppo", "lotka_volterra", "random"]
+    # cross-play: ((2 approaches + 2 ensembles) x 2 seeds + random) squared pairings
+    assert len(doc["episodes"]) == 81
+    assert doc["crossplay"]["approaches"] == PLAYERS
 
 
 def test_the_report_carries_every_approach_species_and_statistic(finished):
     _, _, doc, _ = finished
     md = (finished[0] / "out" / "tiny_study" / "study.md").read_text()
-    for approach in ("ppo", "lotka_volterra", "random"):
+    for approach in PLAYERS:
         for species in ("predator", "prey"):
             for metric in ("return", "success rate", "episode length"):
                 stat = doc["evaluation"][approach][species][metric]
@@ -77,7 +83,7 @@ def test_the_report_carries_every_approach_species_and_statistic(finished):
     assert doc["evaluation"]["ppo"]["predator"]["return"]["seeds"] == 2
     assert doc["evaluation"]["random"]["prey"]["return"]["std_across_seeds"] is None
     assert "sd seeds" in md and "95% CI" in md and "## Verdict" in md
-    assert set(doc["ranking"]["predator"]) == {"ppo", "lotka_volterra", "random"}
+    assert set(doc["ranking"]["predator"]) == set(PLAYERS)
 
 
 def test_resume_skips_finished_trials(finished):
@@ -127,3 +133,141 @@ def test_study_json_is_plain_json(finished):
     root = finished[0]
     doc = json.loads((root / "out" / "tiny_study" / "study.json").read_text())
     assert doc["study"]["name"] == "tiny_study"
+
+
+def test_ensembles_are_per_seed_players_in_evaluation_and_crossplay(finished):
+    root, _, doc, _ = finished
+    md = (root / "out" / "tiny_study" / "study.md").read_text()
+    heat = doc["crossplay"]
+    for name in ("ppo_lv", "ppo_twice"):
+        for species in ("predator", "prey"):
+            for metric in ("return", "success rate", "episode length"):
+                stat = doc["evaluation"][name][species][metric]
+                assert np.isfinite([stat["mean"], stat["std_across_episodes"], *stat["ci95"]]).all()
+                assert stat["seeds"] == 2 and np.isfinite(stat["std_across_seeds"])
+        i = heat["approaches"].index(name)
+        assert np.isfinite(heat["capture_rate"][i]).all()  # its row (as predator)
+        assert np.isfinite([row[i] for row in heat["capture_rate"]]).all()  # its column
+        for seed in (0, 1):  # one player per training seed, against every player
+            assert f"{name}/s{seed}|random" in doc["episodes"]
+            assert f"random|{name}/s{seed}" in doc["episodes"]
+            assert f"{name}/s{seed}|{name}/s{1 - seed}" in doc["episodes"]
+    assert "- `ppo_lv`: weighted vote of `ppo` (weight 1), `lotka_volterra` (weight 1)" in md
+    assert "`ppo_twice`: weighted probability average of `ppo` (weight 1), `ppo` (weight 3)" in md
+    assert not any(t["approach"] in ("ppo_lv", "ppo_twice") for t in doc["trials"])
+
+
+def test_an_ensemble_is_built_from_its_seeds_exports(finished):
+    from bioflux.ensembles import EnsemblePolicy
+    from bioflux.study.crossplay import load_player, players
+
+    _, path, doc, _ = finished
+    study = load_study(path)
+    models = {(t["approach"], t["seed"]): t["model"] for t in doc["trials"]}
+    by_key = {p.key: p for p in players(study, models)}
+    assert list(by_key) == [
+        *(f"{a}/s{s}" for a in PLAYERS[:4] for s in (0, 1)),
+        "random",
+    ]
+    twice = by_key["ppo_twice/s1"]
+    assert [m.source for m in twice.members] == [models[("ppo", 1)]] * 2
+    policy = load_player(twice, "predator")
+    assert isinstance(policy, EnsemblePolicy) and policy.combine == "average"
+    assert policy.weights.tolist() == [0.25, 0.75]
+    vote = load_player(by_key["ppo_lv/s0"], "prey")
+    assert vote.combine == "vote" and vote.deterministic
+    assert vote.member_names == ["ppo/s0/prey", "lotka_volterra/s0/prey"]
+
+
+def test_an_ensemble_of_copies_of_one_policy_plays_exactly_like_it(finished):
+    """ppo_twice averages ppo with itself (weights 1 and 3): same probabilities, same sampled
+    actions on the shared evaluation seed, so every episode of every pairing is the same."""
+    _, _, doc, _ = finished
+    episodes = doc["episodes"]
+    others = [k.split("|")[1] for k in episodes if k.startswith("random|")]
+    others = [k for k in others if not k.startswith("ppo_twice")]
+    for seed in (0, 1):
+        me, twin = f"ppo/s{seed}", f"ppo_twice/s{seed}"
+        for other in others:
+            assert episodes[f"{twin}|{other}"] == episodes[f"{me}|{other}"], other
+            assert episodes[f"{other}|{twin}"] == episodes[f"{other}|{me}"], other
+        assert episodes[f"{twin}|{twin}"] == episodes[f"{me}|{me}"]
+    assert doc["evaluation"]["ppo_twice"] == doc["evaluation"]["ppo"]
+    # and the comparison tells policies apart: the other players do not play like ppo
+    for other in ("lotka_volterra/s0", "ppo_lv/s0"):
+        assert episodes[f"{other}|random"] != episodes["ppo/s0|random"], other
+
+
+def test_members_with_different_windows_are_refused(finished, tmp_path):
+    import shutil
+
+    from bioflux.study.crossplay import Player, load_player
+
+    _, _, doc, _ = finished
+    model = next(t["model"] for t in doc["trials"] if t["approach"] == "ppo" and t["seed"] == 0)
+    other = tmp_path / "other"
+    shutil.copytree(model, other)  # the same module, recorded as trained on a 7x7 window
+    meta_path = other / "predator" / "bioflux.json"
+    meta = json.loads(meta_path.read_text())
+    meta["env"]["obs_radius"] = 3
+    meta_path.write_text(json.dumps(meta))
+    members = (Player("ppo", 0, model), Player("other", 0, str(other)))
+    bad = Player("mix", 0, "ensemble", members, (1.0, 1.0), "average")
+    with pytest.raises(ConfigError, match=r"study ensemble 'mix/s0' \(predator\).*windows differ"):
+        load_player(bad, "predator")
+    load_player(bad, "prey")  # the prey modules still agree
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("ensembles.mix={members: [ppo, maddpg]}", r"member\(s\) \['maddpg'\] are not approaches"),
+        ("ensembles.mix={members: [ppo, mix]}", r"member\(s\) \['mix'\] are not approaches"),
+        ("ensembles.ppo={members: [ppo, random]}", "'ppo': the name is taken by an approach"),
+        ("ensembles.random={members: [ppo, random]}", "the name is taken by a baseline"),
+        ("ensembles.mix={members: [ppo]}", "ensembles.mix.members: List should have at least 2"),
+        ("ensembles.mix={members: [ppo, random], weights: [1]}", "2 members but 1 weights"),
+        ("ensembles.mix={members: [ppo, random], weights: [1, 0]}", "finite and > 0"),
+        ("ensembles.mix={members: [ppo, random], combine: median}", "combine='median'"),
+        ("ensembles.mix={members: [ppo, random], mode: vote}", "ensembles.mix.mode: unknown key"),
+    ],
+)
+def test_ensemble_config_rules(study_file, override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_study(study_file, [override])
+
+
+def test_an_ensemble_of_baselines_is_one_player_and_builtin_names_are_refused(tmp_path):
+    from bioflux.study.crossplay import players
+
+    data = {k: v for k, v in TINY_STUDY.items() if k != "ensembles"}
+    data["approaches"] = {"ppo": TINY_STUDY["approaches"]["ppo"]}
+    data["baselines"] = ["random", "lotka_volterra"]
+    data["ensembles"] = {"rules": {"members": ["lotka_volterra", "random"], "combine": "vote"}}
+    path = tmp_path / "baselines.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    study = load_study(path)
+    keys = [p.key for p in players(study, {("ppo", 0): "a", ("ppo", 1): "b"})]
+    assert keys == ["ppo/s0", "ppo/s1", "rules", "random", "lotka_volterra"]  # no seeds
+    data["baselines"] = ["random"]
+    data["ensembles"] = {"lotka_volterra": {"members": ["ppo", "random"]}}
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    with pytest.raises(ConfigError, match="'lotka_volterra': the name is taken by a built-in"):
+        load_study(path)
+
+
+def test_resume_may_change_ensembles_without_training(finished):
+    """Ensembles train nothing, so a resumed study may drop, add or change them: the finished
+    trials are kept and the evaluation and report are redone. (Runs last: it rewrites the
+    study folder's report.)"""
+    root, path, _, _ = finished
+    folder = root / "out" / "tiny_study"
+    before = {p.name: p.stat().st_mtime_ns for p in (folder / "trials").iterdir()}
+    lines: list[str] = []
+    study = load_study(path, ["ensembles={}"])
+    doc = run_study(study, output=root / "out", resume=True, progress=False, log=lines.append)
+    assert "skipping 4 finished trial(s)" in lines
+    assert {p.name: p.stat().st_mtime_ns for p in (folder / "trials").iterdir()} == before
+    assert doc["crossplay"]["approaches"] == ["ppo", "lotka_volterra", "random"]
+    with pytest.raises(ValueError, match="only 'ensembles' may change"):
+        run_study(load_study(path, ["evaluation.episodes=3"]), output=root / "out", resume=True)

@@ -1,8 +1,8 @@
 """Training throughput: agent-steps trained per second, PPO, on the default env configuration.
 
 Run: ``python benchmarks/train_throughput.py [--iterations 4] [--num-env-runners 1]
-[--num-envs 4] [--paths batched,pettingzoo] [--learner-precision bfloat16]``. Prints one JSON
-object.
+[--num-envs 4] [--paths columnar,batched,pettingzoo] [--learner-precision bfloat16]
+[--num-gpus-per-learner 1]``. Prints one JSON object.
 
 Paths compared in the same run, with the same PPO hyper-parameters and network:
 
@@ -13,7 +13,9 @@ Paths compared in the same run, with the same PPO hyper-parameters and network:
 - ``batched``: BioFlux's ``BatchedCoreEnvRunner`` (the default): one ``SingleAgentEpisode`` per
   agent trajectory, GAE in RLlib's learner connectors;
 - ``columnar``: ``ColumnarEnvRunner`` + ``ColumnarPPO``: values and GAE computed on the
-  EnvRunners, flat batches straight to SGD.
+  EnvRunners, flat batches straight to SGD;
+- ``columnar_ahead``: ``columnar`` with ``training.sample_ahead`` (remote EnvRunners sample the
+  next batch while the learner trains; each batch is one update old).
 
 Every path runs the same learner (``PerModuleEpochsPPOTorchLearner``: each species' module makes
 exactly ``num_epochs`` passes over its own rows), so the SGD work per agent-step is the same.
@@ -36,7 +38,16 @@ from bioflux import config
 from bioflux.algorithms import get_algorithm
 
 
-def build(path: str, runners: int, envs: int, batch: int, hidden: list[int], precision: str):
+def build(
+    path: str,
+    runners: int,
+    envs: int,
+    batch: int,
+    hidden: list[int],
+    precision: str,
+    gpus: float,
+    minibatch: int,
+):
     from ray.rllib.connectors.env_to_module import FlattenObservations
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
     from ray.tune.registry import register_env
@@ -51,15 +62,19 @@ def build(path: str, runners: int, envs: int, batch: int, hidden: list[int], pre
             "env": {},
             "training": {
                 "train_batch_size": batch,
-                "minibatch_size": 4096,
+                "minibatch_size": minibatch,
                 "num_epochs": 5,
                 "hidden": hidden,
                 "learner_precision": precision,
+                "sample_ahead": path == "columnar_ahead",
             },
             "resources": {
                 "num_env_runners": runners,
                 "num_envs_per_env_runner": envs,
-                "env_runner": path if path in ("batched", "columnar") else "multi_agent",
+                "env_runner": {"columnar_ahead": "columnar"}.get(path, path)
+                if path in ("batched", "columnar", "columnar_ahead")
+                else "multi_agent",
+                "num_gpus_per_learner": gpus,
             },
             "stop": {"iterations": 1},
         }
@@ -112,7 +127,11 @@ def main() -> None:
     parser.add_argument("--num-envs", type=int, default=4)
     parser.add_argument("--train-batch-size", type=int, default=12000, help="agent-steps")
     parser.add_argument("--hidden", default="128,128")
-    parser.add_argument("--paths", default="columnar,batched,pettingzoo")
+    parser.add_argument("--minibatch-size", type=int, default=4096, help="agent rows")
+    parser.add_argument("--num-gpus-per-learner", type=float, default=0.0)
+    parser.add_argument(
+        "--paths", default="columnar,batched,pettingzoo", help="also: columnar_ahead, adapter"
+    )
     parser.add_argument(
         "--learner-precision",
         default="float32",
@@ -120,24 +139,37 @@ def main() -> None:
         help="dtype of the PPO update's forward pass, for every path",
     )
     args = parser.parse_args()
-    ray.init(include_dashboard=False, log_to_driver=False)
+    import torch
+
+    ray.init(include_dashboard=False, log_to_driver=False, num_gpus=torch.cuda.device_count())
     kw = dict(
         runners=args.num_env_runners,
         envs=args.num_envs,
         batch=args.train_batch_size,
         hidden=[int(h) for h in args.hidden.split(",")],
         precision=args.learner_precision,
+        gpus=args.num_gpus_per_learner,
+        minibatch=args.minibatch_size,
     )
     try:
         results = {p: measure(p, args.iterations, **kw) for p in args.paths.split(",")}
     finally:
         ray.shutdown()
+    import os
+
     out = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
         "env": "default (100x100, 20 predators, 100 prey, 300 steps)",
         "num_env_runners": args.num_env_runners,
         "num_envs_per_env_runner": args.num_envs,
         "train_batch_size_agent_steps": args.train_batch_size,
         "hidden": kw["hidden"],
+        "minibatch_size": args.minibatch_size,
+        "num_epochs": 5,
+        "num_gpus_per_learner": args.num_gpus_per_learner,
         "learner_precision": args.learner_precision,
         "paths": results,
     }

@@ -6,6 +6,13 @@ per module, as RLlib's GAE connector does) → ``LearnerGroup.update(batch=...)`
 the per-episode learner-connector pipeline → the full weights (value heads included, which the
 EnvRunners now use) go back to the EnvRunners. The SGD itself (``PerModuleEpochsPPOTorchLearner``,
 ``num_epochs`` per species, ``minibatch_size``) is the same as on the episode paths.
+
+``training.sample_ahead: true`` overlaps the two halves: as soon as a batch is collected the
+EnvRunners start sampling the next one with the weights they hold, while the learner trains on
+this one; the new weights reach each EnvRunner after that sample. Every batch is then one
+update old when it is trained on (PPO's ratio uses the log-probs of the policy that sampled
+it, so the clipped objective stays the right one); an iteration takes max(sampling, learning)
+instead of their sum.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ from ray.rllib.utils.metrics import (
 )
 
 from bioflux.algorithms.agent_row_ppo_config import AgentRowMinibatchPPOConfig
+
+_AHEAD = "sample_ahead"
 
 
 def train_batch(parts: list[dict[str, dict[str, np.ndarray]]]) -> MultiAgentBatch:
@@ -60,11 +69,20 @@ class ColumnarPPO(PPO):
         runners = self.env_runner_group
         remote = runners.num_remote_env_runners()
         per_runner = math.ceil(cfg.total_train_batch_size / max(1, remote))
+
+        def sample(runner):
+            return runner.sample_columnar(per_runner), runner.get_metrics()
+
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            sampled = runners.foreach_env_runner(
-                lambda r: (r.sample_columnar(per_runner), r.get_metrics()),
-                local_env_runner=remote == 0,
-            )
+            if cfg.sample_ahead and remote:
+                if not getattr(self, "_sampling_ahead", False):
+                    runners.foreach_env_runner_async(sample, tag=_AHEAD)
+                sampled = [
+                    r for _, r in runners.fetch_ready_async_reqs(tags=_AHEAD, timeout_seconds=None)
+                ]
+                self._sampling_ahead = runners.foreach_env_runner_async(sample, tag=_AHEAD) > 0
+            else:
+                sampled = runners.foreach_env_runner(sample, local_env_runner=remote == 0)
             self.metrics.aggregate([m for _, m in sampled], key=ENV_RUNNER_RESULTS)
         batch = train_batch([b for b, _ in sampled])
         if not batch.policy_batches:
@@ -98,3 +116,4 @@ class ColumnarPPO(PPO):
 class ColumnarPPOConfig(AgentRowMinibatchPPOConfig):
     def __init__(self, algo_class: Any = None):
         super().__init__(algo_class=algo_class or ColumnarPPO)
+        self.sample_ahead = False  # see the module docstring

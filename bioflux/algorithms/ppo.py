@@ -56,6 +56,11 @@ class Params(BaseModel):
         "(float32 weights, optimizer and loss; faster on CPUs with AVX512-BF16/AMX, slightly "
         "noisier gradients)",
     )
+    sample_ahead: bool = Field(
+        False,
+        description="env_runner columnar with remote EnvRunners: sample the next batch while "
+        "the learner trains on this one (each batch is one update old; see columnar_ppo)",
+    )
     train_species: list[str] = Field(list(SPECIES), description="species whose module learns")
     fixed_modules: dict[str, str] = Field(
         {},
@@ -97,6 +102,11 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
         else:
             raise ValueError(f"training.fixed_modules.{s}={kind!r}; allowed: 'lotka_volterra'")
     to_train = [s for s in p.train_species if s not in p.fixed_modules]
+    if p.sample_ahead and (r.env_runner != "columnar" or r.num_env_runners < 1):
+        raise ValueError(
+            "training.sample_ahead needs resources.env_runner: columnar and "
+            "resources.num_env_runners >= 1 (it overlaps remote sampling with learning)"
+        )
     if r.env_runner in ("batched", "columnar"):
         count_steps_by, batch_size = "agent_steps", p.train_batch_size
     else:
@@ -108,9 +118,14 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     # Minibatches are agent rows per module in every path (RLlib's Learner slices each
     # module's batch into minibatch_size rows), never more rows than one iteration samples.
     minibatch_size = min(p.minibatch_size, p.train_batch_size)
+    algo_config = (
+        ColumnarPPOConfig() if r.env_runner == "columnar" else AgentRowMinibatchPPOConfig()
+    )
+    if p.sample_ahead:
+        algo_config.sample_ahead = True
     return (
         with_env_and_resources(
-            ColumnarPPOConfig() if r.env_runner == "columnar" else AgentRowMinibatchPPOConfig(),
+            algo_config,
             exp,
             {"batched": BatchedCoreEnvRunner, "columnar": ColumnarEnvRunner}.get(r.env_runner),
         )

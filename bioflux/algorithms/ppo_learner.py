@@ -1,9 +1,9 @@
-"""PPO's learner: every species' module makes exactly ``num_epochs`` passes over its own rows.
+"""PPO's learner: per-species epochs, and an SGD loop that keeps the accelerator busy.
 
-RLlib's ``MiniBatchCyclicIterator`` takes ``minibatch_size`` rows from *every* module in each
-minibatch and goes on until *every* module has finished ``num_epochs``. Predators have far
-fewer rows than prey, so they were trained for ~4× the epochs asked for, a number that even
-depended on how well the prey survived. ``PerModuleEpochIterator`` fixes the semantics:
+**Honest epochs.** RLlib's ``MiniBatchCyclicIterator`` takes ``minibatch_size`` rows from
+*every* module in each minibatch and goes on until *every* module has finished
+``num_epochs``. Predators have far fewer rows than prey, so they were trained for ~4× the
+epochs asked for, a number that even depended on how well the prey survived. Here:
 
 - each epoch shuffles every module's rows and cuts them into the same number ``K`` of nearly
   equal minibatches, ``K = ceil(rows of the largest module / minibatch_size)``;
@@ -11,8 +11,18 @@ depended on how well the prey survived. ``PerModuleEpochIterator`` fixes the sem
   SGD steps, and each minibatch holds rows of every module in proportion to its rows (the
   largest module's share is at most ``minibatch_size``).
 
-The same learner serves both EnvRunner paths (``batched`` and ``multi_agent``), so both do the
-same SGD work for the same config.
+**No host synchronisation per SGD step.** RLlib's per-minibatch loop costs ~20 ms per step on
+a GPU whatever the network size: it slices ``SampleBatch`` objects, checks every gradient
+with ``torch.isfinite(grad).all()`` in Python (one device→host sync per parameter, twice),
+and logs every loss term as a window-1 metric (one ``.item()`` sync each). This learner's
+``update`` instead moves the batch to the device once, shuffles and slices it there with
+``torch.randperm``, replaces non-finite gradients with ``torch.nan_to_num`` (what RLlib does
+after its check; the identity on finite gradients) and logs loss terms only for the last
+minibatch of the update — the only one RLlib reports anyway (``window=1``). Step counts are
+logged once per update with the same keys and totals.
+
+The same learner serves every EnvRunner path (``batched``, ``columnar``, ``multi_agent``), so
+all paths do the same SGD work for the same config.
 """
 
 from __future__ import annotations
@@ -21,9 +31,39 @@ import math
 from typing import Any
 
 import numpy as np
+import torch
+import tree
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+from ray.rllib.core import ALL_MODULES
+from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.policy.sample_batch import MultiAgentBatch
+from ray.rllib.utils.metrics import (
+    MODULE_TRAIN_BATCH_SIZE_MEAN,
+    NUM_ENV_STEPS_TRAINED,
+    NUM_ENV_STEPS_TRAINED_LIFETIME,
+    NUM_MODULE_STEPS_TRAINED,
+    NUM_MODULE_STEPS_TRAINED_LIFETIME,
+    WEIGHTS_SEQ_NO,
+)
 from ray.rllib.utils.minibatch_utils import MiniBatchIteratorBase
+from ray.rllib.utils.torch_utils import clip_gradients
+
+
+def minibatches_per_epoch(
+    largest: int, minibatch_size: int, num_epochs: int, num_total_minibatches: int = 0
+) -> int:
+    """``K``: minibatches per epoch (with DDP, ``num_total_minibatches`` fixes the total)."""
+    if num_total_minibatches:
+        return max(1, round(num_total_minibatches / num_epochs))
+    return max(1, math.ceil(largest / minibatch_size))
+
+
+def epoch_parts(n: int, k: int) -> list[slice]:
+    """Cut ``n`` (shuffled) rows into ``k`` nearly equal slices; fewer rows than ``k``: repeat."""
+    if n >= k:
+        edges = np.linspace(0, n, k + 1).round().astype(int)
+        return [slice(int(edges[i]), int(edges[i + 1])) for i in range(k)]
+    return [slice(i % n, i % n + 1) for i in range(k)]
 
 
 class PerModuleEpochIterator(MiniBatchIteratorBase):
@@ -34,6 +74,7 @@ class PerModuleEpochIterator(MiniBatchIteratorBase):
     ``num_total_minibatches / num_epochs`` minibatches. Every minibatch holds rows of every
     module (DDP needs each module in every step): a module with fewer rows than minibatches
     per epoch repeats its rows, the one case where it does more than ``num_epochs`` passes.
+    ``PerModuleEpochsPPOTorchLearner.update`` follows the same plan on the device.
     """
 
     def __init__(
@@ -54,16 +95,8 @@ class PerModuleEpochIterator(MiniBatchIteratorBase):
         self._total = num_total_minibatches
 
     def minibatches_per_epoch(self) -> int:
-        if self._total:
-            return max(1, round(self._total / self._num_epochs))
         largest = max((len(b) for b in self._batch.policy_batches.values()), default=0)
-        return max(1, math.ceil(largest / self._minibatch_size))
-
-    def _parts(self, n: int, k: int) -> list[slice]:
-        if n >= k:
-            edges = np.linspace(0, n, k + 1).round().astype(int)
-            return [slice(int(edges[i]), int(edges[i + 1])) for i in range(k)]
-        return [slice(i % n, i % n + 1) for i in range(k)]
+        return minibatches_per_epoch(largest, self._minibatch_size, self._num_epochs, self._total)
 
     def __iter__(self):
         k = self.minibatches_per_epoch()
@@ -74,7 +107,7 @@ class PerModuleEpochIterator(MiniBatchIteratorBase):
             if self._shuffle:
                 for module_batch in modules.values():
                     module_batch.shuffle()
-            parts = {m: self._parts(len(b), k) for m, b in modules.items()}
+            parts = {m: epoch_parts(len(b), k) for m, b in modules.items()}
             for i in range(k):
                 if self._total and yielded >= self._total:
                     return
@@ -84,38 +117,226 @@ class PerModuleEpochIterator(MiniBatchIteratorBase):
                 yielded += 1
 
 
-class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
-    """``PPOTorchLearner`` whose minibatches follow ``PerModuleEpochIterator``."""
+class _QuietMetrics:
+    """Stands in for the learner's ``MetricsLogger`` during the SGD steps whose values RLlib
+    would overwrite (window-1 metrics): logging there is a no-op, everything else delegates."""
 
-    def _create_iterator_if_necessary(
+    def __init__(self, metrics: Any) -> None:
+        self._metrics = metrics
+
+    def log_value(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_dict(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._metrics, name)
+
+
+class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
+    """``PPOTorchLearner`` with per-module epochs and a sync-free SGD loop (module docstring)."""
+
+    def update(
         self,
+        batch: MultiAgentBatch | None = None,
+        batches: Any = None,
+        batch_refs: Any = None,
+        episodes: Any = None,
+        episodes_refs: Any = None,
+        data_iterators: Any = None,
+        training_data: TrainingData | None = None,
         *,
-        training_data: Any,
+        timesteps: dict[str, Any] | None = None,
         num_total_minibatches: int = 0,
         num_epochs: int = 1,
         minibatch_size: int | None = None,
         shuffle_batch_per_epoch: bool = False,
+        _no_metrics_reduce: bool = False,
         **kwargs: Any,
     ):
-        if training_data.data_iterators or not minibatch_size:
-            return super()._create_iterator_if_necessary(
+        if data_iterators or (training_data and training_data.data_iterators) or not minibatch_size:
+            return super().update(
+                batch=batch,
+                batches=batches,
+                batch_refs=batch_refs,
+                episodes=episodes,
+                episodes_refs=episodes_refs,
+                data_iterators=data_iterators,
                 training_data=training_data,
+                timesteps=timesteps,
                 num_total_minibatches=num_total_minibatches,
                 num_epochs=num_epochs,
                 minibatch_size=minibatch_size,
                 shuffle_batch_per_epoch=shuffle_batch_per_epoch,
+                _no_metrics_reduce=_no_metrics_reduce,
                 **kwargs,
             )
-        batch = self._make_batch_if_necessary(training_data=training_data)
-        for module_id in list(batch.policy_batches):
-            if not self.should_module_be_updated(module_id, batch):
-                del batch.policy_batches[module_id]
-        if not batch.policy_batches:
-            return {}
-        return PerModuleEpochIterator(
-            batch,
-            num_epochs=num_epochs,
-            minibatch_size=minibatch_size,
-            shuffle_batch_per_epoch=shuffle_batch_per_epoch and num_epochs > 1,
-            num_total_minibatches=num_total_minibatches,
+        self._check_is_built()
+        timesteps = timesteps or {}
+        self.before_gradient_based_update(timesteps=timesteps)
+        if training_data is None:
+            training_data = TrainingData(
+                batch=batch,
+                batches=batches,
+                batch_refs=batch_refs,
+                episodes=episodes,
+                episodes_refs=episodes_refs,
+            )
+        training_data.validate()
+        training_data.solve_refs()
+        self._weights_seq_no += 1
+        full = self._make_batch_if_necessary(training_data=training_data)  # on the device
+        modules = {
+            mid: {k: v for k, v in b.items() if _is_tensor_tree(v)}
+            for mid, b in full.policy_batches.items()
+            if len(b) and self.should_module_be_updated(mid, full)
+        }
+        unknown = set(modules) - set(self.module.keys())
+        if unknown:
+            raise ValueError(f"Batch contains ModuleIDs {unknown} that are not in this Learner!")
+        if modules:
+            rows = {mid: len(full.policy_batches[mid]) for mid in modules}
+            trained, steps, loss_per_module = self._sgd(
+                modules,
+                rows,
+                num_epochs=num_epochs,
+                minibatch_size=minibatch_size,
+                shuffle=shuffle_batch_per_epoch and num_epochs > 1,
+                num_total_minibatches=num_total_minibatches,
+            )
+            self._log_trained(trained, steps, env_steps=full.env_steps())
+            for mid, loss in loss_per_module.items():
+                self.metrics.log_value(key=(mid, self.TOTAL_LOSS_KEY), value=loss, window=1)
+        self.after_gradient_based_update(timesteps=timesteps)
+        if not _no_metrics_reduce:
+            return self.metrics.reduce()
+
+    def _sgd(
+        self,
+        modules: dict[str, dict[str, Any]],
+        rows: dict[str, int],
+        *,
+        num_epochs: int,
+        minibatch_size: int,
+        shuffle: bool,
+        num_total_minibatches: int,
+    ) -> tuple[dict[str, int], int, dict[str, Any]]:
+        """The SGD steps of one update; returns rows trained per module, steps, last losses."""
+        k = minibatches_per_epoch(
+            max(rows.values()), minibatch_size, num_epochs, num_total_minibatches
         )
+        total = num_total_minibatches or num_epochs * k
+        epochs = math.ceil(total / k)
+        parts = {mid: epoch_parts(n, k) for mid, n in rows.items()}
+        trained = dict.fromkeys(modules, 0)
+        metrics, quiet = self.metrics, _QuietMetrics(self.metrics)
+        loss_per_module: dict[str, Any] = {}
+        step = 0
+        for _ in range(epochs):
+            order = {
+                mid: torch.randperm(n, device=self._device)
+                if shuffle
+                else torch.arange(n, device=self._device)
+                for mid, n in rows.items()
+            }
+            for i in range(k):
+                if step >= total:
+                    break
+                minibatch = {}
+                for mid, columns in modules.items():
+                    index = order[mid][parts[mid][i]]
+                    minibatch[mid] = tree.map_structure(lambda t, ix=index: t[ix], columns)
+                    trained[mid] += len(index)
+                step += 1
+                self.metrics = metrics if step == total else quiet
+                try:
+                    _, loss_per_module, _ = self._update(minibatch)
+                finally:
+                    self.metrics = metrics
+        return trained, step, loss_per_module
+
+    def _log_trained(self, trained: dict[str, int], steps: int, env_steps: int) -> None:
+        """The step counters RLlib logs per minibatch, logged once with the same totals."""
+        log = self.metrics.log_value
+        for mid, n in trained.items():
+            log((mid, WEIGHTS_SEQ_NO), self._weights_seq_no, window=1)
+            log((mid, MODULE_TRAIN_BATCH_SIZE_MEAN), n / max(1, steps), reduce="mean")
+            log((mid, NUM_MODULE_STEPS_TRAINED), n, reduce="sum")
+            log(
+                (mid, NUM_MODULE_STEPS_TRAINED_LIFETIME),
+                n,
+                reduce="lifetime_sum",
+                with_throughput=True,
+            )
+        total = sum(trained.values())
+        log((ALL_MODULES, NUM_MODULE_STEPS_TRAINED), total, reduce="sum", with_throughput=True)
+        log(
+            (ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME),
+            total,
+            reduce="lifetime_sum",
+            with_throughput=True,
+        )
+        log((ALL_MODULES, NUM_ENV_STEPS_TRAINED), env_steps * steps, reduce="sum")
+        log(
+            (ALL_MODULES, NUM_ENV_STEPS_TRAINED_LIFETIME),
+            env_steps * steps,
+            reduce="lifetime_sum",
+            with_throughput=True,
+        )
+
+    def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
+        # RLlib's default optimizer (Adam, the lr handled by its scheduler), with its
+        # multi-tensor implementation: one fused kernel on CUDA, foreach loops on CPU.
+        params = self.get_parameters(self._module[module_id])
+        fused = self._device.type == "cuda"
+        optimizer = torch.optim.Adam(params, fused=fused, foreach=None if fused else True)
+        self.register_optimizer(
+            module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr
+        )
+
+    @staticmethod
+    def _get_clip_function():
+        return clip_gradients_foreach
+
+    def apply_gradients(self, gradients_dict: dict) -> None:
+        # RLlib checks each gradient with torch.isfinite(grad).all() in Python (a device→host
+        # sync per parameter) and then applies torch.nan_to_num to the non-finite ones;
+        # nan_to_num on every gradient gives the same result without the syncs.
+        if (
+            self.config.torch_skip_nan_gradients
+            or self._lr_scheduler_classes is not None
+            or self._grad_scalers is not None
+        ):
+            return super().apply_gradients(gradients_dict)
+        for pid, grad in gradients_dict.items():
+            if grad is not None:
+                self._params[pid].grad = torch.nan_to_num(grad)
+        for module_id, optimizer_names in self._module_optimizers.items():
+            for name in optimizer_names:
+                self.get_optimizer(module_id, name).step()
+
+
+def clip_gradients_foreach(
+    gradients_dict: dict, *, grad_clip: float | None = None, grad_clip_by: str = "value"
+):
+    """RLlib's ``clip_gradients`` with its global-norm mode in multi-tensor kernels.
+
+    Same arithmetic as ``ray.rllib.utils.torch_utils.clip_gradients`` (per-tensor norms with
+    non-finite values mapped to ±1e9, their norm, coefficient ``clip / max(norm + 1e-6, clip)``
+    clamped to 1), in a handful of kernels instead of three per parameter.
+    """
+    if grad_clip is None or grad_clip_by != "global_norm":
+        return clip_gradients(gradients_dict, grad_clip=grad_clip, grad_clip_by=grad_clip_by)
+    grads = [g.detach() for g in gradients_dict.values() if g is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    norms = torch.stack(torch._foreach_norm(grads, 2.0)).nan_to_num(neginf=-10e8, posinf=10e8)
+    total = torch.linalg.vector_norm(norms, 2.0).nan_to_num(neginf=-10e8, posinf=10e8)
+    coeff = torch.clamp(grad_clip / torch.clamp(total + 1e-6, min=grad_clip), max=1.0)
+    torch._foreach_mul_(grads, coeff)
+    return total
+
+
+def _is_tensor_tree(value: Any) -> bool:
+    return all(torch.is_tensor(x) for x in tree.flatten(value))

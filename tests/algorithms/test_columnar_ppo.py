@@ -120,3 +120,50 @@ def test_training_updates_and_syncs_the_value_heads_to_the_runners(columnar):
     for k in learner_state:
         np.testing.assert_allclose(runner_state[k], learner_state[k], atol=1e-6)
     assert any(not np.allclose(before[k], runner_state[k]) for k in vf_keys)
+
+
+def _logp(module, state, obs, actions):
+    import torch
+
+    current = {k: v.clone() for k, v in module.state_dict().items()}
+    module.load_state_dict(state)
+    with torch.no_grad():
+        logits = module.forward_inference({"obs": obs})["action_dist_inputs"]
+    module.load_state_dict(current)
+    return torch.log_softmax(logits, -1).gather(-1, actions[:, None])[:, 0]
+
+
+@pytest.mark.parametrize("ahead", [False, True])
+def test_sample_ahead_trains_each_batch_one_update_late(ray_session, tiny_config, ahead):
+    tiny_config["resources"].update(env_runner="columnar", num_env_runners=1)
+    tiny_config["training"].update(train_batch_size=200, minibatch_size=100, sample_ahead=ahead)
+    algo = build_config(config.validate(tiny_config)).build_algo()
+    learner = algo.learner_group._learner
+    module = learner.module["prey"]
+    make_batch, states, batches = learner._make_batch_if_necessary, [], []
+
+    def capture(**kwargs):  # the learner's weights before each update, and what it trains on
+        batch = make_batch(**kwargs)
+        states.append({k: v.clone() for k, v in module.state_dict().items()})
+        prey = batch.policy_batches["prey"]
+        batches.append((prey["obs"].clone(), prey["actions"].clone(), prey["action_logp"]))
+        return batch
+
+    learner._make_batch_if_necessary = capture
+    try:
+        for _ in range(3):
+            result = algo.train()
+            assert result["learners"]["prey"]["num_module_steps_trained"] > 0
+        obs, actions, logp = batches[2]
+        sampler = states[1] if ahead else states[2]  # the weights the EnvRunner held
+        other = states[2] if ahead else states[1]
+        assert np.allclose(_logp(module, sampler, obs, actions), logp, atol=1e-5)
+        assert not np.allclose(_logp(module, other, obs, actions), logp, atol=1e-5)
+    finally:
+        algo.stop()
+
+
+def test_sample_ahead_needs_remote_columnar_runners(tiny_config):
+    tiny_config["training"]["sample_ahead"] = True
+    with pytest.raises(ValueError, match="sample_ahead"):
+        build_config(config.validate(tiny_config))

@@ -34,31 +34,67 @@ def test_every_module_passes_over_its_own_rows_exactly_num_epochs_times(num_epoc
     assert minibatches == num_epochs * -(-160 // minibatch_size)
 
 
-def test_a_real_update_trains_each_module_on_num_epochs_times_its_rows(ray_session, tiny_config):
+@pytest.mark.parametrize("env_runner", ["batched", "columnar"])
+def test_a_real_update_passes_each_module_over_each_own_row_num_epochs_times(
+    ray_session, tiny_config, env_runner
+):
     tiny_config["training"].update(train_batch_size=400, minibatch_size=64, num_epochs=3)
+    tiny_config["resources"]["env_runner"] = env_runner
     cfg = build_config(config.validate(tiny_config))
-    assert cfg.learner_class is PerModuleEpochsPPOTorchLearner
+    assert issubclass(cfg.learner_class, PerModuleEpochsPPOTorchLearner)
     algo = cfg.build_algo()
     learner = algo.learner_group._learner  # the local learner (num_learners=0)
     rows: dict[str, int] = {}
-    trained: Counter = Counter()
-    make_iterator = learner._create_iterator_if_necessary
+    seen = {m: Counter() for m in ("predator", "prey")}
+    make_batch, sgd_step = learner._make_batch_if_necessary, learner._update
 
-    def counting(**kwargs):
-        it = make_iterator(**kwargs)
-        rows.update({m: len(b) for m, b in it._batch.policy_batches.items()})
-        for mb in it:
-            trained.update({m: len(b) for m, b in mb.policy_batches.items()})
-            yield mb
+    def with_row_ids(**kwargs):  # tag every row of the train batch with its index
+        batch = make_batch(**kwargs)
+        for m, b in batch.policy_batches.items():
+            rows[m] = len(b)
+            b["row"] = torch.arange(len(b))
+        return batch
 
-    learner._create_iterator_if_necessary = counting
+    def counting(minibatch):
+        for m, b in minibatch.items():
+            seen[m].update(b["row"].tolist())
+        return sgd_step(minibatch)
+
+    learner._make_batch_if_necessary, learner._update = with_row_ids, counting
     try:
         result = algo.train()
         sampled = result["env_runners"]["num_module_steps_sampled"]
         for species in ("predator", "prey"):
-            assert rows[species] >= sampled[species] > 0  # + one bootstrap row per trajectory
-            assert trained[species] == 3 * rows[species], species
-            assert result["learners"][species]["num_module_steps_trained"] == trained[species]
+            assert rows[species] >= sampled[species] > 0  # + bootstrap rows on episode paths
+            assert seen[species] == Counter({r: 3 for r in range(rows[species])}), species
+            assert result["learners"][species]["num_module_steps_trained"] == 3 * rows[species]
+            assert np.isfinite(result["learners"][species]["policy_loss"])
+    finally:
+        algo.stop()
+
+
+def test_nan_to_num_gradients_match_rllibs_checked_path(ray_session, tiny_config):
+    cfg = build_config(config.validate(tiny_config))
+    algo = cfg.build_algo()
+    learner = algo.learner_group._learner
+    try:
+        params = dict(learner._params)
+        grads = {pid: torch.randn_like(p) for pid, p in params.items()}
+        first = next(iter(grads))
+        grads[first].view(-1)[:3] = torch.tensor([float("nan"), float("inf"), -float("inf")])
+        before = {pid: p.detach().clone() for pid, p in params.items()}
+        opt_state = learner._get_optimizer_state()
+        learner.apply_gradients({k: v.clone() for k, v in grads.items()})
+        fast = {pid: p.detach().clone() for pid, p in params.items()}
+        for pid, p in params.items():  # rewind, then take RLlib's own path
+            p.data.copy_(before[pid])
+        learner._set_optimizer_state(opt_state)
+        super(PerModuleEpochsPPOTorchLearner, learner).apply_gradients(
+            {k: v.clone() for k, v in grads.items()}
+        )
+        for pid, p in params.items():
+            assert torch.equal(fast[pid], p.detach()), pid
+            assert torch.isfinite(p).all()
     finally:
         algo.stop()
 

@@ -210,8 +210,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ray import serve
 
     from bioflux.serve.app import SERVE_APP_NAME, start
+    from bioflux.serve.storage import check_source, is_uri
 
-    if not Path(args.models).is_dir():
+    if is_uri(args.models):  # mirrored by each replica; checked here to fail before Ray starts
+        check_source(args.models)
+    elif not Path(args.models).is_dir():
         raise ValueError(f"--models {args.models} is not a directory")
     _check_ray_reachable(args.address)
     port = args.port
@@ -468,9 +471,11 @@ def build_parser() -> argparse.ArgumentParser:
     srv = command(sub, "serve", "serve trained policies over HTTP (Ray Serve)")
     srv.add_argument(
         "--models",
-        type=Path,
-        default=Path(serve_settings.MODELS_DIR),
-        help="folder of exported models (bioflux train --models)",
+        default=serve_settings.MODELS_DIR,
+        help="folder of exported models (bioflux train --models), or a URI: file:///abs/path "
+        "or s3://bucket/prefix, mirrored into a local cache ($BIOFLUX_MODELS_CACHE, default "
+        "~/.cache/bioflux/models; S3 credentials and endpoint from AWS_ACCESS_KEY_ID, "
+        "AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL)",
     )
     srv.add_argument("--host", default=serve_settings.HOST, help="address to listen on")
     srv.add_argument("--port", type=int, default=serve_settings.PORT, help="HTTP port")

@@ -2,7 +2,9 @@
 
 Run: ``bioflux serve --models models/ --host 127.0.0.1 --port 8000`` (OpenAPI at ``/docs``), or
 ``serve run serve_config.yaml`` / ``serve deploy serve_config.yaml`` on a cluster
-(``import_path: bioflux.serve.app:build_app``).
+(``import_path: bioflux.serve.app:build_app``). The models folder may be a URI
+(``file:///abs/path``, ``s3://bucket/prefix``): each replica mirrors it into a local cache
+and serves that copy (``bioflux.serve.storage``).
 
 Endpoints: ``POST /v1/predict``, ``POST /v1/predict/batch``, ``POST /v1/act`` (a whole world
 state → every agent's action), ``GET /v1/models``,
@@ -13,7 +15,14 @@ the replica that accepted the WebSocket).
 
 Concurrent ``/v1/predict`` requests meet in one ``@serve.batch`` method and share one forward
 pass per policy (``max_batch_size``, ``batch_wait_timeout_s``); each item still succeeds or
-fails on its own. Bad input gets a 4xx with a message that names the field: 404 unknown policy,
+fails on its own. Within one ``POST /v1/predict/batch`` request the first failing agent
+fails the whole request by default (its status, as ``/v1/predict`` would answer it); with
+``"partial": true`` the request answers 200 with one entry per agent, in order: a prediction,
+or for an agent that failed ``{"id", "policy", "error": {"status", "detail"}}`` with the
+status that agent alone would have got (404, 422, 503, 500). Schema errors (a missing field, a
+wrong type, too many agents) still reject the whole request before anything runs.
+
+Bad input gets a 4xx with a message that names the field: 404 unknown policy,
 413 oversized body or batch, 422 malformed JSON / wrong observation / a policy that fails
 numerically on the observation, 503 a policy whose checkpoint failed to load (unless
 ``fallback=true``: then the built-in random policy answers and the response says
@@ -23,7 +32,7 @@ logs one line.
 
 Ensembles: ``GET /v1/ensembles`` lists them; ``POST /v1/ensembles`` (admin) defines one at run
 time, written to ``<models>/ensembles.yaml`` and refused (422, file unchanged) when it cannot be
-built.
+built, or when the models come from a URI (define them in its ``ensembles.yaml`` then).
 
 Admin endpoints (``POST /v1/models/{name}/load``, ``DELETE /v1/models/{name}``,
 ``POST /v1/ensembles``) need
@@ -57,6 +66,7 @@ from bioflux.serve.inference import (
 )
 from bioflux.serve.live import LiveSessions
 from bioflux.serve.live_routes import add_live_routes
+from bioflux.serve.storage import check_form, is_uri
 
 logger = logging.getLogger("ray.serve")
 
@@ -149,8 +159,20 @@ class BatchRequest(BaseModel):
     agents: list[AgentInput] = Field(
         min_length=1, description=f"at most {settings.MAX_REQUEST_AGENTS}"
     )
-    sample: StrictBool = False
-    fallback: StrictBool = False
+    sample: StrictBool = Field(False, description="sample the actions instead of the argmax")
+    fallback: StrictBool = Field(
+        False,
+        description="an agent whose model is down or fails numerically gets the built-in random "
+        "policy's answer with degraded: true",
+    )
+    partial: StrictBool = Field(
+        False,
+        description="per-agent results: answer 200 with one entry per agent, in order; an agent "
+        "that fails gets {'id', 'policy', 'error': {'status', 'detail'}} (the status it would "
+        "get alone: 404 unknown policy, 422 bad observation or numerical failure, 503 model "
+        "down, 500 internal) and the others their predictions. Default false: the first "
+        "failing agent fails the whole request with its status",
+    )
 
 
 class Prediction(BaseModel):
@@ -162,6 +184,19 @@ class Prediction(BaseModel):
     probabilities: dict[str, float]
     reasoning: str
     degraded: bool = False
+
+
+class ItemError(BaseModel):
+    status: int = Field(description="the HTTP status this agent alone would have got")
+    detail: str
+
+
+class BatchItemError(BaseModel):
+    """A failed agent's entry in a ``partial`` batch answer."""
+
+    id: str | None = None
+    policy: str = Field(description="the policy name as the request gave it")
+    error: ItemError
 
 
 class ServerMetrics:
@@ -208,6 +243,19 @@ class ServerMetrics:
 def _one_line(err: BaseException, limit: int = 300) -> str:
     text = " ".join(str(err).split())
     return f"{type(err).__name__}: {text[:limit]}"
+
+
+def error_status(err: BaseException) -> int:
+    """The HTTP status of an agent's failure, as the exception handlers answer it alone."""
+    if isinstance(err, HTTPException):
+        return err.status_code
+    if isinstance(err, UnknownModelError):
+        return 404
+    if isinstance(err, ObservationError):
+        return 422
+    if isinstance(err, ModelLoadError):
+        return 503
+    return 500
 
 
 async def _send_json(send: Any, status: int, detail: str) -> None:
@@ -340,7 +388,9 @@ class PolicyServer:
     """One replica: a ``ModelInference`` cache behind the FastAPI routes.
 
     ``admin_token``: the bearer token of the admin endpoints (default
-    ``$BIOFLUX_ADMIN_TOKEN`` in the replica's environment; none: admin endpoints off)."""
+    ``$BIOFLUX_ADMIN_TOKEN`` in the replica's environment; none: admin endpoints off).
+    ``models_dir`` may be a URI (``file:///abs/path``, ``s3://bucket/prefix``), mirrored into
+    a local cache under ``models_cache`` (``bioflux.serve.storage``)."""
 
     def __init__(
         self,
@@ -349,8 +399,9 @@ class PolicyServer:
         batch_wait_timeout_s: float = settings.BATCH_WAIT_TIMEOUT_S,
         preload: bool = True,
         admin_token: str | None = None,
+        models_cache: str | None = None,
     ):
-        self.inference = ModelInference(models_dir, preload=preload)
+        self.inference = ModelInference(models_dir, preload=preload, cache_dir=models_cache)
         self.metrics = ServerMetrics()
         self.live = LiveSessions(self.inference)
         self._admin_token = admin_token or os.environ.get(settings.ADMIN_TOKEN_ENV) or None
@@ -454,8 +505,10 @@ class PolicyServer:
     async def predict(self, req: PredictRequest) -> dict[str, Any]:
         return await self._predict_one(req, req.sample, req.fallback, "predict")
 
-    @api.post("/v1/predict/batch", response_model=list[Prediction])
+    @api.post("/v1/predict/batch", response_model=list[Prediction | BatchItemError])
     async def predict_batch(self, req: BatchRequest) -> Any:
+        """One prediction per agent, in order. ``partial``: failed agents get an ``error``
+        entry instead of failing the request (see ``BatchRequest.partial``)."""
         if len(req.agents) > settings.MAX_REQUEST_AGENTS:
             return JSONResponse(
                 status_code=413,
@@ -464,9 +517,26 @@ class PolicyServer:
                     f"{settings.MAX_REQUEST_AGENTS} (settings.MAX_REQUEST_AGENTS)"
                 },
             )
-        return await asyncio.gather(
-            *(self._predict_one(a, req.sample, req.fallback, "batch") for a in req.agents)
-        )
+        jobs = (self._predict_one(a, req.sample, req.fallback, "batch") for a in req.agents)
+        if not req.partial:
+            return await asyncio.gather(*jobs)
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        out: list[dict[str, Any]] = []
+        for i, (agent, result) in enumerate(zip(req.agents, results)):
+            if isinstance(result, dict):
+                out.append(result)
+                continue
+            if not isinstance(result, Exception):  # cancelled: the request is going away
+                raise result
+            status = error_status(result)
+            if status >= 500 and not isinstance(result, (HTTPException, ModelLoadError)):
+                logger.error("500 on POST /v1/predict/batch agent %d: %s", i, _one_line(result))
+                detail = f"internal error ({type(result).__name__}); logged"
+            else:
+                detail = str(result.detail if isinstance(result, HTTPException) else result)
+            error = {"status": status, "detail": detail}
+            out.append({"id": agent.id, "policy": agent.policy, "error": error})
+        return out
 
     @api.post("/v1/act")
     async def act(self, req: ActRequest) -> dict[str, Any]:
@@ -481,12 +551,13 @@ class PolicyServer:
 
     @api.get("/v1/models")
     async def models(self) -> dict[str, Any]:
-        return {"models": self.inference.list_models()}
+        # off the event loop: the listing may re-sync a URI models folder
+        return {"models": await asyncio.to_thread(self.inference.list_models)}
 
     @api.post("/v1/models/{name:path}/load")
     async def load(self, name: str, request: Request) -> dict[str, Any]:
         self._require_admin(request)
-        loaded = await asyncio.to_thread(self.inference.load, name)
+        loaded = await asyncio.to_thread(self.inference.load, name, True)
         return {"loaded": loaded.entry.name, "loaded_at": loaded.loaded_at}
 
     @api.delete("/v1/models/{name:path}")
@@ -497,7 +568,7 @@ class PolicyServer:
 
     @api.get("/v1/ensembles")
     async def ensembles(self) -> dict[str, Any]:
-        return {"ensembles": self.inference.list_ensembles()}
+        return {"ensembles": await asyncio.to_thread(self.inference.list_ensembles)}
 
     @api.post("/v1/ensembles")
     async def define_ensemble(self, req: EnsembleRequest, request: Request) -> dict[str, Any]:
@@ -517,15 +588,16 @@ class PolicyServer:
 
     @api.get("/readyz")
     async def readyz(self) -> JSONResponse:
-        models = self.inference.list_models()
+        models = await asyncio.to_thread(self.inference.list_models)
         loaded = [m["name"] for m in models if m["loaded"]]
         failed = {m["name"]: m["error"] for m in models if m["error"]}
         unserved = self.inference.unserved_names()
         ready = not unserved  # a broken module does not matter while its name still serves
-        return JSONResponse(
-            status_code=200 if ready else 503,
-            content={"ready": ready, "loaded": loaded, "failed": failed, "unserved": unserved},
-        )
+        content = {"ready": ready, "loaded": loaded, "failed": failed, "unserved": unserved}
+        sync = self.inference.models_sync()
+        if sync is not None:  # models from a URI: where the local copy stands
+            content["models_sync"] = sync
+        return JSONResponse(status_code=200 if ready else 503, content=content)
 
     @api.get("/metrics", response_class=PlainTextResponse)
     async def metrics_text(self) -> str:
@@ -539,9 +611,17 @@ SERVE_APP_NAME = "bioflux"
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     """Application builder (``serve run bioflux.serve.app:build_app models_dir=models``);
     arguments left out take the defaults of ``bioflux.serve.settings``. ``admin_token``
-    defaults to ``$BIOFLUX_ADMIN_TOKEN`` where the app is built (else where the replica runs)."""
+    defaults to ``$BIOFLUX_ADMIN_TOKEN`` where the app is built (else where the replica runs).
+    ``models_dir``: a local folder (made absolute here) or a URI (``file:///abs/path``,
+    ``s3://bucket/prefix``) that each replica mirrors into ``models_cache`` (default
+    ``$BIOFLUX_MODELS_CACHE``, else ``~/.cache/bioflux/models``, on the replica's node)."""
     args = dict(args or {})
-    models_dir = str(Path(args.pop("models_dir", settings.MODELS_DIR)).resolve())
+    models_dir = str(args.pop("models_dir", settings.MODELS_DIR))
+    if is_uri(models_dir):
+        check_form(models_dir)  # a scheme or form that is not supported fails here
+    else:
+        models_dir = str(Path(models_dir).resolve())
+    models_cache = args.pop("models_cache", None)
     replicas = args.pop("num_replicas", None)
     # No num_replicas: the deployment's own count (1), or the autoscaling_config a Serve config
     # file gives it (serve_config.yaml); code-set replicas would override autoscaling.
@@ -555,6 +635,7 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
         batch_wait_timeout_s=float(args.pop("batch_wait_timeout_s", settings.BATCH_WAIT_TIMEOUT_S)),
         preload=bool(args.pop("preload", True)),
         admin_token=str(admin_token) if admin_token else None,
+        models_cache=str(models_cache) if models_cache else None,
     )
 
 
@@ -590,10 +671,13 @@ def start(
     num_replicas: int = settings.NUM_REPLICAS,
     name: str = SERVE_APP_NAME,
     admin_token: str | None = None,
+    models_cache: str | Path | None = None,
 ) -> None:
     """Start Serve on ``host:port`` and deploy the app (Ray must be initialised).
 
-    ``admin_token``: bearer token of the admin endpoints (default ``$BIOFLUX_ADMIN_TOKEN``)."""
+    ``admin_token``: bearer token of the admin endpoints (default ``$BIOFLUX_ADMIN_TOKEN``).
+    ``models_dir``: a folder or a URI (``build_app``); ``models_cache``: where a URI is
+    mirrored."""
     serve.start(
         http_options={"host": host, "port": port},
         logging_config={"enable_access_log": False, "log_level": "WARNING"},
@@ -606,6 +690,7 @@ def start(
                 "batch_wait_timeout_s": batch_wait_timeout_s,
                 "num_replicas": num_replicas,
                 "admin_token": admin_token,
+                "models_cache": str(models_cache) if models_cache else None,
             }
         ),
         name=name,

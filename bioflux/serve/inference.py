@@ -370,8 +370,16 @@ def served_policy(models_dir: str | Path, name: str, species: str) -> Policy:
 class ModelInference:
     """Load-on-demand cache of policies with batched, explained predictions (thread-safe)."""
 
-    def __init__(self, models_dir: str | Path = "models", preload: bool = False):
-        self.registry = ModelRegistry(models_dir)
+    def __init__(
+        self,
+        models_dir: str | Path = "models",
+        preload: bool = False,
+        cache_dir: str | Path | None = None,
+    ):
+        """``models_dir``: a local folder or a URI (``file:///abs/path``,
+        ``s3://bucket/prefix``) mirrored into a local cache under ``cache_dir``
+        (``bioflux.serve.storage``)."""
+        self.registry = ModelRegistry(models_dir, cache_dir=cache_dir)
         self._loaded: dict[str, LoadedModel] = {}
         #: full name → why it failed to load (never loaded since): aliases steer around it.
         self.failures: dict[str, str] = {}
@@ -400,6 +408,13 @@ class ModelInference:
             return BUILTINS[entry.algorithm](entry.species)
         if entry.error:
             raise ValueError(entry.error)
+        source = self.registry.source
+        if source is None:
+            return self._load_checkpoint(entry)
+        with source.lock:  # no sync changes the files while they are read
+            return self._load_checkpoint(entry)
+
+    def _load_checkpoint(self, entry: ModelEntry) -> Policy:
         problem = escaping_path(entry.path, self.registry.root)  # again: files may have changed
         if problem:
             raise ValueError(f"refused: {problem}")
@@ -419,12 +434,15 @@ class ModelInference:
                 raise ValueError(f"ensemble member {name!r}: {err}") from None
         return EnsemblePolicy(entry.name, members, spec["combine"])
 
-    def load(self, name: str) -> LoadedModel:
+    def load(self, name: str, sync: bool = False) -> LoadedModel:
         """Load (or reload: hot swap) a policy; in-flight requests finish on the old one.
 
         A name that is an alias reloads the module the alias serves now. When a reload fails
         while an older version is loaded, that version keeps serving (and the alias stays
-        on it); the failure is raised and shown in ``list_models`` as ``reload_error``."""
+        on it); the failure is raised and shown in ``list_models`` as ``reload_error``.
+        ``sync``: re-mirror a URI models folder first (``POST /v1/models/{name}/load``)."""
+        if sync:
+            self.registry.sync()
         self.registry.scan()
         entry = self.resolve(name)
         try:
@@ -505,6 +523,11 @@ class ModelInference:
         )
 
         spec = parse_ensemble(name, definition)
+        if self.registry.source is not None:
+            raise EnsembleError(
+                f"the models come from {self.registry.source.display}: define ensembles in its "
+                "ensembles.yaml (each replica's local copy is re-synced from there)"
+            )
         with self._lock:
             old = write_ensemble(self.registry.root, spec)
             self.registry.scan()
@@ -529,6 +552,12 @@ class ModelInference:
             for entry in sorted(self.registry.entries.values(), key=lambda e: e.name)
             if entry.ensemble is not None or (entry.error or "").startswith("ensemble ")
         ]
+
+    def models_sync(self) -> dict[str, Any] | None:
+        """Where a URI models folder stands (URI, local copy, last sync, error, refused keys);
+        None for a local folder."""
+        source = self.registry.source
+        return None if source is None else source.status()
 
     def unserved_names(self) -> list[str]:
         """The ``<algorithm>/<species>`` aliases none of whose modules can serve (readiness:

@@ -32,10 +32,16 @@ Security:
   resolves outside the models directory (symlinks) or is not a regular file or folder (FIFOs,
   devices): :func:`escaping_path`, checked at every scan and again right before a load.
 - Folders whose names no request could address (outside ``[A-Za-z0-9_.-]``) are skipped.
+
+Models from shared storage: ``models_dir`` may be a URI (``file:///abs/path``,
+``s3://bucket/prefix``). The registry then mirrors it into a local cache folder
+(``bioflux.serve.storage``: unsafe object keys refused, only module files copied) and indexes
+that copy, with every check above. :meth:`ModelRegistry.sync` re-mirrors it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Container
@@ -48,6 +54,9 @@ from bioflux.ensembles import EnsembleError, check_windows, read_ensembles
 from bioflux.envs.config import SPECIES, EnvConfig
 from bioflux.policies import BUILTINS
 from bioflux.serve import settings
+from bioflux.serve.storage import MirroredModels, is_uri
+
+logger = logging.getLogger("ray.serve")
 
 _PART = r"[A-Za-z0-9_.-]+"
 #: What a policy name may look like, matched in full (anything else is rejected before any
@@ -157,10 +166,18 @@ def metadata_problem(meta: dict[str, Any]) -> str | None:
 
 
 class ModelRegistry:
-    """Index of servable policies under ``models_dir`` (rescanned on demand)."""
+    """Index of servable policies under ``models_dir`` (rescanned on demand).
 
-    def __init__(self, models_dir: str | Path):
-        self.root = Path(models_dir).resolve()
+    ``models_dir``: a local folder, or a URI (``file:///abs/path``, ``s3://bucket/prefix``)
+    mirrored into ``<cache_dir>/<hash>`` first (default cache root:
+    ``bioflux.serve.storage.default_cache_root``); the sync raises when it fails here."""
+
+    def __init__(self, models_dir: str | Path, cache_dir: str | Path | None = None):
+        #: The remote models folder and its local copy (None: ``models_dir`` is local).
+        self.source = MirroredModels(str(models_dir), cache_dir) if is_uri(models_dir) else None
+        if self.source is not None:
+            self.source.sync()
+        self.root = (self.source.local if self.source else Path(models_dir)).resolve()
         self.entries: dict[str, ModelEntry] = {}
         self.candidates: dict[str, list[str]] = {}
         self._scanned_at = float("-inf")
@@ -259,10 +276,31 @@ class ModelRegistry:
             meta["env"] = {"obs_radius": (window - 1) // 2}
         return meta
 
+    def sync(self, force: bool = True) -> bool:
+        """Re-mirror a URI models folder (no-op for a local one; without ``force`` only when
+        the last sync is ``settings.MODELS_SYNC_INTERVAL_S`` old). A failure is logged and
+        kept in ``source.error``, the last good copy keeps serving. True: files changed."""
+        src = self.source
+        if src is None:
+            return False
+        if not force and time.monotonic() - src.synced_at < settings.MODELS_SYNC_INTERVAL_S:
+            return False
+        try:
+            report = src.sync()
+        except Exception as err:
+            src.synced_at = time.monotonic()  # not again at once: the interval applies
+            src.error = f"{type(err).__name__}: {shown(str(err), 300)}"
+            logger.warning("models sync from %s failed: %s", src.display, src.error)
+            return False
+        return bool(report.downloaded or report.removed)
+
     def refresh(self) -> None:
         """Rescan unless the last scan is under ``settings.RESCAN_MIN_INTERVAL_S`` old (for the
-        open listing endpoints, so a flood of them is not a flood of directory scans)."""
-        if time.monotonic() - self._scanned_at >= settings.RESCAN_MIN_INTERVAL_S:
+        open listing endpoints, so a flood of them is not a flood of directory scans); a URI
+        models folder is re-synced first when ``settings.MODELS_SYNC_INTERVAL_S`` has passed."""
+        if self.sync(force=False):
+            self.scan()
+        elif time.monotonic() - self._scanned_at >= settings.RESCAN_MIN_INTERVAL_S:
             self.scan()
 
     @property

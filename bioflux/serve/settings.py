@@ -46,6 +46,19 @@ MAX_MODULE_FILES = 10_000
 #: them is not a flood of scans. ``POST /v1/models/{name}/load`` always rescans.
 RESCAN_MIN_INTERVAL_S = 1.0
 
+# ---------------------------------------------------------------------------- models from a URI
+#: ``--models`` / ``models_dir`` may be ``file:///abs/path`` or ``s3://bucket/prefix``: the
+#: registry mirrors it into a local cache (``bioflux.serve.storage``). Environment variable
+#: naming the cache root (default ``$XDG_CACHE_HOME/bioflux/models``, i.e.
+#: ``~/.cache/bioflux/models``; one sub-folder per URI).
+MODELS_CACHE_ENV = "BIOFLUX_MODELS_CACHE"
+#: Least time between two re-syncs of a URI models folder triggered by the listings
+#: (``/v1/models``, ``/readyz``, ``/v1/ensembles``, ``/v1/live/options``), in seconds;
+#: ``POST /v1/models/{name}/load`` always re-syncs.
+MODELS_SYNC_INTERVAL_S = 60.0
+#: Most files a URI models folder may hold in module folders (a sync over it fails).
+MAX_SYNC_FILES = 100_000
+
 # ---------------------------------------------------------------------------- live view
 #: Port of ``bioflux view`` (the live view without Ray Serve; it binds to ``HOST``).
 VIEW_PORT = 8050

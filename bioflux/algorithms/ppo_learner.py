@@ -33,9 +33,17 @@ from typing import Any
 import numpy as np
 import torch
 import tree
+from ray.rllib.algorithms.ppo.ppo import (
+    LEARNER_RESULTS_KL_KEY,
+    LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
+    LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY,
+)
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core import ALL_MODULES
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch
 from ray.rllib.utils.metrics import (
     MODULE_TRAIN_BATCH_SIZE_MEAN,
@@ -46,7 +54,7 @@ from ray.rllib.utils.metrics import (
     WEIGHTS_SEQ_NO,
 )
 from ray.rllib.utils.minibatch_utils import MiniBatchIteratorBase
-from ray.rllib.utils.torch_utils import clip_gradients
+from ray.rllib.utils.torch_utils import clip_gradients, explained_variance
 
 
 def minibatches_per_epoch(
@@ -284,6 +292,66 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
             reduce="lifetime_sum",
             with_throughput=True,
         )
+
+    def compute_loss_for_module(
+        self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
+    ) -> torch.Tensor:
+        """RLlib's PPO loss (``PPOTorchLearner.compute_loss_for_module``), the same arithmetic
+        without its host syncs: RLlib builds two constants per call with
+        ``torch.tensor(..., device=...)`` (a blocking copy each), masks with boolean
+        indexing, and computes the logged statistics on every minibatch. Here masks multiply,
+        and the statistics are computed only when they are logged (the last minibatch)."""
+        module = self.module[module_id].unwrapped()
+        if Columns.LOSS_MASK in batch:
+            mask = batch[Columns.LOSS_MASK]
+            num_valid = torch.sum(mask)
+
+            def mean(x: torch.Tensor) -> torch.Tensor:
+                return torch.sum(torch.where(mask, x, 0.0)) / num_valid
+        else:
+            mean = torch.mean
+        curr = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
+        logp_ratio = torch.exp(curr.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP])
+        entropy = curr.entropy()
+        advantages = batch[Postprocessing.ADVANTAGES]
+        surrogate = torch.min(
+            advantages * logp_ratio,
+            advantages * torch.clamp(logp_ratio, 1 - config.clip_param, 1 + config.clip_param),
+        )
+        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
+        per_row = -surrogate - entropy_coeff * entropy
+        values = vf_loss = vf_clipped = None
+        if config.use_critic:
+            values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
+            vf_loss = torch.pow(values - batch[Postprocessing.VALUE_TARGETS], 2.0)
+            vf_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
+            per_row = -surrogate + config.vf_loss_coeff * vf_clipped - entropy_coeff * entropy
+        total = mean(per_row)
+        mean_kl = None
+        if config.use_kl_loss:
+            prev = module.get_exploration_action_dist_cls().from_logits(
+                batch[Columns.ACTION_DIST_INPUTS]
+            )
+            mean_kl = mean(prev.kl(curr))
+            total = total + self.curr_kl_coeffs_per_module[module_id] * mean_kl
+        if isinstance(self.metrics, _QuietMetrics):
+            return total
+        zero = total.new_zeros(())
+        self.metrics.log_dict(
+            {
+                POLICY_LOSS_KEY: -mean(surrogate),
+                VF_LOSS_KEY: zero if vf_clipped is None else mean(vf_clipped),
+                LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: zero if vf_loss is None else mean(vf_loss),
+                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(
+                    batch[Postprocessing.VALUE_TARGETS], zero if values is None else values
+                ),
+                ENTROPY_KEY: mean(entropy),
+                LEARNER_RESULTS_KL_KEY: zero if mean_kl is None else mean_kl,
+            },
+            key=module_id,
+            window=1,
+        )
+        return total
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # RLlib's default optimizer (Adam, the lr handled by its scheduler), with its

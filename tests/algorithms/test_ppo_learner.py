@@ -175,3 +175,64 @@ def test_a_gpu_request_without_a_gpu_is_refused_clearly(tiny_config):
     tiny_config["resources"]["num_gpus_per_learner"] = 1
     with pytest.raises(ValueError, match="GPU"):
         build_config(config.validate(tiny_config))
+
+
+@pytest.mark.parametrize("env_runner,kl_coeff", [("batched", 0.0), ("columnar", 0.3)])
+def test_the_sync_free_ppo_loss_equals_rllibs(ray_session, tiny_config, env_runner, kl_coeff):
+    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+
+    tiny_config["resources"]["env_runner"] = env_runner
+    tiny_config["training"]["kl_coeff"] = kl_coeff
+    algo = build_config(config.validate(tiny_config)).build_algo()
+    learner = algo.learner_group._learner
+    minibatches, sgd_step = [], learner._update
+    learner._update = lambda mb: (minibatches.append(mb), sgd_step(mb))[1]
+    keys = [
+        "policy_loss",
+        "vf_loss",
+        "vf_loss_unclipped",
+        "vf_explained_var",
+        "entropy",
+        "mean_kl_loss",
+    ]
+    try:
+        algo.train()  # a real train batch (with LOSS_MASK on the episode path)
+        minibatch = minibatches[0]
+        fwd_out = learner.module.forward_train(minibatch)
+        for mid in minibatch:
+            kwargs = dict(
+                module_id=mid,
+                config=learner.config.get_config_for_module(mid),
+                batch=minibatch[mid],
+                fwd_out=fwd_out[mid],
+            )
+            ours = learner.compute_loss_for_module(**kwargs)
+            ours_logged = [float(learner.metrics.peek((mid, k))) for k in keys]
+            theirs = PPOTorchLearner.compute_loss_for_module(learner, **kwargs)
+            theirs_logged = [float(learner.metrics.peek((mid, k))) for k in keys]
+            assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6), mid
+            np.testing.assert_allclose(ours_logged, theirs_logged, rtol=1e-5, atol=1e-6)
+        if env_runner == "batched":
+            assert "loss_mask" in minibatch["prey"]
+        assert kl_coeff == 0 or learner.metrics.peek(("prey", "mean_kl_loss")) != 0
+    finally:
+        algo.stop()
+
+
+def test_foreach_clip_equals_rllibs_global_norm_clip():
+    from ray.rllib.utils.torch_utils import clip_gradients
+
+    from bioflux.algorithms.ppo_learner import clip_gradients_foreach
+
+    gen = torch.Generator().manual_seed(0)
+    for scale, poison in [(0.01, None), (10.0, None), (10.0, float("inf")), (1.0, float("nan"))]:
+        grads = {i: torch.randn(7, 5, generator=gen) * scale for i in range(4)}
+        if poison is not None:
+            grads[1][0, 0] = poison
+        ours = {k: v.clone() for k, v in grads.items()}
+        theirs = {k: v.clone() for k, v in grads.items()}
+        n1 = clip_gradients_foreach(ours, grad_clip=0.5, grad_clip_by="global_norm")
+        n2 = clip_gradients(theirs, grad_clip=0.5, grad_clip_by="global_norm")
+        assert torch.allclose(n1, n2, rtol=1e-6)
+        for k in grads:
+            assert torch.allclose(ours[k], theirs[k], rtol=1e-6, equal_nan=True), (scale, k)

@@ -9,6 +9,9 @@ Run: ``python benchmarks/serve_load_fault.py [--seconds 60] [--concurrency 64]``
 2. **A replica killed under load**: 2 replicas, the same clients; after a third of the time
    one replica's process is SIGKILLed. Reports failed requests and the time until 2 replicas
    serve again. Target: 0 failed with 2 replicas (the other replica answers).
+3. **The only replica killed under load**: 1 replica, the same. Reports failed requests, the
+   outage (kill → last failed request) and the time until Serve has restarted the replica.
+   Target: recovery ≤ 10 s.
 The models folder holds an exported Lotka–Volterra module (no training needed).
 """
 
@@ -58,7 +61,7 @@ async def _load(url: str, body: bytes, concurrency: int, seconds: float) -> dict
                 ) as r:
                     await r.read()
                     ok = r.status == 200
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, asyncio.TimeoutError):
                 ok = False
             (latencies if ok else errors).append(time.perf_counter() - t0 if ok else t0)
 
@@ -79,12 +82,19 @@ async def _load(url: str, body: bytes, concurrency: int, seconds: float) -> dict
     }
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PORT = _free_port()  # one port for every app: Serve keeps its HTTP options for the session
+
+
 def _serve(models: Path, replicas: int, name: str) -> str:
     from bioflux.serve.app import start
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = PORT
     start(models, port=port, num_replicas=replicas, name=name, admin_token=TOKEN)
     return f"http://127.0.0.1:{port}"
 
@@ -100,6 +110,42 @@ def _replica_pids(name: str) -> list[int]:
         and "PolicyServer" in (a.get("Name") or "")
         and name in (a.get("Name") or "")
     ]
+
+
+def _kill_under_load(models: Path, replicas: int, body: bytes, args: argparse.Namespace) -> dict:
+    """SIGKILL one replica a third of the way into the load; wait for Serve to replace it."""
+    from ray import serve
+
+    name = f"bench_kill{replicas}"
+    url = _serve(models, replicas, name)
+    pids = _replica_pids(name)
+    killed: dict = {}
+
+    def killer() -> None:
+        time.sleep(args.seconds / 3)
+        killed["t"] = time.perf_counter()
+        os.kill(pids[0], signal.SIGKILL)
+        deadline = killed["t"] + 120
+        while time.perf_counter() < deadline:
+            alive = _replica_pids(name)
+            if len(alive) == replicas and pids[0] not in alive:
+                killed["back_s"] = round(time.perf_counter() - killed["t"], 1)
+                return
+            time.sleep(0.25)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    result = asyncio.run(_load(url + "/v1/predict", body, args.concurrency, args.seconds))
+    thread.join(timeout=130)
+    errors = result.pop("error_times")
+    serve.delete(name)
+    return {
+        **result,
+        "replicas": replicas,
+        "killed_pid": pids[0] if pids else None,
+        "outage_s": round(max(errors) - killed["t"], 1) if errors and "t" in killed else 0.0,
+        "replica_back_s": killed.get("back_s"),
+    }
 
 
 def main() -> None:
@@ -141,40 +187,17 @@ def main() -> None:
         out["hot_swap"] = {**result, "swaps": len(swaps), "swap_status": sorted(set(swaps))}
         serve.delete("bench_swap")
 
-        # 2. a replica killed under load, 2 replicas
-        url = _serve(models, 2, "bench_kill")
-        pids = _replica_pids("bench_kill")
-        killed: dict = {}
-
-        def killer() -> None:
-            time.sleep(args.seconds / 3)
-            killed["t"] = time.perf_counter()
-            os.kill(pids[0], signal.SIGKILL)
-            deadline = killed["t"] + 120
-            while time.perf_counter() < deadline:
-                alive = _replica_pids("bench_kill")
-                if len(alive) == 2 and pids[0] not in alive:
-                    killed["recovered_s"] = round(time.perf_counter() - killed["t"], 1)
-                    return
-                time.sleep(0.5)
-
-        thread = threading.Thread(target=killer, daemon=True)
-        thread.start()
-        result = asyncio.run(_load(url + "/v1/predict", body, args.concurrency, args.seconds))
-        thread.join(timeout=130)
-        result.pop("error_times")
-        out["replica_killed"] = {
-            **result,
-            "replicas": 2,
-            "killed_pid": pids[0] if pids else None,
-            "recovery_s": killed.get("recovered_s"),
-        }
+        # 2. a replica killed under load, 2 replicas; 3. the only replica killed
+        out["replica_killed"] = _kill_under_load(models, 2, body, args)
+        out["only_replica_killed"] = _kill_under_load(models, 1, body, args)
         serve.shutdown()
     finally:
         ray.shutdown()
+    back = out["only_replica_killed"]["replica_back_s"]
     out["targets"] = {
         "hot_swap_no_errors": out["hot_swap"]["errors"] == 0,
         "kill_no_failed_with_2_replicas": out["replica_killed"]["errors"] == 0,
+        "recovery_le_10s_with_1_replica": back is not None and back <= 10,
     }
     print(json.dumps(out, indent=2))
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 
@@ -47,6 +48,7 @@ def build(
     precision: str,
     gpus: float,
     minibatch: int,
+    compile_mode: str = "off",
 ):
     from ray.rllib.connectors.env_to_module import FlattenObservations
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
@@ -80,6 +82,13 @@ def build(
         }
     )
     cfg = get_algorithm("ppo").build_config(exp)
+    if compile_mode != "off":  # torch.compile of the modules' forward_train in the learner
+        cfg.framework(
+            torch_compile_learner=True,
+            torch_compile_learner_what_to_compile="forward_train",
+            torch_compile_learner_dynamo_backend="inductor",
+            torch_compile_learner_dynamo_mode=None if compile_mode == "default" else compile_mode,
+        )
     if path == "pettingzoo":
         register_env(
             "pz_predator_prey_v0",
@@ -103,7 +112,11 @@ def measure(path: str, iterations: int, **kw) -> dict:
             result = algo.train()
             wall = time.perf_counter() - t0
             er = result["env_runners"]
-            steps = sum((er.get("num_agent_steps_sampled") or {}).values())
+            # agent-steps = rows sampled per module (RLlib's per-agent counts can be NaN on
+            # the stock runner once agents leave mid-episode)
+            steps = math.fsum(
+                v for v in (er.get("num_module_steps_sampled") or {}).values() if v == v
+            )
             if i == 0:
                 continue  # warm-up: actor start, first weight sync
             rates.append(steps / wall)
@@ -130,6 +143,12 @@ def main() -> None:
     parser.add_argument("--minibatch-size", type=int, default=4096, help="agent rows")
     parser.add_argument("--num-gpus-per-learner", type=float, default=0.0)
     parser.add_argument(
+        "--torch-compile",
+        default="off",
+        choices=["off", "default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+        help="torch.compile the learner's forward_train (inductor) with this mode",
+    )
+    parser.add_argument(
         "--paths", default="columnar,batched,pettingzoo", help="also: columnar_ahead, adapter"
     )
     parser.add_argument(
@@ -150,6 +169,7 @@ def main() -> None:
         precision=args.learner_precision,
         gpus=args.num_gpus_per_learner,
         minibatch=args.minibatch_size,
+        compile_mode=args.torch_compile,
     )
     try:
         results = {p: measure(p, args.iterations, **kw) for p in args.paths.split(",")}
@@ -170,6 +190,7 @@ def main() -> None:
         "minibatch_size": args.minibatch_size,
         "num_epochs": 5,
         "num_gpus_per_learner": args.num_gpus_per_learner,
+        "torch_compile": args.torch_compile,
         "learner_precision": args.learner_precision,
         "paths": results,
     }

@@ -43,6 +43,7 @@ from ray.rllib.core import ALL_MODULES
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch
 from ray.rllib.utils.metrics import (
@@ -144,6 +145,15 @@ class _QuietMetrics:
 
 class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
     """``PPOTorchLearner`` with per-module epochs and a sync-free SGD loop (module docstring)."""
+
+    def build(self) -> None:
+        super().build()
+        # ``torch_compile_learner`` (forward_train): RLlib 2.60 tests the MultiRLModule instead
+        # of each sub-module for being a TorchRLModule, so it compiles none; compile them here.
+        if self._torch_compile_forward_train and not isinstance(self._module, TorchRLModule):
+            for module in self._module._rl_modules.values():
+                if isinstance(module, TorchRLModule):
+                    module.compile(self._torch_compile_cfg)
 
     def update(
         self,

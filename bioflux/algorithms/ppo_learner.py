@@ -126,6 +126,9 @@ class PerModuleEpochIterator(MiniBatchIteratorBase):
                 yielded += 1
 
 
+PAD_ROWS = 256  # with a compiled forward, minibatches are padded to a multiple of this
+
+
 class _QuietMetrics:
     """Stands in for the learner's ``MetricsLogger`` during the SGD steps whose values RLlib
     would overwrite (window-1 metrics): logging there is a no-op, everything else delegates."""
@@ -150,6 +153,7 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         super().build()
         # ``torch_compile_learner`` (forward_train): RLlib 2.60 tests the MultiRLModule instead
         # of each sub-module for being a TorchRLModule, so it compiles none; compile them here.
+        self._pad_minibatches = self._torch_compile_forward_train
         if self._torch_compile_forward_train and not isinstance(self._module, TorchRLModule):
             for module in self._module._rl_modules.values():
                 if isinstance(module, TorchRLModule):
@@ -264,8 +268,8 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
                 minibatch = {}
                 for mid, columns in modules.items():
                     index = order[mid][parts[mid][i]]
-                    minibatch[mid] = tree.map_structure(lambda t, ix=index: t[ix], columns)
                     trained[mid] += len(index)
+                    minibatch[mid] = self._rows(columns, index)
                 step += 1
                 self.metrics = metrics if step == total else quiet
                 try:
@@ -273,6 +277,23 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
                 finally:
                     self.metrics = metrics
         return trained, step, loss_per_module
+
+    def _rows(self, columns: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:
+        """The minibatch rows ``index`` of a module's columns. With a compiled forward the rows
+        are padded (repeats of the first row, masked out of the loss by ``LOSS_MASK``) up to a
+        multiple of ``PAD_ROWS``, so a few fixed shapes replace one shape per minibatch size
+        (each new shape is a recompile, or a new CUDA graph under ``reduce-overhead``)."""
+        n = len(index)
+        if not self._pad_minibatches:
+            return tree.map_structure(lambda t: t[index], columns)
+        size = -(-n // PAD_ROWS) * PAD_ROWS
+        padded = torch.cat([index, index[:1].expand(size - n)])
+        out = tree.map_structure(lambda t: t[padded], columns)
+        valid = torch.arange(size, device=index.device) < n
+        if Columns.LOSS_MASK in out:
+            valid = valid & out[Columns.LOSS_MASK]
+        out[Columns.LOSS_MASK] = valid
+        return out
 
     def _log_trained(self, trained: dict[str, int], steps: int, env_steps: int) -> None:
         """The step counters RLlib logs per minibatch, logged once with the same totals."""

@@ -236,3 +236,42 @@ def test_foreach_clip_equals_rllibs_global_norm_clip():
         assert torch.allclose(n1, n2, rtol=1e-6)
         for k in grads:
             assert torch.allclose(ours[k], theirs[k], rtol=1e-6, equal_nan=True), (scale, k)
+
+
+def test_padded_minibatches_give_the_same_loss_and_gradients(ray_session, tiny_config):
+    tiny_config["resources"]["env_runner"] = "columnar"
+    algo = build_config(config.validate(tiny_config)).build_algo()
+    learner = algo.learner_group._learner
+    captured, make_batch = {}, learner._make_batch_if_necessary
+
+    def capture(**kwargs):
+        captured["batch"] = batch = make_batch(**kwargs)
+        return batch
+
+    learner._make_batch_if_necessary = capture
+    try:
+        algo.train()
+        params = [p for p in learner._params.values() if p.requires_grad]
+
+        def loss_and_grads(pad: bool):
+            learner._pad_minibatches = pad
+            minibatch = {}
+            for mid, b in captured["batch"].policy_batches.items():
+                columns = {k: v for k, v in b.items() if torch.is_tensor(v)}
+                minibatch[mid] = learner._rows(columns, torch.arange(min(len(b), 37)))
+            if pad:
+                assert all(len(m["obs"]) % 256 == 0 for m in minibatch.values())
+            fwd_out = learner.module.forward_train(minibatch)
+            total = sum(learner.compute_losses(fwd_out=fwd_out, batch=minibatch).values())
+            grads = torch.autograd.grad(total, params, allow_unused=True)
+            return total, grads
+
+        plain, padded = loss_and_grads(False), loss_and_grads(True)
+        assert torch.allclose(plain[0], padded[0], rtol=1e-5, atol=1e-6)
+        for g1, g2 in zip(plain[1], padded[1]):
+            assert (g1 is None) == (g2 is None)
+            if g1 is not None:
+                assert torch.allclose(g1, g2, rtol=1e-4, atol=1e-6)
+    finally:
+        learner._pad_minibatches = False
+        algo.stop()

@@ -31,7 +31,8 @@ SKIP: dict[str, str] = {
     r"^export RAY_ADDRESS=": "cluster: the commands after it talk to a cluster",
     r"^ray ": "cluster launcher / job commands: need AWS or a cluster",
     r"^serve ": "Ray Serve CLI: a server or a cluster (tests/serve covers the app)",
-    r"^bioflux serve ": "starts a long-running Ray Serve server (tests/serve covers it)",
+    r"^(\w+=\S+ )*bioflux serve ": "starts a long-running Ray Serve server (tests/serve covers "
+    "it; the s3:// form: tests/serve/test_models_uri.py)",
     r"^bioflux view\b": "starts a long-running web server (tests/serve/test_live_view.py)",
     r"^curl ": "talks to bioflux serve",
     r"^python benchmarks/": "long benchmarks (minutes each)",

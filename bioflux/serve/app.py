@@ -381,6 +381,7 @@ add_live_routes(api, _replica_live_sessions)
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.5},
     max_ongoing_requests=256,  # let concurrent requests reach @serve.batch together
+    health_check_period_s=settings.HEALTH_CHECK_PERIOD_S,
     logging_config={"enable_access_log": False, "log_level": "WARNING"},
 )
 @serve.ingress(api)

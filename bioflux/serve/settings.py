@@ -17,6 +17,9 @@ MAX_BATCH_SIZE = 32
 #: How long a batch waits for more requests before it runs (seconds).
 BATCH_WAIT_TIMEOUT_S = 0.002
 NUM_REPLICAS = 1
+#: How often Serve's controller checks each replica (seconds; Serve's default is 10). A
+#: SIGKILLed replica is noticed and replaced within about this much plus its start-up.
+HEALTH_CHECK_PERIOD_S = 2.0
 
 # ---------------------------------------------------------------------------- request limits
 #: Largest request body in bytes (8 MiB: 1024 agents with 11x11 observations fit with room to

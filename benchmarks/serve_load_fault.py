@@ -1,6 +1,6 @@
 """Serving under load and faults. Prints one JSON object.
 
-Run: ``python benchmarks/serve_load_fault.py [--seconds 60] [--concurrency 64]``.
+Run: ``python benchmarks/serve_load_fault.py [--seconds 60] [--concurrency 64] [--haproxy]``.
 
 1. **Hot swaps under load**: one replica (Serve's proxy, as on a cluster), ``--concurrency``
    clients on keep-alive connections send ``/v1/predict`` for ``lotka_volterra/predator@fit``
@@ -170,7 +170,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="Serve's HAProxy ingress (replays requests whose replica died) instead of its proxy",
+    )
     args = parser.parse_args()
+    if args.haproxy:
+        from bioflux.serve.app import enable_haproxy_ingress
+
+        enable_haproxy_ingress()
     import ray
     import requests
     from ray import serve
@@ -180,7 +189,11 @@ def main() -> None:
     obs[3, 6, 2] = 1.0
     body = json.dumps({"policy": POLICY, "observation": obs.tolist()}).encode()
     models = _models()
-    out: dict = {"concurrency": args.concurrency, "seconds": args.seconds}
+    out: dict = {
+        "ingress": "haproxy" if args.haproxy else "serve proxy",
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+    }
     ray.init(include_dashboard=False, log_to_driver=False)
     try:
         # 1. hot swaps under load

@@ -221,7 +221,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
     direct = args.direct_ingress
     if direct is None:  # the fast mode wherever it works: a local Ray with one replica
-        direct = local and args.replicas == 1
+        direct = local and args.replicas == 1 and not args.haproxy
+    if args.haproxy:
+        if direct:
+            raise ValueError("--haproxy and --direct-ingress exclude each other")
+        if not local:
+            raise ValueError(
+                "--haproxy sets up a local Ray; on a cluster set RAY_SERVE_ENABLE_HA_PROXY=1 "
+                "in `ray start`'s environment (README: Serving on the cluster)"
+            )
+        from bioflux.serve.app import enable_haproxy_ingress
+
+        enable_haproxy_ingress()
     if direct:
         if not local or args.replicas != 1:
             raise ValueError("--direct-ingress needs a local Ray (no --address) and 1 replica")
@@ -244,7 +255,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         print(
             f"serving {args.models} on http://{args.host}:{args.port} (docs: /docs; "
-            f"{'direct ingress' if direct else 'Serve proxy'}); Ctrl-C stops",
+            f"{'direct ingress' if direct else 'HAProxy' if args.haproxy else 'Serve proxy'}); "
+            "Ctrl-C stops",
             flush=True,
         )
         stop.wait()
@@ -502,6 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the replica answers on --port itself, without Serve's proxy hop (Ray Serve's "
         "direct ingress, p50 ~1 ms). Default: on with a local Ray and 1 replica; off (Serve's "
         "proxy) on a cluster (--address / $RAY_ADDRESS) or with several replicas",
+    )
+    srv.add_argument(
+        "--haproxy",
+        action="store_true",
+        help="serve HTTP through Ray Serve's HAProxy ingress (experimental in Ray 2.60), which "
+        "replays a request whose replica died on another replica: with --replicas 2 or more a "
+        "killed replica loses no request. Local Ray only; its stats page binds *:8404",
     )
     srv.add_argument(
         "--admin-token",

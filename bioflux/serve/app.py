@@ -663,6 +663,21 @@ def enable_direct_ingress(port: int) -> int:
         return sock.getsockname()[1]
 
 
+def enable_haproxy_ingress() -> None:
+    """Serve HTTP through Ray Serve 2.60's HAProxy ingress (experimental there), which replays
+    a request on another replica when its replica dies without answering
+    (``settings.HAPROXY_RETRY_ON``): with 2 or more replicas a SIGKILLed replica loses no
+    request. HAProxy's Prometheus frontend (``:9101``, all interfaces) stays off (the app's own
+    ``/metrics`` remains); its read-only stats page binds ``*:8404`` (Ray's template: firewall
+    it). Must run before Ray starts in this process; on a cluster set the same variables in
+    ``ray start``'s environment on every node."""
+    import os
+
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
+    os.environ["RAY_SERVE_HAPROXY_RETRY_ON"] = settings.HAPROXY_RETRY_ON
+    os.environ["RAY_SERVE_HAPROXY_METRICS_ENABLED"] = "0"
+
+
 def start(
     models_dir: str | Path,
     host: str = settings.HOST,

@@ -20,6 +20,11 @@ NUM_REPLICAS = 1
 #: How often Serve's controller checks each replica (seconds; Serve's default is 10). A
 #: SIGKILLed replica is noticed and replaced within about this much plus its start-up.
 HEALTH_CHECK_PERIOD_S = 2.0
+#: With ``--haproxy``: the failures after which HAProxy replays a request on another replica.
+#: ``empty-response`` covers a replica that died mid-request; safe here because every request
+#: that can reach a dying replica is idempotent (predictions; a load or delete repeated gives
+#: the same state).
+HAPROXY_RETRY_ON = "conn-failure empty-response response-timeout"
 
 # ---------------------------------------------------------------------------- request limits
 #: Largest request body in bytes (8 MiB: 1024 agents with 11x11 observations fit with room to

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pickle
 import shutil
+import signal
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def spawn(args: list[str], log: Path, **kw) -> subprocess.Popen:
+    """A subprocess in its own session, its output to ``log`` (no pipe to fill up)."""
+    with log.open("w") as out:
+        return subprocess.Popen(
+            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw
+        )
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def tiny_ppo_modules() -> tuple[dict, dict]:

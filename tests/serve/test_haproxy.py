@@ -17,7 +17,7 @@ import time
 import numpy as np
 import requests
 
-from tests.serve.conftest import free_port
+from tests.serve.conftest import free_port, spawn, stop
 
 REPLICA_TITLE = "ServeReplica:bioflux:PolicyServer"
 
@@ -27,16 +27,14 @@ def _replica_pids() -> list[int]:
     return [int(p) for p in out.stdout.split()]
 
 
-def test_haproxy_keeps_serving_through_a_killed_replica(models_dir):
+def test_haproxy_keeps_serving_through_a_killed_replica(models_dir, tmp_path):
     port = free_port()
-    proc = subprocess.Popen(
+    log = tmp_path / "serve.log"
+    proc = spawn(
         [sys.executable, "-m", "bioflux", "serve", "--models", str(models_dir)]
         + ["--port", str(port), "--replicas", "2", "--haproxy"],
+        log,
         env={**os.environ, "RAY_ADDRESS": ""},
-        start_new_session=True,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     obs = np.zeros((5, 5, 4))
@@ -51,15 +49,15 @@ def test_haproxy_keeps_serving_through_a_killed_replica(models_dir):
                         break
             except requests.RequestException:  # not listening yet, or no replica behind it
                 pass
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            assert proc.poll() is None, log.read_text()[-3000:]
             time.sleep(0.5)
         before = _replica_pids()
         assert len(before) == 2, before
-        stop, ok, failed = threading.Event(), [], []
+        done, ok, failed = threading.Event(), [], []
 
         def client() -> None:
             with requests.Session() as session:
-                while not stop.is_set():
+                while not done.is_set():
                     try:
                         r = session.post(url + "/v1/predict", json=body, timeout=30)
                         (ok if r.status_code == 200 else failed).append(r.status_code)
@@ -81,7 +79,7 @@ def test_haproxy_keeps_serving_through_a_killed_replica(models_dir):
                 break
             time.sleep(0.25)
         time.sleep(2)
-        stop.set()
+        done.set()
         for t in threads:
             t.join()
         assert served_before_kill > 0
@@ -89,9 +87,4 @@ def test_haproxy_keeps_serving_through_a_killed_replica(models_dir):
         assert len(ok) > served_before_kill
         assert replaced is not None and replaced < 30, replaced
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)

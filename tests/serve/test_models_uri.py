@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -20,7 +19,15 @@ import pytest
 import requests
 
 from bioflux.serve.storage import key_parts, servable
-from tests.serve.conftest import ADMIN, ADMIN_TOKEN, TouchOnUnpickle, export, free_port
+from tests.serve.conftest import (
+    ADMIN,
+    ADMIN_TOKEN,
+    TouchOnUnpickle,
+    export,
+    free_port,
+    spawn,
+    stop,
+)
 
 OBS = np.zeros((5, 5, 4), dtype=np.float32)
 OBS[2, 2, 1] = 1.0
@@ -209,14 +216,6 @@ def test_file_uri_served_over_http(uri_server, remote, tmp_path):
 
 
 # ---------------------------------------------------------------------------- s3:// (moto)
-def spawn(args: list[str], log: Path, **kw) -> subprocess.Popen:
-    """A subprocess in its own session, its output to ``log`` (no pipe to fill up)."""
-    with log.open("w") as out:
-        return subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, **kw
-        )
-
-
 def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180) -> None:
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -233,20 +232,11 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, seconds: float = 180)
     raise AssertionError(f"{url} did not answer within {seconds} s: {log.read_text()[-3000:]}")
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 @pytest.fixture
 def moto_s3(tmp_path):
     """moto's S3 server on a free 127.0.0.1 port: ``(endpoint URL, env with credentials)``."""
-    pytest.importorskip("moto.server", reason="moto[server] is in the test extra")
+    import moto.server  # noqa: F401  (moto[server] is in the test extra: missing fails, never skips)
+
     port = free_port()
     log = tmp_path / "moto.log"
     proc = spawn([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log)

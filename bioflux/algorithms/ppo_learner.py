@@ -28,6 +28,7 @@ all paths do the same SGD work for the same config.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -54,76 +55,52 @@ from ray.rllib.utils.metrics import (
     NUM_MODULE_STEPS_TRAINED_LIFETIME,
     WEIGHTS_SEQ_NO,
 )
-from ray.rllib.utils.minibatch_utils import MiniBatchIteratorBase
 from ray.rllib.utils.torch_utils import clip_gradients, explained_variance
 
 
-def minibatches_per_epoch(
-    largest: int, minibatch_size: int, num_epochs: int, num_total_minibatches: int = 0
-) -> int:
-    """``K``: minibatches per epoch (with DDP, ``num_total_minibatches`` fixes the total)."""
+def minibatch_plan(
+    rows: dict[str, int],
+    *,
+    num_epochs: int,
+    minibatch_size: int,
+    shuffle: bool = True,
+    num_total_minibatches: int = 0,
+    device: torch.device | str | None = None,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """The row indices of every SGD minibatch of one update, per module.
+
+    Each epoch shuffles every module's rows (``torch.randperm`` on ``device``) and cuts them
+    into the same number ``K = ceil(rows of the largest module / minibatch_size)`` of nearly
+    equal parts, so every module covers each of its rows exactly ``num_epochs`` times in
+    ``num_epochs × K`` minibatches. With several learners (DDP), ``num_total_minibatches``
+    fixes how many minibatches every learner runs so they stay in lock-step; the epoch is then
+    cut into ``num_total_minibatches / num_epochs`` parts. Every minibatch holds rows of every
+    module (DDP needs each module in every step): a module with fewer rows than parts repeats
+    its rows, the one case where it does more than ``num_epochs`` passes.
+    """
     if num_total_minibatches:
-        return max(1, round(num_total_minibatches / num_epochs))
-    return max(1, math.ceil(largest / minibatch_size))
+        k = max(1, round(num_total_minibatches / num_epochs))
+    else:
+        k = max(1, math.ceil(max(rows.values(), default=0) / minibatch_size))
+    total = num_total_minibatches or num_epochs * k
+    parts = {mid: _epoch_parts(n, k) for mid, n in rows.items()}
+    step = 0
+    while step < total:
+        order = {
+            mid: torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
+            for mid, n in rows.items()
+        }
+        for i in range(min(k, total - step)):
+            yield {mid: order[mid][parts[mid][i]] for mid in rows}
+            step += 1
 
 
-def epoch_parts(n: int, k: int) -> list[slice]:
+def _epoch_parts(n: int, k: int) -> list[slice]:
     """Cut ``n`` (shuffled) rows into ``k`` nearly equal slices; fewer rows than ``k``: repeat."""
     if n >= k:
         edges = np.linspace(0, n, k + 1).round().astype(int)
         return [slice(int(edges[i]), int(edges[i + 1])) for i in range(k)]
     return [slice(i % n, i % n + 1) for i in range(k)]
-
-
-class PerModuleEpochIterator(MiniBatchIteratorBase):
-    """Minibatches in which every module covers its own rows exactly ``num_epochs`` times.
-
-    With several learners (DDP), ``num_total_minibatches`` fixes how many minibatches every
-    learner yields so they stay in lock-step; the epoch is then cut into
-    ``num_total_minibatches / num_epochs`` minibatches. Every minibatch holds rows of every
-    module (DDP needs each module in every step): a module with fewer rows than minibatches
-    per epoch repeats its rows, the one case where it does more than ``num_epochs`` passes.
-    ``PerModuleEpochsPPOTorchLearner.update`` follows the same plan on the device.
-    """
-
-    def __init__(
-        self,
-        batch: MultiAgentBatch,
-        *,
-        num_epochs: int = 1,
-        minibatch_size: int,
-        shuffle_batch_per_epoch: bool = True,
-        num_total_minibatches: int = 0,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(batch, num_epochs=num_epochs, minibatch_size=minibatch_size)
-        self._batch = batch
-        self._num_epochs = num_epochs
-        self._minibatch_size = minibatch_size
-        self._shuffle = shuffle_batch_per_epoch
-        self._total = num_total_minibatches
-
-    def minibatches_per_epoch(self) -> int:
-        largest = max((len(b) for b in self._batch.policy_batches.values()), default=0)
-        return minibatches_per_epoch(largest, self._minibatch_size, self._num_epochs, self._total)
-
-    def __iter__(self):
-        k = self.minibatches_per_epoch()
-        modules = {m: b for m, b in self._batch.policy_batches.items() if len(b)}
-        yielded = 0
-        epochs = self._num_epochs if not self._total else math.ceil(self._total / k)
-        for _ in range(epochs):
-            if self._shuffle:
-                for module_batch in modules.values():
-                    module_batch.shuffle()
-            parts = {m: epoch_parts(len(b), k) for m, b in modules.items()}
-            for i in range(k):
-                if self._total and yielded >= self._total:
-                    return
-                yield MultiAgentBatch(
-                    {m: b[parts[m][i]] for m, b in modules.items()}, len(self._batch)
-                )
-                yielded += 1
 
 
 PAD_ROWS = 256  # with a compiled forward, minibatches are padded to a multiple of this
@@ -245,38 +222,30 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         num_total_minibatches: int,
     ) -> tuple[dict[str, int], int, dict[str, Any]]:
         """The SGD steps of one update; returns rows trained per module, steps, last losses."""
-        k = minibatches_per_epoch(
-            max(rows.values()), minibatch_size, num_epochs, num_total_minibatches
+        plan = list(
+            minibatch_plan(
+                rows,
+                num_epochs=num_epochs,
+                minibatch_size=minibatch_size,
+                shuffle=shuffle,
+                num_total_minibatches=num_total_minibatches,
+                device=self._device,
+            )
         )
-        total = num_total_minibatches or num_epochs * k
-        epochs = math.ceil(total / k)
-        parts = {mid: epoch_parts(n, k) for mid, n in rows.items()}
         trained = dict.fromkeys(modules, 0)
         metrics, quiet = self.metrics, _QuietMetrics(self.metrics)
         loss_per_module: dict[str, Any] = {}
-        step = 0
-        for _ in range(epochs):
-            order = {
-                mid: torch.randperm(n, device=self._device)
-                if shuffle
-                else torch.arange(n, device=self._device)
-                for mid, n in rows.items()
-            }
-            for i in range(k):
-                if step >= total:
-                    break
-                minibatch = {}
-                for mid, columns in modules.items():
-                    index = order[mid][parts[mid][i]]
-                    trained[mid] += len(index)
-                    minibatch[mid] = self._rows(columns, index)
-                step += 1
-                self.metrics = metrics if step == total else quiet
-                try:
-                    _, loss_per_module, _ = self._update(minibatch)
-                finally:
-                    self.metrics = metrics
-        return trained, step, loss_per_module
+        for step, indices in enumerate(plan, start=1):
+            minibatch = {}
+            for mid, columns in modules.items():
+                trained[mid] += len(indices[mid])
+                minibatch[mid] = self._rows(columns, indices[mid])
+            self.metrics = metrics if step == len(plan) else quiet
+            try:
+                _, loss_per_module, _ = self._update(minibatch)
+            finally:
+                self.metrics = metrics
+        return trained, len(plan), loss_per_module
 
     def _rows(self, columns: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:
         """The minibatch rows ``index`` of a module's columns. With a compiled forward the rows

@@ -6,32 +6,36 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
-from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 
 from bioflux import config
 from bioflux.algorithms.bf16_learner import BF16PPOTorchLearner
 from bioflux.algorithms.ppo import build_config
-from bioflux.algorithms.ppo_learner import PerModuleEpochIterator, PerModuleEpochsPPOTorchLearner
+from bioflux.algorithms.ppo_learner import PerModuleEpochsPPOTorchLearner, minibatch_plan
 
 
 @pytest.mark.parametrize("num_epochs,minibatch_size", [(3, 64), (1, 500), (6, 7)])
 def test_every_module_passes_over_its_own_rows_exactly_num_epochs_times(num_epochs, minibatch_size):
     sizes = {"predator": 40, "prey": 160}
-    batch = MultiAgentBatch(
-        {m: SampleBatch({"row": np.arange(n)}) for m, n in sizes.items()}, env_steps=100
-    )
-    it = PerModuleEpochIterator(batch, num_epochs=num_epochs, minibatch_size=minibatch_size)
+    plan = list(minibatch_plan(sizes, num_epochs=num_epochs, minibatch_size=minibatch_size))
     seen = {m: Counter() for m in sizes}
-    minibatches = 0
-    for mb in it:
-        minibatches += 1
-        for m, b in mb.policy_batches.items():
-            seen[m].update(b["row"].tolist())
-            assert len(b) <= max(minibatch_size, 1) or m == "prey"
-        assert len(mb.policy_batches["prey"]) <= minibatch_size
+    for indices in plan:
+        for m, rows in indices.items():
+            seen[m].update(rows.tolist())
+        assert len(indices["prey"]) <= minibatch_size
+        assert len(indices["predator"]) >= 1  # every module in every step (DDP)
     for m, n in sizes.items():
         assert seen[m] == Counter({row: num_epochs for row in range(n)}), m
-    assert minibatches == num_epochs * -(-160 // minibatch_size)
+    assert len(plan) == num_epochs * -(-160 // minibatch_size)
+
+
+def test_ddp_lock_step_fixes_the_number_of_minibatches():
+    plan = list(
+        minibatch_plan(
+            {"predator": 3, "prey": 50}, num_epochs=2, minibatch_size=10, num_total_minibatches=7
+        )
+    )
+    assert len(plan) == 7
+    assert all(len(ix["predator"]) >= 1 and len(ix["prey"]) >= 1 for ix in plan)
 
 
 @pytest.mark.parametrize("env_runner", ["batched", "columnar"])

@@ -45,6 +45,7 @@ import asyncio
 import hmac
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -401,8 +402,12 @@ class PolicyServer:
         preload: bool = True,
         admin_token: str | None = None,
         models_cache: str | None = None,
+        reload_interval_s: float = settings.MODEL_RELOAD_INTERVAL_S,
     ):
         self.inference = ModelInference(models_dir, preload=preload, cache_dir=models_cache)
+        threading.Thread(
+            target=self._reload_changed_modules, args=(reload_interval_s,), daemon=True
+        ).start()
         self.metrics = ServerMetrics()
         self.live = LiveSessions(self.inference)
         self._admin_token = admin_token or os.environ.get(settings.ADMIN_TOKEN_ENV) or None
@@ -410,6 +415,16 @@ class PolicyServer:
         self._batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
 
     # ------------------------------------------------------------------ helpers
+    def _reload_changed_modules(self, interval_s: float) -> None:
+        """Background thread: the hot swaps other replicas were asked for reach this one."""
+        while True:
+            time.sleep(interval_s)
+            try:
+                for name in self.inference.reload_changed():
+                    logger.warning("reloaded %s: its files changed", name)
+            except Exception as err:  # never let the thread die; the next round retries
+                logger.warning("reloading changed modules failed: %s", _one_line(err))
+
     def _label(self, name: str | None) -> str:
         """A policy's metrics label: a known full name, else ``unknown``."""
         return name if name in self.inference.registry.entries else UNKNOWN_POLICY
@@ -637,6 +652,7 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
         preload=bool(args.pop("preload", True)),
         admin_token=str(admin_token) if admin_token else None,
         models_cache=str(models_cache) if models_cache else None,
+        reload_interval_s=float(args.pop("reload_interval_s", settings.MODEL_RELOAD_INTERVAL_S)),
     )
 
 

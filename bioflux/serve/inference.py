@@ -60,6 +60,8 @@ class LoadedModel:
     entry: ModelEntry
     policy: Policy
     loaded_at: float
+    #: ``module_mtime`` of its files when the load started (0.0: built-in or ensemble).
+    files_mtime: float = 0.0
 
 
 def observation_window(entry: ModelEntry) -> int | None:
@@ -445,6 +447,7 @@ class ModelInference:
             self.registry.sync()
         self.registry.scan()
         entry = self.resolve(name)
+        files_mtime = module_mtime(entry.path) if entry.path is not None else 0.0
         try:
             policy = self._load_policy(entry)
         except ValueError as err:
@@ -469,12 +472,31 @@ class ModelInference:
                 except (UnknownModelError, ModelLoadError):
                     pass
             raise ModelLoadError(f"policy {entry.name!r} failed to load: {msg}{note}") from None
-        loaded = LoadedModel(entry, policy, time.time())
+        loaded = LoadedModel(entry, policy, time.time(), files_mtime)
         with self._lock:
             self._loaded[entry.name] = loaded  # atomic swap
             self.failures.pop(entry.name, None)
             self.reload_errors.pop(entry.name, None)
         return loaded
+
+    def reload_changed(self) -> list[str]:
+        """Reload every loaded module whose files changed since it was loaded, and return their
+        names. This is how a hot swap reaches every replica: each one runs it every
+        ``settings.MODEL_RELOAD_INTERVAL_S`` (an admin load reaches only the replica that
+        answers it). A URI models folder is re-synced first when its interval has passed. A
+        reload that fails keeps the old version serving, as an admin load does."""
+        self.registry.refresh()
+        reloaded = []
+        for name, loaded in list(self._loaded.items()):
+            path = loaded.entry.path
+            if path is None or module_mtime(path) <= loaded.files_mtime:
+                continue
+            try:
+                self.load(name)
+            except (ModelLoadError, UnknownModelError):
+                continue  # reload_errors / failures say why
+            reloaded.append(name)
+        return reloaded
 
     def unload(self, name: str) -> tuple[str, bool]:
         """Drop a policy from the cache (it loads again on demand). Returns the full name of

@@ -64,6 +64,9 @@ MODELS_CACHE_ENV = "BIOFLUX_MODELS_CACHE"
 #: (``/v1/models``, ``/readyz``, ``/v1/ensembles``, ``/v1/live/options``), in seconds;
 #: ``POST /v1/models/{name}/load`` always re-syncs.
 MODELS_SYNC_INTERVAL_S = 60.0
+#: How often each replica reloads the loaded modules whose files changed (seconds): a hot swap
+#: (new files + an admin load on one replica) reaches every replica within this time.
+MODEL_RELOAD_INTERVAL_S = 10.0
 #: Most files a URI models folder may hold in module folders (a sync over it fails).
 MAX_SYNC_FILES = 100_000
 

@@ -154,14 +154,17 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         _no_metrics_reduce: bool = False,
         **kwargs: Any,
     ):
-        if data_iterators or (training_data and training_data.data_iterators) or not minibatch_size:
-            return super().update(
+        if training_data is None:
+            training_data = TrainingData(
                 batch=batch,
                 batches=batches,
                 batch_refs=batch_refs,
                 episodes=episodes,
                 episodes_refs=episodes_refs,
                 data_iterators=data_iterators,
+            )
+        if training_data.data_iterators or not minibatch_size:  # RLlib's own loop
+            return super().update(
                 training_data=training_data,
                 timesteps=timesteps,
                 num_total_minibatches=num_total_minibatches,
@@ -174,14 +177,6 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         self._check_is_built()
         timesteps = timesteps or {}
         self.before_gradient_based_update(timesteps=timesteps)
-        if training_data is None:
-            training_data = TrainingData(
-                batch=batch,
-                batches=batches,
-                batch_refs=batch_refs,
-                episodes=episodes,
-                episodes_refs=episodes_refs,
-            )
         training_data.validate()
         training_data.solve_refs()
         self._weights_seq_no += 1

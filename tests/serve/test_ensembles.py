@@ -137,43 +137,16 @@ def test_an_ensemble_evaluates_through_bioflux_evaluate(tmp_path):
         "ensembles:\n  mix:\n    combine: average\n    members: {random: 1, lotka_volterra: 3}\n"
     )
     out = tmp_path / "eval"
-    code = cli.main(
-        [
-            "evaluate",
-            "--predator",
-            "mix",
-            "--prey",
-            "random",
-            "--models",
-            str(tmp_path),
-            "--episodes",
-            "4",
-            "--out",
-            str(out),
-        ]
-    )
-    assert code == 0
+
+    def evaluate(predator: str) -> int:
+        args = ["evaluate", "--predator", predator, "--prey", "random", "--models", str(tmp_path)]
+        return cli.main([*args, "--episodes", "4", "--out", str(out)])
+
+    assert evaluate("mix") == 0
     result = json.loads((out / "evaluation.json").read_text())[0]
     assert result["predator_policy"] == "mix/predator" and result["episodes"] == 4
     assert 0.0 <= result["metrics"]["predator"]["capture_rate"] <= 1.0
-    assert (
-        cli.main(
-            [
-                "evaluate",
-                "--predator",
-                "nope",
-                "--prey",
-                "random",
-                "--models",
-                str(tmp_path),
-                "--episodes",
-                "4",
-                "--out",
-                str(out),
-            ]
-        )
-        == 2
-    )
+    assert evaluate("nope") == 2
 
 
 def test_an_ensemble_simulates_through_bioflux_simulate(tmp_path):

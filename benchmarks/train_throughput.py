@@ -2,7 +2,7 @@
 
 Run: ``python benchmarks/train_throughput.py [--iterations 4] [--num-env-runners 1]
 [--num-envs 4] [--paths columnar,batched,pettingzoo] [--learner-precision bfloat16]
-[--num-gpus-per-learner 1]``. Prints one JSON object.
+[--num-gpus-per-learner 1 [--learner-cuda-graph]]``. Prints one JSON object.
 
 Paths compared in the same run, with the same PPO hyper-parameters and network:
 
@@ -49,6 +49,7 @@ def build(
     gpus: float,
     minibatch: int,
     compile_mode: str = "off",
+    cuda_graph: bool = False,
 ):
     from ray.rllib.connectors.env_to_module import FlattenObservations
     from ray.rllib.env.wrappers.pettingzoo_env import ParallelPettingZooEnv
@@ -69,6 +70,7 @@ def build(
                 "hidden": hidden,
                 "learner_precision": precision,
                 "sample_ahead": path == "columnar_ahead",
+                "learner_cuda_graph": cuda_graph,
             },
             "resources": {
                 "num_env_runners": runners,
@@ -149,6 +151,11 @@ def main() -> None:
         help="torch.compile the learner's forward_train (inductor) with this mode",
     )
     parser.add_argument(
+        "--learner-cuda-graph",
+        action="store_true",
+        help="GPU learner: replay each SGD step as a CUDA graph (training.learner_cuda_graph)",
+    )
+    parser.add_argument(
         "--paths", default="columnar,batched,pettingzoo", help="also: columnar_ahead, adapter"
     )
     parser.add_argument(
@@ -170,6 +177,7 @@ def main() -> None:
         gpus=args.num_gpus_per_learner,
         minibatch=args.minibatch_size,
         compile_mode=args.torch_compile,
+        cuda_graph=args.learner_cuda_graph,
     )
     try:
         results = {p: measure(p, args.iterations, **kw) for p in args.paths.split(",")}
@@ -191,6 +199,7 @@ def main() -> None:
         "num_epochs": 5,
         "num_gpus_per_learner": args.num_gpus_per_learner,
         "torch_compile": args.torch_compile,
+        "learner_cuda_graph": args.learner_cuda_graph,
         "learner_precision": args.learner_precision,
         "paths": results,
     }

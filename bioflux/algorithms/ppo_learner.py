@@ -21,6 +21,10 @@ after its check; the identity on finite gradients) and logs loss terms only for 
 minibatch of the update — the only one RLlib reports anyway (``window=1``). Step counts are
 logged once per update with the same keys and totals.
 
+**CUDA graphs** (``training.learner_cuda_graph``, a GPU learner): each SGD step — forward, loss,
+backward, clip, Adam — is captured once and replayed (``captured_sgd_step``), so a step costs
+one launch instead of several hundred.
+
 The same learner serves every EnvRunner path (``batched``, ``columnar``, ``multi_agent``), so
 all paths do the same SGD work for the same config.
 """
@@ -48,6 +52,7 @@ from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch
 from ray.rllib.utils.metrics import (
+    DIFF_NUM_GRAD_UPDATES_VS_SAMPLER_POLICY,
     MODULE_TRAIN_BATCH_SIZE_MEAN,
     NUM_ENV_STEPS_TRAINED,
     NUM_ENV_STEPS_TRAINED_LIFETIME,
@@ -55,7 +60,11 @@ from ray.rllib.utils.metrics import (
     NUM_MODULE_STEPS_TRAINED_LIFETIME,
     WEIGHTS_SEQ_NO,
 )
-from ray.rllib.utils.torch_utils import clip_gradients, explained_variance
+from ray.rllib.utils.numpy import SMALL_NUMBER
+from ray.rllib.utils.torch_utils import clip_gradients
+from torch.distributions import Categorical
+
+from bioflux.algorithms.captured_sgd_step import ROW_VALID, CapturedSGDStep
 
 
 def minibatch_plan(
@@ -104,6 +113,7 @@ def _epoch_parts(n: int, k: int) -> list[slice]:
 
 
 PAD_ROWS = 256  # with a compiled forward, minibatches are padded to a multiple of this
+MAX_CAPTURED_GRAPHS = 4  # graphs kept per learner (one per buffer shape / lr / coefficient)
 
 
 class _QuietMetrics:
@@ -127,7 +137,21 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
     """``PPOTorchLearner`` with per-module epochs and a sync-free SGD loop (module docstring)."""
 
     def build(self) -> None:
+        self._cuda_graph = bool(self.config.learner_config_dict.get("cuda_graph", False))
+        self._captured_steps: dict[tuple, CapturedSGDStep] = {}
+        self._graph_pool = None
         super().build()
+        if self._cuda_graph and (
+            self.config.num_learners > 1
+            or self._torch_compile_forward_train
+            or self.config.torch_skip_nan_gradients
+            or self._lr_scheduler_classes is not None
+            or self._grad_scalers is not None
+        ):
+            raise ValueError(
+                "learner_cuda_graph: one learner, no torch.compile, no lr schedule, no "
+                "torch_skip_nan_gradients and no grad scalers (the step must be capturable)"
+            )
         # ``torch_compile_learner`` (forward_train): RLlib 2.60 tests the MultiRLModule instead
         # of each sub-module for being a TorchRLModule, so it compiles none; compile them here.
         self._pad_minibatches = self._torch_compile_forward_train
@@ -228,19 +252,105 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
             )
         )
         trained = dict.fromkeys(modules, 0)
+        for indices in plan:
+            for mid, index in indices.items():
+                trained[mid] += len(index)
+        if self._cuda_graph:
+            return trained, len(plan), self._captured_sgd(modules, plan, minibatch_size)
         metrics, quiet = self.metrics, _QuietMetrics(self.metrics)
         loss_per_module: dict[str, Any] = {}
         for step, indices in enumerate(plan, start=1):
-            minibatch = {}
-            for mid, columns in modules.items():
-                trained[mid] += len(indices[mid])
-                minibatch[mid] = self._rows(columns, indices[mid])
+            minibatch = {mid: self._rows(columns, indices[mid]) for mid, columns in modules.items()}
             self.metrics = metrics if step == len(plan) else quiet
             try:
                 _, loss_per_module, _ = self._update(minibatch)
             finally:
                 self.metrics = metrics
         return trained, len(plan), loss_per_module
+
+    def _captured_sgd(
+        self,
+        modules: dict[str, dict[str, Any]],
+        plan: list[dict[str, torch.Tensor]],
+        minibatch_size: int,
+    ) -> dict[str, Any]:
+        """The SGD steps of one update through a ``CapturedSGDStep`` (a CUDA graph on a GPU,
+        eager on CPU); returns the last step's loss per module."""
+        capacity = max([minibatch_size, *(len(ix) for step in plan for ix in step.values())])
+        step = self._captured_step_for(modules, capacity)
+        metrics, quiet = self.metrics, _QuietMetrics(self.metrics)
+        for i, indices in enumerate(plan, start=1):
+            step.load(modules, indices)
+            step.step(metrics if i == len(plan) else quiet)
+        if self._device.type == "cuda":
+            step.log_last(metrics)
+        self._log_off_policyness(step.buffers)
+        return {mid: loss.detach().clone() for mid, loss in step.losses.items()}
+
+    def _captured_step_for(
+        self, modules: dict[str, dict[str, Any]], capacity: int
+    ) -> CapturedSGDStep:
+        """The captured step for these columns and capacity at the current learning rates and
+        coefficient tensors (a graph bakes in floats and reads tensors by address)."""
+        coefficients = [
+            *(s.get_current_value() for s in self.entropy_coeff_schedulers_per_module.values()),
+            *self.curr_kl_coeffs_per_module.values(),
+        ]
+        key = (
+            CapturedSGDStep.signature(modules, capacity),
+            tuple(g["lr"] for opt in self._optimizer_parameters for g in opt.param_groups),
+            tuple(c.data_ptr() if torch.is_tensor(c) else c for c in coefficients),
+        )
+        step = self._captured_steps.pop(key, None)
+        if step is None:
+            capture = self._device.type == "cuda"
+            if capture and self._graph_pool is None:
+                self._graph_pool = torch.cuda.graph_pool_handle()
+            step = CapturedSGDStep(
+                modules,
+                capacity=capacity,
+                run_step=self._static_sgd_step,
+                learner_state=self._sgd_state,
+                capture=capture,
+                pool=self._graph_pool,
+            )
+            while len(self._captured_steps) >= MAX_CAPTURED_GRAPHS:
+                self._captured_steps.pop(next(iter(self._captured_steps)))
+        self._captured_steps[key] = step  # most recently used last
+        return step
+
+    def _static_sgd_step(self, batch: dict[str, Any], metrics: Any) -> dict[str, torch.Tensor]:
+        """One SGD step (the body of RLlib's ``_uncompiled_update``, without its per-step
+        off-policyness metric, whose boolean indexing syncs), logging into ``metrics``."""
+        real, self.metrics = self.metrics, metrics
+        try:
+            fwd_out = self.module.forward_train(batch)
+            losses = self.compute_losses(fwd_out=fwd_out, batch=batch)
+            self.apply_gradients(self.postprocess_gradients(self.compute_gradients(losses)))
+            return losses
+        finally:
+            self.metrics = real
+
+    def _sgd_state(self) -> tuple[list[torch.Tensor], list[dict[str, Any]]]:
+        """The tensors one SGD step changes: the parameters, and each one's optimizer state."""
+        params, states = [], []
+        for opt in self._optimizer_parameters:
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    params.append(p)
+                    states.append(opt.state[p])  # created empty here, filled by Adam in place
+        return params, states
+
+    def _log_off_policyness(self, batch: dict[str, Any]) -> None:
+        """RLlib's per-minibatch off-policyness metric, for the last minibatch, sync-free."""
+        for mid, b in batch.items():
+            if WEIGHTS_SEQ_NO in b:
+                lag = (self._weights_seq_no - b[WEIGHTS_SEQ_NO]).float()
+                mask = b[Columns.LOSS_MASK]
+                value = torch.sum(torch.where(mask, lag, 0.0)) / torch.sum(mask)
+                self.metrics.log_value(
+                    (mid, DIFF_NUM_GRAD_UPDATES_VS_SAMPLER_POLICY), value, window=1
+                )
 
     def _rows(self, columns: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:
         """The minibatch rows ``index`` of a module's columns. With a compiled forward the rows
@@ -253,7 +363,7 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         size = -(-n // PAD_ROWS) * PAD_ROWS
         padded = torch.cat([index, index[:1].expand(size - n)])
         out = tree.map_structure(lambda t: t[padded], columns)
-        valid = torch.arange(size, device=index.device) < n
+        out[ROW_VALID] = valid = torch.arange(size, device=index.device) < n
         if Columns.LOSS_MASK in out:
             valid = valid & out[Columns.LOSS_MASK]
         out[Columns.LOSS_MASK] = valid
@@ -327,7 +437,7 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
             prev = module.get_exploration_action_dist_cls().from_logits(
                 batch[Columns.ACTION_DIST_INPUTS]
             )
-            mean_kl = mean(prev.kl(curr))
+            mean_kl = mean(kl_divergence(prev, curr))
             total = total + self.curr_kl_coeffs_per_module[module_id] * mean_kl
         if isinstance(self.metrics, _QuietMetrics):
             return total
@@ -338,7 +448,9 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
                 VF_LOSS_KEY: zero if vf_clipped is None else mean(vf_clipped),
                 LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: zero if vf_loss is None else mean(vf_loss),
                 LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(
-                    batch[Postprocessing.VALUE_TARGETS], zero if values is None else values
+                    batch[Postprocessing.VALUE_TARGETS],
+                    zero if values is None else values,
+                    batch.get(ROW_VALID),
                 ),
                 ENTROPY_KEY: mean(entropy),
                 LEARNER_RESULTS_KL_KEY: zero if mean_kl is None else mean_kl,
@@ -351,9 +463,15 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # RLlib's default optimizer (Adam, the lr handled by its scheduler), with its
         # multi-tensor implementation: one fused kernel on CUDA, foreach loops on CPU.
+        # A captured step needs Adam's step counters on the device (``capturable``).
         params = self.get_parameters(self._module[module_id])
         fused = self._device.type == "cuda"
-        optimizer = torch.optim.Adam(params, fused=fused, foreach=None if fused else True)
+        optimizer = torch.optim.Adam(
+            params,
+            fused=fused,
+            foreach=None if fused else True,
+            capturable=fused and self._cuda_graph,
+        )
         self.register_optimizer(
             module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr
         )
@@ -399,6 +517,38 @@ def clip_gradients_foreach(
     coeff = torch.clamp(grad_clip / torch.clamp(total + 1e-6, min=grad_clip), max=1.0)
     torch._foreach_mul_(grads, coeff)
     return total
+
+
+def explained_variance(
+    y: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """RLlib's ``explained_variance`` (``max(-1, 1 - Var[y - pred] / Var[y])``, unbiased
+    variances), without its host→device copy, over the ``valid`` rows when given (padding)."""
+    y = y.squeeze()
+    diff = y - pred.squeeze()
+    if valid is None:
+        y_var, diff_var = torch.var(y, dim=0), torch.var(diff, dim=0)
+    else:
+        y_var, diff_var = _masked_var(y, valid), _masked_var(diff, valid)
+    return torch.clamp(1 - diff_var / (y_var + SMALL_NUMBER), min=-1.0)
+
+
+def kl_divergence(prev: Any, curr: Any) -> torch.Tensor:
+    """``prev.kl(curr)``; for two categorical distributions torch's formula with ``where``
+    instead of its boolean-mask assignments (each a host sync, not capturable)."""
+    p, q = getattr(prev, "_dist", None), getattr(curr, "_dist", None)
+    if not (isinstance(p, Categorical) and isinstance(q, Categorical)):
+        return prev.kl(curr)
+    t = p.probs * (p.logits - q.logits)
+    t = torch.where((q.probs == 0).expand_as(t), math.inf, t)
+    t = torch.where((p.probs == 0).expand_as(t), 0.0, t)
+    return t.sum(-1)
+
+
+def _masked_var(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    n = torch.sum(valid)
+    mean = torch.sum(torch.where(valid, x, 0.0)) / n
+    return torch.sum(torch.where(valid, (x - mean) ** 2, 0.0)) / (n - 1)
 
 
 def _is_tensor_tree(value: Any) -> bool:

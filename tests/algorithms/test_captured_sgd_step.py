@@ -1,0 +1,218 @@
+"""The captured SGD step (``training.learner_cuda_graph``) trains exactly like the plain learner.
+
+On CPU the captured step's code runs eagerly over its padded static buffers; the ``gpu``-marked
+test replays it as a CUDA graph (run on a GPU machine with ``pytest -m gpu``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from bioflux import config
+from bioflux.algorithms.ppo import build_config
+from bioflux.algorithms.ppo_learner import explained_variance
+
+STATS = [
+    "policy_loss",
+    "vf_loss",
+    "vf_loss_unclipped",
+    "vf_explained_var",
+    "entropy",
+    "mean_kl_loss",
+    "gradients_default_optimizer_global_norm",
+]
+
+
+def _scalar(value) -> float:
+    return float(value.detach()) if torch.is_tensor(value) else float(value)
+
+
+def _learner_and_batch(tiny_config, env_runner: str, kl_coeff: float, gpu: bool):
+    tiny_config["resources"]["env_runner"] = env_runner
+    tiny_config["training"].update(kl_coeff=kl_coeff, train_batch_size=400)
+    if gpu:
+        tiny_config["resources"]["num_gpus_per_learner"] = 1
+        tiny_config["training"]["learner_cuda_graph"] = True
+    cfg = build_config(config.validate(tiny_config))
+    cfg.learner_config_dict["cuda_graph"] = True  # on CPU: the same step, run eagerly
+    algo = cfg.build_algo()
+    learner = algo.learner_group._learner
+    captured, make_batch = {}, learner._make_batch_if_necessary
+
+    def capture(**kwargs):
+        captured["batch"] = batch = make_batch(**kwargs)
+        return batch
+
+    learner._make_batch_if_necessary = capture
+    algo.train()  # a real train batch, and Adam state that is not fresh
+    learner._make_batch_if_necessary = make_batch
+    return algo, learner, captured["batch"]
+
+
+def _update(learner, batch, *, captured: bool, seed: int, updates: int = 1):
+    """Run ``updates`` updates of 2 epochs on ``batch`` from the learner's current state."""
+    learner._cuda_graph = captured
+    modules = {
+        mid: {k: v for k, v in b.items() if torch.is_tensor(v)}
+        for mid, b in batch.policy_batches.items()
+    }
+    rows = {mid: len(b) for mid, b in batch.policy_batches.items()}
+    torch.manual_seed(seed)
+    for _ in range(updates):
+        trained, steps, losses = learner._sgd(
+            modules, rows, num_epochs=2, minibatch_size=64, shuffle=True, num_total_minibatches=0
+        )
+    stats = {
+        (mid, k): _scalar(learner.metrics.peek((mid, k), default=np.nan))
+        for mid in rows
+        for k in STATS
+    }
+    params = [p.detach().clone() for p in learner._params.values()]
+    return params, {m: float(v.detach()) for m, v in losses.items()}, stats, trained, steps
+
+
+def _compare_with_plain(learner, batch, updates: int = 1):
+    params0 = [p.detach().clone() for p in learner._params.values()]
+    opt0 = learner._get_optimizer_state()
+
+    def rewind():
+        with torch.no_grad():
+            for p, p0 in zip(learner._params.values(), params0, strict=True):
+                p.copy_(p0)
+        learner._set_optimizer_state(opt0)
+
+    plain = _update(learner, batch, captured=False, seed=3, updates=updates)
+    rewind()
+    static = _update(learner, batch, captured=True, seed=3, updates=updates)
+    assert static[3] == plain[3] and static[4] == plain[4]  # rows trained, steps
+    for a, b in zip(plain[0], static[0], strict=True):
+        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert any(not torch.equal(a, b) for a, b in zip(params0, static[0], strict=True))
+    for mid, loss in plain[1].items():
+        assert static[1][mid] == pytest.approx(loss, rel=1e-4, abs=1e-6), mid
+    for key, value in plain[2].items():
+        assert static[2][key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
+    return plain, static
+
+
+@pytest.mark.parametrize("env_runner,kl_coeff", [("batched", 0.0), ("columnar", 0.3)])
+def test_the_static_step_trains_like_the_plain_learner(
+    ray_session, tiny_config, env_runner, kl_coeff
+):
+    algo, learner, batch = _learner_and_batch(tiny_config, env_runner, kl_coeff, gpu=False)
+    try:
+        rows = {mid: len(b) for mid, b in batch.policy_batches.items()}
+        parts = -(-max(rows.values()) // 64)  # minibatches per epoch
+        assert parts > 1 and min(rows.values()) // parts < 64  # padding is exercised
+        if env_runner == "batched":
+            assert "loss_mask" in batch.policy_batches["prey"]  # so is the episodes' mask
+        _compare_with_plain(learner, batch)
+        for _ in range(2):  # whole iterations: one step object serves every update
+            result = algo.train()
+            assert np.isfinite(result["learners"]["prey"]["policy_loss"])
+        assert len(learner._captured_steps) == 1
+    finally:
+        algo.stop()
+
+
+def test_explained_variance_equals_rllibs_and_ignores_padding():
+    from ray.rllib.utils.torch_utils import explained_variance as rllib_ev
+
+    gen = torch.Generator().manual_seed(0)
+    y, pred = torch.randn(50, generator=gen), torch.randn(50, generator=gen)
+    assert torch.allclose(explained_variance(y, pred), rllib_ev(y, pred))
+    assert torch.allclose(explained_variance(y, torch.zeros(())), rllib_ev(y, torch.zeros(())))
+    padded_y, padded_pred = torch.cat([y, y[:1].expand(14)]), torch.cat([pred, pred[:1].expand(14)])
+    valid = torch.arange(64) < 50
+    assert torch.allclose(explained_variance(padded_y, padded_pred, valid), rllib_ev(y, pred))
+
+
+def test_a_cuda_graph_learner_needs_one_gpu_learner(tiny_config):
+    tiny_config["training"]["learner_cuda_graph"] = True
+    with pytest.raises(ValueError, match="learner_cuda_graph"):
+        build_config(config.validate(tiny_config))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("env_runner,kl_coeff", [("batched", 0.0), ("columnar", 0.3)])
+def test_the_cuda_graph_trains_like_the_plain_learner(
+    ray_session, tiny_config, env_runner, kl_coeff
+):
+    algo, learner, batch = _learner_and_batch(tiny_config, env_runner, kl_coeff, gpu=True)
+    try:
+        assert learner._device.type == "cuda"
+        _compare_with_plain(learner, batch, updates=2)
+        assert len(learner._captured_steps) == 1  # one graph, replayed by both updates
+        # and a full training iteration through the graph
+        result = algo.train()
+        for species in ("predator", "prey"):
+            assert np.isfinite(result["learners"][species]["policy_loss"])
+    finally:
+        algo.stop()
+
+
+# Ops that make the host wait for the device (or copy a host value to it): none may run inside
+# a captured step, or the capture fails on the GPU. Adam's CPU step (step counts on the host) is
+# left out: on the GPU the learner's Adam is fused and capturable.
+_HOST_SYNC_OPS = ("_local_scalar_dense", "nonzero", "index_put", "masked_select", "lift_fresh")
+
+
+@pytest.mark.parametrize("env_runner,kl_coeff", [("batched", 0.3), ("columnar", 0.3)])
+def test_the_step_to_capture_never_waits_for_the_device(
+    ray_session, tiny_config, env_runner, kl_coeff
+):
+    from torch.utils._python_dispatch import TorchDispatchMode, _disable_current_modes
+
+    class HostSyncs(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.seen: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = str(func)
+            bool_index = func is torch.ops.aten.index.Tensor and any(
+                torch.is_tensor(i) and i.dtype == torch.bool for i in (args[1] or [])
+            )
+            if bool_index or any(op in name for op in _HOST_SYNC_OPS):
+                self.seen.append(name)
+            return func(*args, **(kwargs or {}))
+
+    algo, learner, batch = _learner_and_batch(tiny_config, env_runner, kl_coeff, gpu=False)
+    try:
+        for opt in learner._optimizer_parameters:
+            step = opt.step
+
+            def unwatched(*a, _step=step, **kw):
+                with _disable_current_modes():
+                    return _step(*a, **kw)
+
+            opt.step = unwatched
+        modules = {
+            mid: {k: v for k, v in b.items() if torch.is_tensor(v)}
+            for mid, b in batch.policy_batches.items()
+        }
+        indices = {mid: torch.arange(min(40, len(b))) for mid, b in modules.items()}
+        step = learner._captured_step_for(modules, 64)
+        step.load(modules, indices)
+        watch = HostSyncs()
+        with watch:
+            step.step(learner.metrics)  # the real metrics: the statistics are computed too
+        assert watch.seen == []
+        assert np.isfinite(_scalar(learner.metrics.peek(("prey", "mean_kl_loss"))))
+        # the watcher does see RLlib's own (syncing) loss
+        from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+
+        fwd_out = learner.module.forward_train(step.buffers)
+        with watch:
+            PPOTorchLearner.compute_loss_for_module(
+                learner,
+                module_id="prey",
+                config=learner.config.get_config_for_module("prey"),
+                batch=step.buffers["prey"],
+                fwd_out=fwd_out["prey"],
+            )
+        assert watch.seen
+    finally:
+        algo.stop()

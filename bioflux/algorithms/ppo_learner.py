@@ -292,9 +292,13 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
     ) -> CapturedSGDStep:
         """The captured step for these columns and capacity at the current learning rates and
         coefficient tensors (a graph bakes in floats and reads tensors by address)."""
-        coefficients = [
-            *(s.get_current_value() for s in self.entropy_coeff_schedulers_per_module.values()),
-            *self.curr_kl_coeffs_per_module.values(),
+        coefficients = [  # per-module dicts filled on first access (the first loss)
+            c
+            for mid in sorted(modules)
+            for c in (
+                self.entropy_coeff_schedulers_per_module[mid].get_current_value(),
+                self.curr_kl_coeffs_per_module[mid],
+            )
         ]
         key = (
             CapturedSGDStep.signature(modules, capacity),

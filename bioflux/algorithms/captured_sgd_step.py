@@ -78,13 +78,11 @@ class CapturedSGDStep:
         run_step: Callable[[dict[str, dict[str, Any]], Any], dict[str, torch.Tensor]],
         learner_state: Callable[[], tuple[list[torch.Tensor], list[dict[str, Any]]]],
         capture: bool,
-        pool: Any = None,
     ) -> None:
         self.capacity = capacity
         self._run_step = run_step
         self._learner_state = learner_state
         self._capture = capture
-        self._pool = pool
         self.buffers = {
             mid: {
                 **{
@@ -166,8 +164,9 @@ class CapturedSGDStep:
         torch.cuda.current_stream().wait_stream(side)
         recorder = _RecordedMetrics(metrics)
         graph = torch.cuda.CUDAGraph()
-        # thread_local: other threads of the process (Ray's) may use CUDA meanwhile
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+        # A private memory pool per graph (graphs sharing one must replay in capture order);
+        # thread_local: other threads of the process (Ray's) may use CUDA meanwhile.
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
             self.losses = self._run_step(self.buffers, recorder)
         self._recorded = recorder.calls
         _restore(params, saved_params, self._learner_state()[1], saved_states)

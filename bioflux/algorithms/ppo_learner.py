@@ -139,7 +139,6 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
     def build(self) -> None:
         self._cuda_graph = bool(self.config.learner_config_dict.get("cuda_graph", False))
         self._captured_steps: dict[tuple, CapturedSGDStep] = {}
-        self._graph_pool = None
         super().build()
         if self._cuda_graph and (
             self.config.num_learners > 1
@@ -159,6 +158,24 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
             for module in self._module._rl_modules.values():
                 if isinstance(module, TorchRLModule):
                     module.compile(self._torch_compile_cfg)
+
+    # A captured graph reads the optimizer state and parameters by address: whatever may
+    # replace them drops the graphs (they are captured again on the next update).
+    def set_state(self, state: Any) -> None:
+        super().set_state(state)
+        self._captured_steps.clear()
+
+    def _set_optimizer_state(self, state: Any) -> None:
+        super()._set_optimizer_state(state)
+        self._captured_steps.clear()
+
+    def add_module(self, *args: Any, **kwargs: Any) -> Any:
+        self._captured_steps.clear()
+        return super().add_module(*args, **kwargs)
+
+    def remove_module(self, *args: Any, **kwargs: Any) -> Any:
+        self._captured_steps.clear()
+        return super().remove_module(*args, **kwargs)
 
     def update(
         self,
@@ -307,16 +324,12 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         )
         step = self._captured_steps.pop(key, None)
         if step is None:
-            capture = self._device.type == "cuda"
-            if capture and self._graph_pool is None:
-                self._graph_pool = torch.cuda.graph_pool_handle()
             step = CapturedSGDStep(
                 modules,
                 capacity=capacity,
                 run_step=self._static_sgd_step,
                 learner_state=self._sgd_state,
-                capture=capture,
-                pool=self._graph_pool,
+                capture=self._device.type == "cuda",
             )
             while len(self._captured_steps) >= MAX_CAPTURED_GRAPHS:
                 self._captured_steps.pop(next(iter(self._captured_steps)))

@@ -73,7 +73,9 @@ def _update(learner, batch, *, captured: bool, seed: int, updates: int = 1):
     return params, {m: float(v.detach()) for m, v in losses.items()}, stats, trained, steps
 
 
-def _compare_with_plain(learner, batch, updates: int = 1):
+def _compare_with_plain(learner, batch, updates: int = 1, rtol: float = 1e-4, atol: float = 1e-6):
+    """Same plan, same start: the captured step's weights, losses and logged statistics equal
+    the plain learner's. (Padding changes the GEMM shapes and so the rounding: tolerances.)"""
     params0 = [p.detach().clone() for p in learner._params.values()]
     opt0 = learner._get_optimizer_state()
 
@@ -88,12 +90,12 @@ def _compare_with_plain(learner, batch, updates: int = 1):
     static = _update(learner, batch, captured=True, seed=3, updates=updates)
     assert static[3] == plain[3] and static[4] == plain[4]  # rows trained, steps
     for a, b in zip(plain[0], static[0], strict=True):
-        assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
+        assert torch.allclose(a, b, rtol=rtol, atol=atol)
     assert any(not torch.equal(a, b) for a, b in zip(params0, static[0], strict=True))
     for mid, loss in plain[1].items():
-        assert static[1][mid] == pytest.approx(loss, rel=1e-4, abs=1e-6), mid
+        assert static[1][mid] == pytest.approx(loss, rel=rtol, abs=atol), mid
     for key, value in plain[2].items():
-        assert static[2][key] == pytest.approx(value, rel=1e-4, abs=1e-6, nan_ok=True), key
+        assert static[2][key] == pytest.approx(value, rel=rtol, abs=atol, nan_ok=True), key
     return plain, static
 
 
@@ -146,7 +148,7 @@ def test_the_cuda_graph_trains_like_the_plain_learner(
     algo, learner, batch = _learner_and_batch(tiny_config, env_runner, kl_coeff, gpu=True)
     try:
         assert learner._device.type == "cuda"
-        _compare_with_plain(learner, batch, updates=2)
+        _compare_with_plain(learner, batch, updates=2, rtol=1e-3, atol=1e-5)
         assert len(learner._captured_steps) == 1  # one graph, replayed by both updates
         # and a full training iteration through the graph
         result = algo.train()

@@ -2,10 +2,12 @@
 # On the GPU device machine (see fetch_wheels.sh for the two calls): install Ray beside the
 # machine's own PyTorch, then check and measure the CUDA-graph learner (#16's GPU target).
 #   1. pytest -m gpu: the CUDA graph trains like the plain learner (params, losses, metrics);
-#   2. benchmarks/train_throughput.py, 12 EnvRunners x 4 worlds, 144k agent-steps/iteration,
+#   2. benchmarks/learner_step.py: the learner alone on one 144k batch, ms per SGD step, eager
+#      against the graph, minibatch 4096 and 16384;
+#   3. benchmarks/train_throughput.py, 12 EnvRunners x 4 worlds, 144k agent-steps/iteration,
 #      minibatch 4096, 5 epochs, GPU learner: columnar_ahead and columnar, with the graph and
 #      then without it (the baseline on the same machine).
-# Everything lands in $OUT (tests.txt, graph.json, eager.json).
+# Everything lands in $OUT (tests.txt, learner_step.json, graph.json, eager.json).
 set -uo pipefail
 R="$HOME"/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
 SITE="$HOME"/site
@@ -18,6 +20,9 @@ OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -c "import ray, torch, bioflux; print(ray.__version__, torch.__version__, torch.cuda.get_device_name(0))"
 timeout 180 python3 -m pytest -q -p no:cacheprovider -o addopts="" -m gpu \
   tests/algorithms/test_captured_sgd_step.py 2>&1 | tail -n 25 | tee "$OUT"/tests.txt
+timeout 120 python3 benchmarks/learner_step.py --num-gpus-per-learner 1 --train-batch-size 144000 \
+  --minibatch-sizes 4096,16384 > "$OUT"/learner_step.json
+cat "$OUT"/learner_step.json
 B=(python3 benchmarks/train_throughput.py --num-gpus-per-learner 1 --num-env-runners 12
    --num-envs 4 --train-batch-size 144000 --minibatch-size 4096 --iterations 4)
 timeout 200 "${B[@]}" --paths columnar_ahead,columnar --learner-cuda-graph > "$OUT"/graph.json

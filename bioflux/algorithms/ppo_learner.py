@@ -480,14 +480,12 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         # RLlib's default optimizer (Adam, the lr handled by its scheduler), with its
         # multi-tensor implementation: one fused kernel on CUDA, foreach loops on CPU.
-        # A captured step needs Adam's step counters on the device (``capturable``).
+        # On CUDA also ``capturable``, so a step can be captured in a CUDA graph (fused Adam
+        # keeps its step counters on the device either way: no cost when nothing is captured).
         params = self.get_parameters(self._module[module_id])
         fused = self._device.type == "cuda"
         optimizer = torch.optim.Adam(
-            params,
-            fused=fused,
-            foreach=None if fused else True,
-            capturable=fused and self._cuda_graph,
+            params, fused=fused, foreach=None if fused else True, capturable=fused
         )
         self.register_optimizer(
             module_id=module_id, optimizer=optimizer, params=params, lr_or_lr_schedule=config.lr

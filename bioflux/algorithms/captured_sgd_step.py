@@ -25,8 +25,9 @@ How (the recipe of PyTorch's "whole network capture"):
 - a graph depends on the buffers' shapes, the learning rates (baked in as floats) and the
   coefficient tensors it reads (entropy, KL): the learner keeps a graph per such key.
 
-Without CUDA (tests on CPU) the same step runs eagerly over the same buffers, which is what
-the equivalence tests compare with the plain learner.
+Not captured (no CUDA graph asked, or no GPU: the tests on CPU) the same step runs eagerly over
+the same buffers: that is what the equivalence tests compare with the plain learner, and what a
+compiled forward (``torch_compile_learner``) uses, since one shape means one compilation.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class CapturedSGDStep:
         self.capacity = capacity
         self._run_step = run_step
         self._learner_state = learner_state
-        self._capture = capture
+        self.captured = capture
         self.buffers = {
             mid: {
                 **{
@@ -137,7 +138,7 @@ class CapturedSGDStep:
     def step(self, metrics: Any) -> None:
         """One SGD step over the loaded buffers. ``metrics``: the logger for the step's values
         when the step runs eagerly (a stand-in that drops them for all but the last step)."""
-        if not self._capture:
+        if not self.captured:
             self.losses = self._run_step(self.buffers, metrics)
             return
         if self._graph is None:

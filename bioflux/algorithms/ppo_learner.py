@@ -112,7 +112,6 @@ def _epoch_parts(n: int, k: int) -> list[slice]:
     return [slice(i % n, i % n + 1) for i in range(k)]
 
 
-PAD_ROWS = 256  # with a compiled forward, minibatches are padded to a multiple of this
 MAX_CAPTURED_GRAPHS = 4  # graphs kept per learner (one per buffer shape / lr / coefficient)
 
 
@@ -153,7 +152,6 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
             )
         # ``torch_compile_learner`` (forward_train): RLlib 2.60 tests the MultiRLModule instead
         # of each sub-module for being a TorchRLModule, so it compiles none; compile them here.
-        self._pad_minibatches = self._torch_compile_forward_train
         if self._torch_compile_forward_train and not isinstance(self._module, TorchRLModule):
             for module in self._module._rl_modules.values():
                 if isinstance(module, TorchRLModule):
@@ -272,12 +270,12 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         for indices in plan:
             for mid, index in indices.items():
                 trained[mid] += len(index)
-        if self._cuda_graph:
-            return trained, len(plan), self._captured_sgd(modules, plan, minibatch_size)
+        if self._static_minibatches:
+            return trained, len(plan), self._static_sgd(modules, plan, minibatch_size)
         metrics, quiet = self.metrics, _QuietMetrics(self.metrics)
         loss_per_module: dict[str, Any] = {}
         for step, indices in enumerate(plan, start=1):
-            minibatch = {mid: self._rows(columns, indices[mid]) for mid, columns in modules.items()}
+            minibatch = {mid: _take(columns, indices[mid]) for mid, columns in modules.items()}
             self.metrics = metrics if step == len(plan) else quiet
             try:
                 _, loss_per_module, _ = self._update(minibatch)
@@ -285,21 +283,27 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
                 self.metrics = metrics
         return trained, len(plan), loss_per_module
 
-    def _captured_sgd(
+    @property
+    def _static_minibatches(self) -> bool:
+        """Minibatches go through fixed-size buffers: for a CUDA graph, or a compiled forward
+        (one shape, so one compilation, instead of one per minibatch size)."""
+        return self._cuda_graph or self._torch_compile_forward_train
+
+    def _static_sgd(
         self,
         modules: dict[str, dict[str, Any]],
         plan: list[dict[str, torch.Tensor]],
         minibatch_size: int,
     ) -> dict[str, Any]:
-        """The SGD steps of one update through a ``CapturedSGDStep`` (a CUDA graph on a GPU,
-        eager on CPU); returns the last step's loss per module."""
+        """The SGD steps of one update through a ``CapturedSGDStep`` (replayed as a CUDA graph
+        with ``learner_cuda_graph`` on a GPU, else eager); returns the last step's losses."""
         capacity = max([minibatch_size, *(len(ix) for step in plan for ix in step.values())])
         step = self._captured_step_for(modules, capacity)
         metrics, quiet = self.metrics, _QuietMetrics(self.metrics)
         for i, indices in enumerate(plan, start=1):
             step.load(modules, indices)
             step.step(metrics if i == len(plan) else quiet)
-        if self._device.type == "cuda":
+        if step.captured:
             step.log_last(metrics)
         self._log_off_policyness(step.buffers)
         return {mid: loss.detach().clone() for mid, loss in step.losses.items()}
@@ -329,7 +333,7 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
                 capacity=capacity,
                 run_step=self._static_sgd_step,
                 learner_state=self._sgd_state,
-                capture=self._device.type == "cuda",
+                capture=self._cuda_graph and self._device.type == "cuda",
             )
             while len(self._captured_steps) >= MAX_CAPTURED_GRAPHS:
                 self._captured_steps.pop(next(iter(self._captured_steps)))
@@ -368,23 +372,6 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
                 self.metrics.log_value(
                     (mid, DIFF_NUM_GRAD_UPDATES_VS_SAMPLER_POLICY), value, window=1
                 )
-
-    def _rows(self, columns: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:
-        """The minibatch rows ``index`` of a module's columns. With a compiled forward the rows
-        are padded (repeats of the first row, masked out of the loss by ``LOSS_MASK``) up to a
-        multiple of ``PAD_ROWS``, so a few fixed shapes replace one shape per minibatch size
-        (each new shape is a recompile, or a new CUDA graph under ``reduce-overhead``)."""
-        n = len(index)
-        if not self._pad_minibatches:
-            return tree.map_structure(lambda t: t[index], columns)
-        size = -(-n // PAD_ROWS) * PAD_ROWS
-        padded = torch.cat([index, index[:1].expand(size - n)])
-        out = tree.map_structure(lambda t: t[padded], columns)
-        out[ROW_VALID] = valid = torch.arange(size, device=index.device) < n
-        if Columns.LOSS_MASK in out:
-            valid = valid & out[Columns.LOSS_MASK]
-        out[Columns.LOSS_MASK] = valid
-        return out
 
     def _log_trained(self, trained: dict[str, int], steps: int, env_steps: int) -> None:
         """The step counters RLlib logs per minibatch, logged once with the same totals."""
@@ -564,6 +551,11 @@ def _masked_var(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     n = torch.sum(valid)
     mean = torch.sum(torch.where(valid, x, 0.0)) / n
     return torch.sum(torch.where(valid, (x - mean) ** 2, 0.0)) / (n - 1)
+
+
+def _take(columns: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:
+    """The rows ``index`` of a module's columns."""
+    return tree.map_structure(lambda t: t[index], columns)
 
 
 def _is_tensor_tree(value: Any) -> bool:

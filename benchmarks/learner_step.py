@@ -88,7 +88,10 @@ def time_updates(learner, batch, *, captured: bool, minibatch: int, updates: int
         if i:
             per_step.append((time.perf_counter() - t0) / steps)
     ms = statistics.median(per_step) * 1e3
+    steps_objects = list(learner._captured_steps.values()) if captured else []
     return {
+        "cuda_graph": bool(steps_objects) and all(s.captured for s in steps_objects),
+        "capture_errors": [s.capture_error for s in steps_objects if s.capture_error],
         "ms_per_step": round(ms, 3),
         "sgd_steps_per_update": steps,
         "agent_rows_per_s": round(5 * sum(rows.values()) / (ms * steps / 1e3)),

@@ -107,7 +107,7 @@ def build(
 
 def measure(path: str, iterations: int, **kw) -> dict:
     algo = build(path, **kw)
-    rates, sampling, learning = [], [], []
+    rates, sampling, learning, graph_steps = [], [], [], 0
     try:
         for i in range(iterations + 1):
             t0 = time.perf_counter()
@@ -125,6 +125,7 @@ def measure(path: str, iterations: int, **kw) -> dict:
             timers = result.get("timers", {})
             sampling.append(timers.get("env_runner_sampling_timer", float("nan")))
             learning.append(timers.get("learner_update_timer", float("nan")))
+            graph_steps += result["learners"]["__all_modules__"].get("num_sgd_steps_cuda_graph", 0)
     finally:
         algo.stop()
     return {
@@ -132,6 +133,7 @@ def measure(path: str, iterations: int, **kw) -> dict:
         "per_iteration": [round(r) for r in rates],
         "sampling_s": round(statistics.median(sampling), 3),
         "learning_s": round(statistics.median(learning), 3),
+        "sgd_steps_replayed_as_cuda_graph": int(graph_steps),
     }
 
 

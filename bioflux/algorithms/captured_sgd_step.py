@@ -32,12 +32,15 @@ compiled forward (``torch_compile_learner``) uses, since one shape means one com
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import tree
 from ray.rllib.core.columns import Columns
+
+logger = logging.getLogger(__name__)
 
 WARMUP_STEPS = 3  # PyTorch's recipe: a few eager steps on a side stream before capturing
 ROW_VALID = "bioflux_row_valid"  # in a padded minibatch: True for its real rows, not padding
@@ -100,6 +103,7 @@ class CapturedSGDStep:
             mid: torch.arange(capacity, device=_device_of(c)) for mid, c in columns.items()
         }
         self._graph: torch.cuda.CUDAGraph | None = None
+        self.capture_error: str | None = None
         self._recorded: list[tuple[str, tuple, dict]] = []
         self.losses: dict[str, torch.Tensor] = {}
 
@@ -137,12 +141,24 @@ class CapturedSGDStep:
 
     def step(self, metrics: Any) -> None:
         """One SGD step over the loaded buffers. ``metrics``: the logger for the step's values
-        when the step runs eagerly (a stand-in that drops them for all but the last step)."""
+        when the step runs eagerly (a stand-in that drops them for all but the last step).
+
+        A capture that fails (an op that cannot be captured) leaves weights and optimizer
+        state as they were, warns, and this step object runs eagerly from then on
+        (``capture_error`` says why)."""
+        if self.captured and self._graph is None:
+            try:
+                self._graph = self._make_graph(metrics)
+            except RuntimeError as error:
+                self.captured, self.capture_error = False, f"{type(error).__name__}: {error}"
+                logger.warning(
+                    "learner_cuda_graph: the SGD step could not be captured (%s); training "
+                    "goes on without the CUDA graph",
+                    self.capture_error,
+                )
         if not self.captured:
             self.losses = self._run_step(self.buffers, metrics)
             return
-        if self._graph is None:
-            self._graph = self._make_graph(metrics)
         self._graph.replay()
 
     def log_last(self, metrics: Any) -> None:
@@ -156,22 +172,24 @@ class CapturedSGDStep:
         params, opt_states = self._learner_state()
         saved_params = [p.detach().clone() for p in params]
         saved_states = [_snapshot(s) for s in opt_states]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        quiet = _RecordedMetrics(metrics)
-        with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
-                self._run_step(self.buffers, quiet)
-        torch.cuda.current_stream().wait_stream(side)
-        recorder = _RecordedMetrics(metrics)
-        graph = torch.cuda.CUDAGraph()
-        # A private memory pool per graph (graphs sharing one must replay in capture order);
-        # thread_local: other threads of the process (Ray's) may use CUDA meanwhile.
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-            self.losses = self._run_step(self.buffers, recorder)
-        self._recorded = recorder.calls
-        _restore(params, saved_params, self._learner_state()[1], saved_states)
-        return graph
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            quiet = _RecordedMetrics(metrics)
+            with torch.cuda.stream(side):
+                for _ in range(WARMUP_STEPS):
+                    self._run_step(self.buffers, quiet)
+            torch.cuda.current_stream().wait_stream(side)
+            recorder = _RecordedMetrics(metrics)
+            graph = torch.cuda.CUDAGraph()
+            # A private memory pool per graph (graphs sharing one must replay in capture
+            # order); thread_local: other threads of the process (Ray's) may use CUDA meanwhile.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+                self.losses = self._run_step(self.buffers, recorder)
+            self._recorded = recorder.calls
+            return graph
+        finally:
+            _restore(params, saved_params, self._learner_state()[1], saved_states)
 
 
 @torch.no_grad()

@@ -112,6 +112,7 @@ def _epoch_parts(n: int, k: int) -> list[slice]:
     return [slice(i % n, i % n + 1) for i in range(k)]
 
 
+NUM_SGD_STEPS_CUDA_GRAPH = "num_sgd_steps_cuda_graph"  # metric: steps replayed as a graph
 MAX_CAPTURED_GRAPHS = 4  # graphs kept per learner (one per buffer shape / lr / coefficient)
 
 
@@ -305,6 +306,13 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
             step.step(metrics if i == len(plan) else quiet)
         if step.captured:
             step.log_last(metrics)
+        elif step.capture_error:
+            self._cuda_graph = False  # warned once; later updates take the plain loop
+        self.metrics.log_value(
+            (ALL_MODULES, NUM_SGD_STEPS_CUDA_GRAPH),
+            len(plan) if step.captured else 0,
+            reduce="sum",
+        )
         self._log_off_policyness(step.buffers)
         return {mid: loss.detach().clone() for mid, loss in step.losses.items()}
 

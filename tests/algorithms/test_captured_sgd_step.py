@@ -150,10 +150,13 @@ def test_the_cuda_graph_trains_like_the_plain_learner(
         assert learner._device.type == "cuda"
         _compare_with_plain(learner, batch, updates=2, rtol=1e-3, atol=1e-5)
         assert len(learner._captured_steps) == 1  # one graph, replayed by both updates
+        (step,) = learner._captured_steps.values()
+        assert step.captured and step.capture_error is None and learner._cuda_graph
         # and a full training iteration through the graph
         result = algo.train()
         for species in ("predator", "prey"):
             assert np.isfinite(result["learners"][species]["policy_loss"])
+        assert result["learners"]["__all_modules__"]["num_sgd_steps_cuda_graph"] > 0
     finally:
         algo.stop()
 
@@ -219,5 +222,47 @@ def test_the_step_to_capture_never_waits_for_the_device(
                 fwd_out=fwd_out["prey"],
             )
         assert watch.seen
+    finally:
+        algo.stop()
+
+
+def test_a_failed_capture_restores_the_weights_and_trains_without_the_graph(
+    ray_session, tiny_config, monkeypatch, caplog
+):
+    """Forced on CPU: the warm-up steps run (and change the weights), then the capture fails;
+    the update must still equal the plain learner's, and later updates take the plain loop."""
+    import contextlib
+
+    algo, learner, batch = _learner_and_batch(tiny_config, "columnar", 0.0, gpu=False)
+
+    class Stream:
+        def wait_stream(self, other):
+            pass
+
+    @contextlib.contextmanager
+    def failing_capture(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+        yield
+
+    monkeypatch.setattr(torch.cuda, "Stream", Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", Stream)
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", object)
+    monkeypatch.setattr(torch.cuda, "graph", failing_capture)
+    real_step_for = learner._captured_step_for
+
+    def capturing_step_for(*args, **kwargs):  # a step that tries to capture, as on a GPU
+        step = real_step_for(*args, **kwargs)
+        step.captured = step._graph is None and step.capture_error is None
+        return step
+
+    learner._captured_step_for = capturing_step_for
+    try:
+        with caplog.at_level("WARNING"):
+            _compare_with_plain(learner, batch)
+        assert "could not be captured" in caplog.text
+        assert learner._cuda_graph is False  # the next updates take the plain loop
+        result = algo.train()
+        assert result["learners"]["__all_modules__"]["num_sgd_steps_cuda_graph"] == 0
     finally:
         algo.stop()

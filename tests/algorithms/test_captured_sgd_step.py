@@ -134,6 +134,23 @@ def test_explained_variance_equals_rllibs_and_ignores_padding():
     assert torch.allclose(explained_variance(padded_y, padded_pred, valid), rllib_ev(y, pred))
 
 
+def test_the_sync_free_kl_equals_torchs_with_impossible_actions():
+    from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
+
+    from bioflux.algorithms.ppo_learner import kl_divergence
+
+    gen = torch.Generator().manual_seed(0)
+    prev_logits, curr_logits = torch.randn(6, 5, generator=gen), torch.randn(6, 5, generator=gen)
+    prev_logits[0, 1] = -float("inf")  # an action the old policy never takes: contributes 0
+    curr_logits[1, 2] = -float("inf")  # one the new policy never takes: KL is infinite
+    prev = TorchCategorical.from_logits(prev_logits)
+    curr = TorchCategorical.from_logits(curr_logits)
+    ours, theirs = kl_divergence(prev, curr), prev.kl(curr)
+    assert torch.equal(torch.isinf(ours), torch.isinf(theirs)) and torch.isinf(ours[1])
+    finite = torch.isfinite(theirs)
+    assert torch.allclose(ours[finite], theirs[finite])
+
+
 def test_a_cuda_graph_learner_needs_one_gpu_learner(tiny_config):
     tiny_config["training"]["learner_cuda_graph"] = True
     with pytest.raises(ValueError, match="learner_cuda_graph"):

@@ -168,7 +168,8 @@ def test_the_cuda_graph_trains_like_the_plain_learner(
         _compare_with_plain(learner, batch, updates=2, rtol=1e-3, atol=1e-5)
         assert len(learner._captured_steps) == 1  # one graph, replayed by both updates
         (step,) = learner._captured_steps.values()
-        assert step.captured and step.capture_error is None and learner._cuda_graph
+        assert step.capture_error is None, step.capture_error
+        assert step.captured and learner._cuda_graph
         # and a full training iteration through the graph
         result = algo.train()
         for species in ("predator", "prey"):

@@ -9,7 +9,7 @@ import torch
 
 from bioflux import config, training
 from bioflux.algorithms import get_algorithm
-from bioflux.algorithms.maddpg.modules import critic_input, critic_input_dim
+from bioflux.algorithms.maddpg.modules import critic_input, critic_input_dim, critic_q, mlp
 from bioflux.policies import load_policy
 from tests.conftest import TINY
 
@@ -62,6 +62,34 @@ def test_critic_input_masks_dead_agents():
     assert torch.all(joint[:, :, 4] == 0) and torch.all(joint[:, :, 3].sum(-1) == 1)
     assert torch.all(x[..., S + 5 * N : S + 6 * N] == alive[:, None])
     assert torch.all(x[:, 1, S + 6 * N :] == torch.eye(N)[1])
+
+
+def test_split_first_layer_critic_equals_the_critic_on_critic_input():
+    """critic_q (shared state term once per transition) = q(critic_input(...)): same values,
+    same gradients for the critic's weights and for the joint action (the actor's path)."""
+    torch.manual_seed(0)
+    T, N, S, D, slots = 16, 6, 30, 8, torch.tensor([2, 3, 5])
+    K = len(slots)
+    q = mlp([critic_input_dim(D, S, N), 32, 32, 1])
+    state, own = torch.randn(T, S), torch.randn(T, K, D)
+    alive = (torch.rand(T, N) > 0.3).float()
+    actions = torch.nn.functional.one_hot(torch.randint(0, 5, (T, N)), 5).float()
+    joint = actions[:, None].expand(T, K, N, 5).clone().requires_grad_(True)
+
+    def grads(out):
+        q.zero_grad()
+        joint.grad = None
+        (out * torch.randn(T, K, generator=torch.Generator().manual_seed(1))).sum().backward()
+        return [p.grad.clone() for p in q.parameters()] + [joint.grad.clone()]
+
+    reference = q(critic_input(state, joint, alive, slots, own)).squeeze(-1)
+    split = critic_q(q, state, joint, alive, slots, own)
+    assert split.shape == (T, K)
+    torch.testing.assert_close(split, reference, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads(split), grads(reference), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    alive[:, 3] = 1 - alive[:, 3]  # the alive mask reaches the shared term: the output moves
+    assert not torch.allclose(critic_q(q, state, joint, alive, slots, own), split)
 
 
 def test_the_critic_spec_is_as_wide_as_critic_input(algo):

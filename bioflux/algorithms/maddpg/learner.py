@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
-from bioflux.algorithms.maddpg.modules import critic_input, soft_update
+from bioflux.algorithms.maddpg.modules import critic_q, soft_update
 from bioflux.envs.config import N_ACTIONS, SPECIES, EnvConfig
 
 
@@ -68,25 +68,23 @@ class MADDPGTorchLearner(TorchLearner):
             critic = self.module[critic_id(species)]
             K = len(idx)
             # critic
-            q = critic.q(
-                critic_input(
-                    b["state"],
-                    onehot[:, None].expand(T, K, N, N_ACTIONS),
-                    alive,
-                    idx,
-                    b["obs"][:, idx],
-                )
-            ).squeeze(-1)  # (T, K)
+            q = critic_q(
+                critic.q,
+                b["state"],
+                onehot[:, None].expand(T, K, N, N_ACTIONS),
+                alive,
+                idx,
+                b["obs"][:, idx],
+            )  # (T, K)
             with torch.no_grad():
-                q_next = critic.q_target(
-                    critic_input(
-                        b["next_state"],
-                        next_onehot[:, None].expand(T, K, N, N_ACTIONS),
-                        next_alive,
-                        idx,
-                        b["next_obs"][:, idx],
-                    )
-                ).squeeze(-1)
+                q_next = critic_q(
+                    critic.q_target,
+                    b["next_state"],
+                    next_onehot[:, None].expand(T, K, N, N_ACTIONS),
+                    next_alive,
+                    idx,
+                    b["next_obs"][:, idx],
+                )
                 y = (
                     b["rewards"][:, idx]
                     + cfg.gamma * (1 - b["terminated"][:, idx].float()) * q_next
@@ -101,9 +99,7 @@ class MADDPGTorchLearner(TorchLearner):
             eye = torch.eye(N)[idx][None, :, :, None]  # (1, K, N, 1)
             joint = onehot[:, None] * (1 - eye) + eye * soft[:, :, None, :]
             critic.q.requires_grad_(False)
-            q_pi = critic.q(critic_input(b["state"], joint, alive, idx, b["obs"][:, idx])).squeeze(
-                -1
-            )
+            q_pi = critic_q(critic.q, b["state"], joint, alive, idx, b["obs"][:, idx])
             critic.q.requires_grad_(True)
             reg = cfg.logit_penalty * (logits**2).mean(-1)
             losses[species] = ((-q_pi + reg) * mask).sum() / denom

@@ -18,6 +18,7 @@ import copy
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from ray.rllib.core.columns import Columns
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
 from torch import nn
@@ -100,3 +101,30 @@ def critic_input(
         ],
         dim=-1,
     )
+
+
+def critic_q(
+    q: nn.Sequential,
+    state: torch.Tensor,
+    joint_onehot: torch.Tensor,
+    alive: torch.Tensor,
+    slots: torch.Tensor,
+    own_obs: torch.Tensor,
+) -> torch.Tensor:
+    """``q(critic_input(...)).squeeze(-1)``, (T, K), without building ``critic_input``.
+
+    The first layer is linear, so it splits by input block: ``W x = W_s s + W_m m`` (the same
+    for every agent of a transition, computed once per transition) ``+ W_o o_i + W_a a + W_e
+    e_i`` (per agent). The global state is most of the input (3 values per cell), so this skips
+    repeating it, and its product, for each of the K agents evaluated: ~K× fewer FLOPs in the
+    layer that dominates the critic's cost. Same parameters and result as the concatenated form.
+    """
+    first, rest = q[0], q[1:]
+    T, K, N, _ = joint_onehot.shape
+    w_obs, w_state, w_act, w_alive, w_slot = torch.split(
+        first.weight, [own_obs.shape[-1], state.shape[-1], N * N_ACTIONS, N, N], dim=1
+    )
+    shared = F.linear(state, w_state) + F.linear(alive, w_alive, first.bias)  # (T, H)
+    joint = (joint_onehot * alive[:, None, :, None]).reshape(T, K, N * N_ACTIONS)
+    per_agent = F.linear(own_obs, w_obs) + F.linear(joint, w_act) + w_slot[:, slots].T  # (T, K, H)
+    return rest(shared[:, None] + per_agent).squeeze(-1)

@@ -324,15 +324,20 @@ def init_ray(
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     quiet_benign_ray_logs()
-    quiet_workers = {"worker_process_setup_hook": "bioflux.artifacts.quiet_benign_ray_logs"}
+    workers = {
+        "worker_process_setup_hook": "bioflux.artifacts.quiet_benign_ray_logs",
+        # RLlib iterates sets of agent IDs (e.g. the agents to act), whose order follows the
+        # process's string-hash seed: fixed, a seed gives the same run in every process
+        "env_vars": {"PYTHONHASHSEED": "0"},
+    }
     if address:
-        ray.init(address=address, log_to_driver=log_to_driver, runtime_env=quiet_workers)
+        ray.init(address=address, log_to_driver=log_to_driver, runtime_env=workers)
     else:
         ray.init(
             num_cpus=num_cpus or os.cpu_count(),
             include_dashboard=False,
             log_to_driver=log_to_driver,
-            runtime_env=quiet_workers,
+            runtime_env=workers,
         )
     return True
 

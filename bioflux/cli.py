@@ -633,7 +633,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose result a seed must determine (they train).
+SEEDED_COMMANDS = ("train", "study")
+
+
+def _run_again_with_a_fixed_hash_seed() -> None:
+    """Re-run this command with ``PYTHONHASHSEED=0`` when it trains and the variable is unset.
+
+    RLlib orders agents by iterating sets of agent IDs, so with Python's per-process random
+    string-hash seed two runs of one config and seed were different runs (RLlib's DQN learner
+    batches agents in that order in this process). Ray workers get the same fixed seed
+    (``artifacts.init_ray``). A value the user set is kept."""
+    if os.environ.get("PYTHONHASHSEED") is None and sys.argv[1:2] in [[c] for c in SEEDED_COMMANDS]:
+        os.environ["PYTHONHASHSEED"] = "0"
+        os.execv(sys.executable, [sys.executable, "-m", "bioflux", *sys.argv[1:]])
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:  # the `bioflux` command itself, not a caller passing arguments
+        _run_again_with_a_fixed_hash_seed()
     args = build_parser().parse_args(argv)
     _quiet_benign_ray_logs()
     try:

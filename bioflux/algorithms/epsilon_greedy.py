@@ -16,11 +16,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from ray.rllib.algorithms.dqn.torch.default_dqn_torch_rl_module import (
     DefaultDQNTorchRLModule,
 )
 from ray.rllib.core.columns import Columns
+from ray.rllib.utils.replay_buffers import MultiAgentEpisodeReplayBuffer
 
 from bioflux.envs.config import SPECIES
 
@@ -38,6 +40,17 @@ class EpsilonGreedyQModule(DefaultDQNTorchRLModule):
     def _forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         q = self.compute_q_values(batch)["qf_preds"]
         return {Columns.ACTIONS: q.argmax(-1), Columns.ACTION_DIST_INPUTS: q}
+
+
+class SeededMultiAgentEpisodeReplayBuffer(MultiAgentEpisodeReplayBuffer):
+    """RLlib's multi-agent episode replay, drawing from a generator seeded with the run's seed.
+
+    RLlib 2.60's episode buffers draw with ``np.random.default_rng(seed=None)``, so two runs of
+    one config and seed replayed different transitions from their first update on."""
+
+    def __init__(self, *args: Any, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rng = np.random.default_rng(seed)
 
 
 class Params(BaseModel):
@@ -85,7 +98,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     return (
         with_env_and_resources(DQNConfig(), exp, rollout_fragment_length=p.rollout_fragment_length)
         .multi_agent(
-            policies=set(SPECIES),
+            policies=list(SPECIES),
             policy_mapping_fn=species_of,
             policies_to_train=list(p.train_species),
         )
@@ -106,8 +119,10 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             train_batch_size_per_learner=p.train_batch_size,
             training_intensity=p.training_intensity,
             replay_buffer_config={
-                "type": "MultiAgentEpisodeReplayBuffer",
+                # a dotted path: RLlib looks for "EpisodeReplayBuffer" in the type's name
+                "type": f"{__name__}.{SeededMultiAgentEpisodeReplayBuffer.__name__}",
                 "capacity": p.replay_capacity,
+                "seed": exp.seed,
             },
         )
         .reporting(min_sample_timesteps_per_iteration=p.steps_per_iteration)

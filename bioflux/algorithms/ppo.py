@@ -143,7 +143,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             {"batched": BatchedCoreEnvRunner, "columnar": ColumnarEnvRunner}.get(r.env_runner),
         )
         .multi_agent(
-            policies=set(SPECIES),
+            policies=list(SPECIES),
             policy_mapping_fn=species_of,
             policies_to_train=to_train,
             count_steps_by=count_steps_by,

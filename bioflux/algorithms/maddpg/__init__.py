@@ -74,7 +74,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     return (
         with_env_and_resources(MADDPGConfig(), exp, JointTransitionEnvRunner)
         .multi_agent(
-            policies=set(specs), policy_mapping_fn=species_of, policies_to_train=list(specs)
+            policies=list(specs), policy_mapping_fn=species_of, policies_to_train=list(specs)
         )
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
         .training(

@@ -3,7 +3,6 @@ process, whatever Python's per-process string-hash seed."""
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import pickle
@@ -15,7 +14,7 @@ import numpy as np
 import yaml
 
 from bioflux.envs.config import SPECIES
-from tests.conftest import TINY
+from tests.algorithms.test_epsilon_greedy import eg_config
 
 TIMING = ("per_s", "time", "wall")
 
@@ -64,17 +63,8 @@ def test_the_bioflux_command_trains_the_same_run_twice(tmp_path: Path):
     connectors) run twice by the CLI with no PYTHONHASHSEED set: the same metrics, the same
     weights. Before, the replay drew from an unseeded generator and RLlib's agent order
     followed each process's hash seed."""
-    cfg = copy.deepcopy(TINY)
-    cfg["algorithm"] = "epsilon_greedy"
-    cfg["training"] = {
-        "steps_per_iteration": 100,
-        "learning_starts": 50,
-        "train_batch_size": 32,
-        "rollout_fragment_length": 10,
-        "target_network_update_freq": 50,
-        "hidden": [32],
-    }
-    cfg["resources"] = {"env_runner": "multi_agent", "num_env_runners": 1}
+    cfg = eg_config()
+    cfg["resources"]["num_env_runners"] = 1
     cfg["stop"] = {"iterations": 3}
     path = tmp_path / "eg.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -311,6 +311,11 @@ def quiet_benign_ray_logs() -> None:
             logger.addFilter(_DropMessage(text))
 
 
+#: ``PYTHONHASHSEED`` of every process that trains: RLlib iterates sets of agent IDs (e.g. the
+#: agents to act), whose order follows the string-hash seed; fixed, a seed gives the same run.
+TRAINING_HASH_SEED = "0"
+
+
 def init_ray(
     address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True
 ) -> bool:
@@ -326,9 +331,7 @@ def init_ray(
     quiet_benign_ray_logs()
     workers = {
         "worker_process_setup_hook": "bioflux.artifacts.quiet_benign_ray_logs",
-        # RLlib iterates sets of agent IDs (e.g. the agents to act), whose order follows the
-        # process's string-hash seed: fixed, a seed gives the same run in every process
-        "env_vars": {"PYTHONHASHSEED": "0"},
+        "env_vars": {"PYTHONHASHSEED": TRAINING_HASH_SEED},
     }
     if address:
         ray.init(address=address, log_to_driver=log_to_driver, runtime_env=workers)

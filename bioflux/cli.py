@@ -638,14 +638,17 @@ SEEDED_COMMANDS = ("train", "study")
 
 
 def _run_again_with_a_fixed_hash_seed() -> None:
-    """Re-run this command with ``PYTHONHASHSEED=0`` when it trains and the variable is unset.
+    """Re-run this command with ``artifacts.TRAINING_HASH_SEED`` as ``PYTHONHASHSEED`` when it
+    trains and the variable is unset (a value the user set is kept).
 
     RLlib orders agents by iterating sets of agent IDs, so with Python's per-process random
     string-hash seed two runs of one config and seed were different runs (RLlib's DQN learner
-    batches agents in that order in this process). Ray workers get the same fixed seed
-    (``artifacts.init_ray``). A value the user set is kept."""
+    batches agents in that order in this process). Ray workers get the same seed
+    (``artifacts.init_ray``)."""
     if os.environ.get("PYTHONHASHSEED") is None and sys.argv[1:2] in [[c] for c in SEEDED_COMMANDS]:
-        os.environ["PYTHONHASHSEED"] = "0"
+        from bioflux.artifacts import TRAINING_HASH_SEED
+
+        os.environ["PYTHONHASHSEED"] = TRAINING_HASH_SEED
         os.execv(sys.executable, [sys.executable, "-m", "bioflux", *sys.argv[1:]])
 
 

@@ -60,7 +60,6 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
             num_worlds=config.num_envs_per_env_runner,
             seed=seed,
         )
-        self._rng = torch.Generator().manual_seed(seed)
         self._cur: np.ndarray | None = None  # current observations of the acting agents
         self._serial = np.zeros(self._world.num_worlds, dtype=np.int64)
         self._next_serial = 0

@@ -9,7 +9,14 @@ import torch
 
 from bioflux import config, training
 from bioflux.algorithms import get_algorithm
-from bioflux.algorithms.maddpg.modules import critic_input, critic_input_dim, critic_q, mlp
+from bioflux.algorithms.maddpg.modules import (
+    critic_context,
+    critic_input,
+    critic_input_dim,
+    critic_q,
+    critic_q_in_context,
+    mlp,
+)
 from bioflux.policies import load_policy
 from tests.conftest import TINY
 
@@ -86,8 +93,21 @@ def test_split_first_layer_critic_equals_the_critic_on_critic_input():
     split = critic_q(q, state, joint, alive, slots, own)
     assert split.shape == (T, K)
     torch.testing.assert_close(split, reference, rtol=1e-5, atol=1e-6)
-    for a, b in zip(grads(split), grads(reference), strict=True):
+    reference_grads = grads(reference)
+    for a, b in zip(grads(split), reference_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    # the actor loss's form: the critic's context, detached, with the critic frozen: the same
+    # values and joint-action gradient, and nothing for the critic's weights
+    context = critic_context(q, state, alive, slots, own)
+    q.zero_grad()
+    joint.grad = None
+    q.requires_grad_(False)
+    actor_form = critic_q_in_context(q, context.detach(), joint, alive)
+    q.requires_grad_(True)
+    torch.testing.assert_close(actor_form, reference, rtol=1e-5, atol=1e-6)
+    (actor_form * torch.randn(T, K, generator=torch.Generator().manual_seed(1))).sum().backward()
+    assert all(p.grad is None for p in q.parameters())
+    torch.testing.assert_close(joint.grad, reference_grads[-1], rtol=1e-5, atol=1e-6)
     alive[:, 3] = 1 - alive[:, 3]  # the alive mask reaches the shared term: the output moves
     assert not torch.allclose(critic_q(q, state, joint, alive, slots, own), split)
 
@@ -124,12 +144,7 @@ def test_joint_transitions_hold_every_slot(algo):
 
 def test_gradients_reach_the_actors_through_gumbel_softmax(algo):
     def grads(learner):
-        batch = algo.replay.sample(32)
-        b = {
-            k: torch.as_tensor(np.asarray(v, np.float32 if v.dtype == np.float16 else v.dtype))
-            for k, v in batch.items()
-        }
-        losses = learner.losses(b)
+        losses = learner.losses(learner._on_device(algo.replay.sample(32)))
         for module_id in learner.module.keys():
             learner.module[module_id].zero_grad()
         losses["predator"].backward()
@@ -150,7 +165,10 @@ def test_targets_move_by_tau(algo):
     def step(learner):
         critic = learner.module["prey_critic"]
         before = [p.detach().clone() for p in critic.q_target.parameters()]
-        learner.update_joint(algo.replay.sample(16))
+        losses = learner.update_joint([algo.replay.sample(16)])
+        assert set(losses) == set(learner.module.keys()) and all(
+            len(v) == 1 for v in losses.values()
+        )
         online = [p.detach().clone() for p in critic.q.parameters()]
         after = [p.detach().clone() for p in critic.q_target.parameters()]
         tau = learner.config.tau
@@ -180,3 +198,39 @@ def test_training_run_with_env_runners_checkpoints_actors(ray_session, tmp_path)
     assert np.array_equal(
         exported.probabilities(obs).argmax(1), from_ckpt.probabilities(obs).argmax(1)
     )
+
+
+def test_one_remote_learner_trains_and_several_are_refused(ray_session):
+    """num_learners 1: the learner is a Ray actor, and each iteration's updates reach it in one
+    call; more learners are refused (the joint update is not data-parallel)."""
+    cfg = maddpg_config()
+    cfg["resources"]["num_learners"] = 1
+    algo = get_algorithm("maddpg").build_config(config.validate(cfg)).build_algo()
+    try:
+        before = algo.get_module("predator").pi[0].weight.detach().clone()
+        for _ in range(3):
+            result = algo.train()
+        losses = result["learners"]["predator_critic"]["loss"]
+        assert np.isfinite(losses)
+        after = algo.get_module("predator").pi[0].weight.detach()
+        assert not torch.equal(before, after)  # the remote learner's weights came back
+    finally:
+        algo.stop()
+    cfg["resources"]["num_learners"] = 2
+    with pytest.raises(ValueError, match="num_learners: maddpg trains on one learner"):
+        get_algorithm("maddpg").build_config(config.validate(cfg))
+
+
+@pytest.mark.gpu
+def test_a_gpu_learner_trains_maddpg(ray_session):
+    cfg = maddpg_config()
+    cfg["resources"]["num_gpus_per_learner"] = 1
+    algo = get_algorithm("maddpg").build_config(config.validate(cfg)).build_algo()
+    try:
+        for _ in range(3):
+            result = algo.train()
+        assert on_learner(algo, lambda learner: learner._device.type) == "cuda"
+        for module_id in ("predator", "prey", "predator_critic", "prey_critic"):
+            assert np.isfinite(result["learners"][module_id]["loss"])
+    finally:
+        algo.stop()

@@ -51,6 +51,11 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             "resources.env_runner: maddpg samples joint transitions from the "
             "batched core; use 'batched'"
         )
+    if r.num_learners > 1:
+        raise ValueError(
+            "resources.num_learners: maddpg trains on one learner (the driver with 0, a Ray "
+            "actor with 1); its joint-transition update is not data-parallel"
+        )
     obs_dim = env.obs_size**2 * len(OBS_CHANNELS)
     obs_space = gymnasium.spaces.Box(0.0, np.inf, (obs_dim,), np.float32)
     act_space = gymnasium.spaces.Discrete(N_ACTIONS)

@@ -79,11 +79,10 @@ class MADDPG(Algorithm):
         if len(self.replay) < cfg.learning_starts:
             return
         learner = self.learner_group
-        for _ in range(cfg.updates_per_iteration):
-            batch = self.replay.sample(cfg.batch_size)
-            results = learner.foreach_learner(lambda lrn, b=batch: lrn.update_joint(b))
-            losses = next(iter(results)).get()
-            for module_id, value in losses.items():
+        batches = [self.replay.sample(cfg.batch_size) for _ in range(cfg.updates_per_iteration)]
+        results = learner.foreach_learner(lambda lrn, bs=batches: lrn.update_joint(bs))
+        for module_id, values in next(iter(results)).get().items():
+            for value in values:
                 self.metrics.log_value((LEARNER_RESULTS, module_id, "loss"), value, window=50)
         runners.sync_weights(
             from_worker_or_learner_group=learner, policies=list(SPECIES), inference_only=True

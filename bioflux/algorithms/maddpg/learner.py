@@ -22,7 +22,12 @@ import torch
 import torch.nn.functional as F
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
-from bioflux.algorithms.maddpg.modules import critic_q, soft_update
+from bioflux.algorithms.maddpg.modules import (
+    critic_context,
+    critic_q,
+    critic_q_in_context,
+    soft_update,
+)
 from bioflux.envs.config import N_ACTIONS, SPECIES, EnvConfig
 
 
@@ -45,11 +50,12 @@ class MADDPGTorchLearner(TorchLearner):
         )
 
     def compute_loss_for_module(self, **kwargs: Any):
-        raise NotImplementedError("MADDPG updates through update_joint(batch)")
+        raise NotImplementedError("MADDPG updates through update_joint(batches)")
 
-    def _species_slots(self, n_slots: int) -> dict[str, torch.Tensor]:
+    def _species_slots(self, n_slots: int) -> dict[str, slice]:
+        """Each species' slots, predators first."""
         P = EnvConfig.from_kwargs(dict(self.config.env_config)).max_predators
-        return {"predator": torch.arange(0, P), "prey": torch.arange(P, n_slots)}
+        return {"predator": slice(0, P), "prey": slice(P, n_slots)}
 
     def losses(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -57,24 +63,22 @@ class MADDPGTorchLearner(TorchLearner):
         slots = self._species_slots(N)
         onehot = F.one_hot(b["actions"].long(), N_ACTIONS).float()  # (T, N, N_ACTIONS)
         alive, next_alive = b["alive"].float(), b["next_alive"].float()
+        # each species' observations (T, K, D), contiguous: each is used two or three times
+        obs = {s: b["obs"][:, idx].contiguous() for s, idx in slots.items()}
+        next_obs = {s: b["next_obs"][:, idx].contiguous() for s, idx in slots.items()}
         with torch.no_grad():
             next_onehot = torch.zeros_like(onehot)
             for species, idx in slots.items():
-                actor = self.module[species]
-                logits = actor.pi_target(b["next_obs"][:, idx])
+                logits = self.module[species].pi_target(next_obs[species])
                 next_onehot[:, idx] = F.one_hot(logits.argmax(-1), N_ACTIONS).float()
         losses = {}
         for species, idx in slots.items():
             critic = self.module[critic_id(species)]
-            K = len(idx)
+            K = obs[species].shape[1]
             # critic
-            q = critic_q(
-                critic.q,
-                b["state"],
-                onehot[:, None].expand(T, K, N, N_ACTIONS),
-                alive,
-                idx,
-                b["obs"][:, idx],
+            context = critic_context(critic.q, b["state"], alive, idx, obs[species])  # (T,K,H)
+            q = critic_q_in_context(
+                critic.q, context, onehot[:, None].expand(T, K, N, N_ACTIONS), alive
             )  # (T, K)
             with torch.no_grad():
                 q_next = critic_q(
@@ -83,7 +87,7 @@ class MADDPGTorchLearner(TorchLearner):
                     next_onehot[:, None].expand(T, K, N, N_ACTIONS),
                     next_alive,
                     idx,
-                    b["next_obs"][:, idx],
+                    next_obs[species],
                 )
                 y = (
                     b["rewards"][:, idx]
@@ -92,27 +96,33 @@ class MADDPGTorchLearner(TorchLearner):
             mask = alive[:, idx]
             denom = mask.sum().clamp(min=1)
             losses[critic_id(species)] = (((q - y) ** 2) * mask).sum() / denom
-            # actor (critic frozen so its weights only get the critic loss)
+            # actor: the critic is frozen (its weights only get the critic loss), and the
+            # context, which holds no action, is the critic's own, detached
             actor = self.module[species]
-            logits = actor.pi(b["obs"][:, idx])  # (T, K, N_ACTIONS)
+            logits = actor.pi(obs[species])  # (T, K, N_ACTIONS)
             soft = F.gumbel_softmax(logits, tau=cfg.gumbel_temperature, hard=True)
-            eye = torch.eye(N)[idx][None, :, :, None]  # (1, K, N, 1)
+            eye = torch.eye(N, device=onehot.device)[idx][None, :, :, None]  # (1, K, N, 1)
             joint = onehot[:, None] * (1 - eye) + eye * soft[:, :, None, :]
             critic.q.requires_grad_(False)
-            q_pi = critic_q(critic.q, b["state"], joint, alive, idx, b["obs"][:, idx])
+            q_pi = critic_q_in_context(critic.q, context.detach(), joint, alive)
             critic.q.requires_grad_(True)
             reg = cfg.logit_penalty * (logits**2).mean(-1)
             losses[species] = ((-q_pi + reg) * mask).sum() / denom
         return losses
 
-    def update_joint(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-        """One gradient step for every actor and critic, then soft target updates."""
-        b = {
-            k: torch.as_tensor(
-                np.asarray(v, dtype=np.float32 if v.dtype == np.float16 else v.dtype)
-            )
-            for k, v in batch.items()
-        }
+    def update_joint(self, batches: list[dict[str, np.ndarray]]) -> dict[str, list[float]]:
+        """One gradient step for every actor and critic per replayed batch, each followed by
+        the soft target updates. One call for all of an iteration's steps (one round trip to a
+        remote learner); each module's loss per step, read back from the device once."""
+        per_step = [self._gradient_step(self._on_device(batch)) for batch in batches]
+        return {k: torch.stack([s[k] for s in per_step]).tolist() for k in per_step[0]}
+
+    def _on_device(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+        """The replayed arrays as tensors on the learner's device (float16 widened there)."""
+        tensors = {k: torch.as_tensor(v, device=self._device) for k, v in batch.items()}
+        return {k: t.float() if t.dtype == torch.float16 else t for k, t in tensors.items()}
+
+    def _gradient_step(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         losses = self.losses(b)
         for optim in self._named_optimizers.values():
             optim.zero_grad(set_to_none=True)
@@ -123,7 +133,7 @@ class MADDPGTorchLearner(TorchLearner):
                 torch.nn.utils.clip_grad_norm_(params, self.config.grad_clip)
             optim.step()
         self.soft_update(self.config.tau)
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return {k: v.detach() for k, v in losses.items()}
 
     def soft_update(self, tau: float) -> None:
         for species in SPECIES:

@@ -108,23 +108,45 @@ def critic_q(
     state: torch.Tensor,
     joint_onehot: torch.Tensor,
     alive: torch.Tensor,
-    slots: torch.Tensor,
+    slots: torch.Tensor | slice,
     own_obs: torch.Tensor,
 ) -> torch.Tensor:
     """``q(critic_input(...)).squeeze(-1)``, (T, K), without building ``critic_input``.
 
     The first layer is linear, so it splits by input block: ``W x = W_s s + W_m m`` (the same
-    for every agent of a transition, computed once per transition) ``+ W_o o_i + W_a a + W_e
-    e_i`` (per agent). The global state is most of the input (3 values per cell), so this skips
-    repeating it, and its product, for each of the K agents evaluated: ~K× fewer FLOPs in the
-    layer that dominates the critic's cost. Same parameters and result as the concatenated form.
+    for every agent of a transition, computed once per transition) ``+ W_o o_i + W_e e_i`` (per
+    agent, without the action: ``critic_context``) ``+ W_a a`` (``critic_q_in_context``). The
+    global state is most of the input (3 values per cell), so this skips repeating it, and its
+    product, for each of the K agents evaluated: ~K× fewer FLOPs in the layer that dominates the
+    critic's cost. Same parameters and result as the concatenated form.
     """
-    first, rest = q[0], q[1:]
-    T, K, N, _ = joint_onehot.shape
-    w_obs, w_state, w_act, w_alive, w_slot = torch.split(
-        first.weight, [own_obs.shape[-1], state.shape[-1], N * N_ACTIONS, N, N], dim=1
-    )
+    context = critic_context(q, state, alive, slots, own_obs)
+    return critic_q_in_context(q, context, joint_onehot, alive)
+
+
+def critic_context(
+    q: nn.Sequential,
+    state: torch.Tensor,
+    alive: torch.Tensor,
+    slots: torch.Tensor | slice,
+    own_obs: torch.Tensor,
+) -> torch.Tensor:
+    """The first layer's pre-activation without its joint-action term, (T, K, H):
+    ``W_s s + W_m m + b + W_o o_i + W_e e_i``. The critic and actor losses evaluate the same
+    agents in the same transitions with different joint actions, so they can share it."""
+    first, n = q[0], alive.shape[1]
+    sizes = [own_obs.shape[-1], state.shape[-1], n * N_ACTIONS, n, n]  # critic_input's blocks
+    w_obs, w_state, _, w_alive, w_slot = torch.split(first.weight, sizes, dim=1)
     shared = F.linear(state, w_state) + F.linear(alive, w_alive, first.bias)  # (T, H)
+    per_agent = F.linear(own_obs, w_obs) + w_slot[:, slots].T  # (T, K, H)
+    return shared[:, None] + per_agent
+
+
+def critic_q_in_context(
+    q: nn.Sequential, context: torch.Tensor, joint_onehot: torch.Tensor, alive: torch.Tensor
+) -> torch.Tensor:
+    """``critic_q`` from its ``critic_context`` and the joint actions, (T, K)."""
+    T, K, N, _ = joint_onehot.shape
+    w_act = q[0].weight[:, -(N * N_ACTIONS + 2 * N) : -2 * N]  # a, before the last blocks m, e_i
     joint = (joint_onehot * alive[:, None, :, None]).reshape(T, K, N * N_ACTIONS)
-    per_agent = F.linear(own_obs, w_obs) + F.linear(joint, w_act) + w_slot[:, slots].T  # (T, K, H)
-    return rest(shared[:, None] + per_agent).squeeze(-1)
+    return q[1:](context + F.linear(joint, w_act)).squeeze(-1)

@@ -7,8 +7,10 @@
 #      against the graph, minibatch 4096 and 16384;
 #   3. benchmarks/train_throughput.py, 12 EnvRunners x 4 worlds, 144k agent-steps/iteration,
 #      minibatch 4096, 5 epochs, GPU learner: columnar_ahead and columnar, with the graph and
-#      then without it (the baseline on the same machine).
-# Everything lands in $OUT (tests.txt, learner_step.json, graph.json, eager.json).
+#      then without it (the baseline on the same machine);
+#   4. benchmarks/maddpg_update.py: MADDPG's learner alone on the GPU (ms per gradient step).
+# Everything lands in $OUT (tests.txt, learner_step.json, graph.json, eager.json,
+# maddpg_update.json).
 set -uo pipefail
 R="$HOME"/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
 SITE="$HOME"/site
@@ -30,3 +32,5 @@ timeout 200 "${B[@]}" --paths columnar_ahead,columnar --learner-cuda-graph > "$O
 cat "$OUT"/graph.json
 timeout 120 "${B[@]}" --paths columnar_ahead > "$OUT"/eager.json
 cat "$OUT"/eager.json
+timeout 120 python3 benchmarks/maddpg_update.py --num-gpus-per-learner 1 > "$OUT"/maddpg_update.json
+cat "$OUT"/maddpg_update.json

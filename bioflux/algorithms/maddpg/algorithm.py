@@ -2,8 +2,9 @@
 
 ``training_step``: the EnvRunners (``JointTransitionEnvRunner``) step the batched core with the
 current actors and return joint transitions → the joint replay buffer → once
-``learning_starts`` transitions are stored, ``updates_per_iteration`` gradient steps on the
-Learner (``MADDPGTorchLearner.update_joint``) → the actors' weights go back to the EnvRunners.
+``learning_starts`` transitions are stored, ``updates_per_iteration`` replayed batches, sent to
+the Learner in one call (``MADDPGTorchLearner.update_joint``: a gradient step each) → the
+actors' weights go back to the EnvRunners.
 """
 
 from __future__ import annotations

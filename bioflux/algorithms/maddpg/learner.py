@@ -9,7 +9,8 @@ alive in a replayed transition:
 - actor: ``a`` with agent ``i``'s action replaced by ``gumbel_softmax(π_k(o_i), τ_g, hard=True)``
   (straight-through: gradients reach the actor); loss ``−mean Q_k(...)`` plus a small logit
   penalty. Critic weights are frozen while the actor loss is built, so each optimizer only
-  sees its own loss;
+  sees its own loss; the first layer's terms without the action (``critic_context``) are the
+  critic loss's, detached;
 - then ``θ' ← τ θ + (1 − τ) θ'`` for every target network.
 """
 

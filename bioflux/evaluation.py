@@ -14,6 +14,10 @@ agent's summed reward):
   episode (alive at the start plus newborns) that were captured;
 - ``success_rate``: predators — the capture rate; prey — the survival rate, the fraction of
   prey that were never captured;
+- ``return_ci95``, ``success_rate_ci95``: 95% bootstrap intervals of those two means over the
+  episodes (``bootstrap_ci`` with one seed: episodes resampled with replacement, 2000 draws,
+  percentile interval). They say how far another set of episodes could move the mean; they
+  do not cover training seeds (``bioflux study`` does);
 - ``episode_length_mean``: steps per episode;
 - ``first_capture_step_mean``: step of the first capture, over episodes that had one
   (``first_capture_fraction`` says how many had one).
@@ -32,6 +36,28 @@ from bioflux.envs.config import SPECIES, EnvConfig
 from bioflux.envs.core import BatchedWorld
 from bioflux.policies import Policy
 from bioflux.rollout import EpisodeRecord, EpisodeStats, play_step
+
+BOOTSTRAP_DRAWS = 2000
+
+
+def bootstrap_ci(
+    per_seed: list[np.ndarray], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile interval of the mean over seeds of per-seed episode means, resampling
+    seeds and then episodes within each seed (with one seed: a bootstrap over episodes)."""
+    rng = np.random.default_rng(seed)
+    k = len(per_seed)
+    stats = np.empty(draws)
+    for d in range(draws):
+        picked = rng.integers(0, k, size=k)
+        stats[d] = np.mean(
+            [
+                per_seed[i][rng.integers(0, len(per_seed[i]), len(per_seed[i]))].mean()
+                for i in picked
+            ]
+        )
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return float(lo), float(hi)
 
 
 def run_episodes(
@@ -91,9 +117,11 @@ def summarize(records: list[EpisodeRecord]) -> dict[str, dict[str, Any]]:
         success = capture_rate if species == "predator" else 1.0 - capture_rate
         out[species] = {
             "return_mean": float(per_episode.mean()),
+            "return_ci95": bootstrap_ci([per_episode]),
             "return_std_episodes": float(per_episode.std()),
             "return_std_agents": float(per_agent.std()) if per_agent.size else 0.0,
             "success_rate": float(success.mean()),
+            "success_rate_ci95": bootstrap_ci([success]),
             "success_rate_std_episodes": float(success.std()),
             **shared,
         }
@@ -137,16 +165,17 @@ def markdown_table(result: dict[str, Any]) -> str:
         f"Predator: `{result['predator_policy']}` vs prey: `{result['prey_policy']}` "
         f"({result['episodes']} episodes, seed {result['seed']})",
         "",
-        "| species | return per agent: mean ± std over episodes (std over agents) "
-        "| success rate | capture rate | episode length | first capture (step) |",
+        "| species | return per agent: mean ± std over episodes (std over agents) [95% CI] "
+        "| success rate [95% CI] | capture rate | episode length | first capture (step) |",
         "|---|---|---|---|---|---|",
     ]
     for species, m in result["metrics"].items():
         first = m["first_capture_step_mean"]
+        (r_lo, r_hi), (s_lo, s_hi) = m["return_ci95"], m["success_rate_ci95"]
         lines.append(
             f"| {species} | {m['return_mean']:.3f} ± {m['return_std_episodes']:.3f} "
-            f"({m['return_std_agents']:.3f}) "
-            f"| {m['success_rate']:.3f} | {m['capture_rate']:.3f} "
+            f"({m['return_std_agents']:.3f}) [{r_lo:.3f}, {r_hi:.3f}] "
+            f"| {m['success_rate']:.3f} [{s_lo:.3f}, {s_hi:.3f}] | {m['capture_rate']:.3f} "
             f"| {m['episode_length_mean']:.1f} | {'—' if first is None else f'{first:.1f}'} |"
         )
     return "\n".join(lines) + "\n"

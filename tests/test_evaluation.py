@@ -100,3 +100,28 @@ def test_return_spread_is_reported_over_episodes_and_over_agents():
     assert m["prey"]["return_std_episodes"] == pytest.approx(0.75)
     assert m["prey"]["return_std_agents"] == pytest.approx(np.std([0, -1, 1, 1]))
     assert m["predator"]["capture_rate"] == pytest.approx(0.25)
+
+
+def test_means_come_with_bootstrap_intervals_over_episodes():
+    """95% intervals hold their mean, narrow with more episodes, and reach the table."""
+    few = evaluation.summarize(evaluation.run_episodes(ChasePolicy(), RandomPolicy(), ENV, 10))
+    many = evaluation.summarize(evaluation.run_episodes(ChasePolicy(), RandomPolicy(), ENV, 80))
+    for metrics in (few, many):
+        for m in metrics.values():
+            for mean, (lo, hi) in (
+                (m["return_mean"], m["return_ci95"]),
+                (m["success_rate"], m["success_rate_ci95"]),
+            ):
+                assert lo < hi and lo <= mean <= hi
+
+    def width(m, key):
+        lo, hi = m["predator"][key]
+        return hi - lo
+
+    assert width(many, "success_rate_ci95") < width(few, "success_rate_ci95")
+    assert width(many, "return_ci95") < width(few, "return_ci95")
+    result = {"predator_policy": "chase", "prey_policy": "random", "episodes": 80, "seed": 0}
+    table = evaluation.markdown_table({**result, "metrics": many})
+    lo, hi = many["predator"]["success_rate_ci95"]
+    assert f"[{lo:.3f}, {hi:.3f}]" in table
+    json.dumps(many)  # the JSON report holds them

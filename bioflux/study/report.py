@@ -32,12 +32,12 @@ import numpy as np
 
 from bioflux.artifacts import RunFolder, StudyFolder
 from bioflux.envs.config import SPECIES
+from bioflux.evaluation import bootstrap_ci
 from bioflux.study.config import StudyConfig
 from bioflux.study.crossplay import EpisodeArrays, Player
 
 #: The metrics of the evaluation table: label → how to read it off a species' episodes.
 METRICS = ("return", "success rate", "episode length")
-BOOTSTRAP_DRAWS = 2000
 REFERENCE = "random"
 
 
@@ -47,26 +47,6 @@ def _values(arrays: EpisodeArrays, species: str, metric: str) -> np.ndarray:
     if metric == "success rate":
         return arrays.capture_rate if species == "predator" else 1.0 - arrays.capture_rate
     return arrays.length
-
-
-def bootstrap_ci(
-    per_seed: list[np.ndarray], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile interval of the mean over seeds of per-seed episode means, resampling
-    seeds and then episodes within each seed."""
-    rng = np.random.default_rng(seed)
-    k = len(per_seed)
-    stats = np.empty(draws)
-    for d in range(draws):
-        picked = rng.integers(0, k, size=k)
-        stats[d] = np.mean(
-            [
-                per_seed[i][rng.integers(0, len(per_seed[i]), len(per_seed[i]))].mean()
-                for i in picked
-            ]
-        )
-    lo, hi = np.percentile(stats, [2.5, 97.5])
-    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from bioflux.config import ConfigError
+from bioflux.evaluation import bootstrap_ci
 from bioflux.study import load_study, run_study
-from bioflux.study.report import Stat, bootstrap_ci
+from bioflux.study.report import Stat
 from tests.conftest import TINY
 
 TINY_STUDY = {

@@ -40,11 +40,12 @@ from bioflux.rollout import EpisodeRecord, EpisodeStats, play_step
 BOOTSTRAP_DRAWS = 2000
 
 
-def bootstrap_ci(
+def bootstrap_means(
     per_seed: list[np.ndarray], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile interval of the mean over seeds of per-seed episode means, resampling
-    seeds and then episodes within each seed (with one seed: a bootstrap over episodes)."""
+) -> np.ndarray:
+    """``draws`` bootstrap replicates of the mean over seeds of per-seed episode means,
+    resampling seeds and then episodes within each seed (with one seed: episodes only). The
+    same ``seed`` and sizes draw the same indices, so two players' replicates are paired."""
     rng = np.random.default_rng(seed)
     k = len(per_seed)
     stats = np.empty(draws)
@@ -56,8 +57,20 @@ def bootstrap_ci(
                 for i in picked
             ]
         )
-    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return stats
+
+
+def percentile_ci(replicates: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap replicates."""
+    lo, hi = np.percentile(replicates, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def bootstrap_ci(
+    per_seed: list[np.ndarray], draws: int = BOOTSTRAP_DRAWS, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile interval of ``bootstrap_means``."""
+    return percentile_ci(bootstrap_means(per_seed, draws, seed))
 
 
 def run_episodes(

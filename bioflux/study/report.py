@@ -10,6 +10,10 @@ Every statistic says what it is over:
 - **95% CI**: a two-level bootstrap of the mean (resample seeds with replacement, then
   episodes within each drawn seed; 2000 draws, percentile interval). With few seeds the
   seed level is coarse: 2 seeds give at most 3 distinct seed draws.
+- **the verdict's difference**: the leader's mean minus the runner-up's, with the 95%
+  percentile interval of the paired bootstrap replicates' differences (both players' replicates
+  resample the same seed and episode indices; every pairing plays the same evaluation
+  episodes). A lead holds when that interval excludes 0.
 
 Species metrics are measured against the ``random`` baseline: predators against random prey,
 prey against random predators. "Return" is the mean over the species' agents of each agent's
@@ -24,7 +28,7 @@ the verdict and the cross-play, and have no training cost of their own.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,7 @@ import numpy as np
 
 from bioflux.artifacts import RunFolder, StudyFolder
 from bioflux.envs.config import SPECIES
-from bioflux.evaluation import bootstrap_ci
+from bioflux.evaluation import bootstrap_means, percentile_ci
 from bioflux.study.config import StudyConfig
 from bioflux.study.crossplay import EpisodeArrays, Player
 
@@ -57,18 +61,21 @@ class Stat:
     ci: tuple[float, float]
     seeds: int
     episodes: int
+    replicates: np.ndarray = field(compare=False, repr=False)  # the bootstrap means behind ci
 
     @classmethod
     def of(cls, per_seed: list[np.ndarray]) -> Stat:
         means = np.array([v.mean() for v in per_seed])
         pooled = np.concatenate(per_seed)
+        replicates = bootstrap_means(per_seed)
         return cls(
             mean=float(means.mean()),
             std_seeds=float(means.std(ddof=1)) if len(means) > 1 else None,
             std_episodes=float(pooled.std()),
-            ci=bootstrap_ci(per_seed),
+            ci=percentile_ci(replicates),
             seeds=len(per_seed),
             episodes=len(pooled),
+            replicates=replicates,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -108,8 +115,12 @@ def species_stats(
     return out
 
 
-def _overlap(a: Stat, b: Stat) -> bool:
-    return a.ci[0] <= b.ci[1] and b.ci[0] <= a.ci[1]
+def difference_ci(a: Stat, b: Stat) -> tuple[float, float]:
+    """95% interval of ``a.mean - b.mean`` from paired bootstrap replicates: both were drawn
+    with the same generator seed, so with equal sizes each replicate resamples the same seed
+    and episode indices for both players, and every pairing plays the same evaluation
+    episodes (episode i starts from the same state)."""
+    return percentile_ci(a.replicates - b.replicates)
 
 
 def ranking(stats: dict[str, dict[str, dict[str, Stat]]], species: str) -> list[str]:
@@ -118,7 +129,7 @@ def ranking(stats: dict[str, dict[str, dict[str, Stat]]], species: str) -> list[
 
 
 def verdict(stats: dict[str, dict[str, dict[str, Stat]]], trained: list[str]) -> list[str]:
-    """Plain sentences: who wins per species, by how much, whether the intervals overlap."""
+    """Plain sentences: who wins per species, by how much, with the difference's interval."""
     lines = []
     for species in SPECIES:
         order = [a for a in ranking(stats, species) if a in trained]
@@ -126,15 +137,16 @@ def verdict(stats: dict[str, dict[str, dict[str, Stat]]], trained: list[str]) ->
             continue
         best, second = order[0], order[1]
         a, b = stats[best][species]["return"], stats[second][species]["return"]
-        overlap = _overlap(a, b)
+        lo, hi = difference_ci(a, b)
         lines.append(
             f"**{species}**: `{best}` has the highest return against random opponents, "
             f"{a.mean:.3f} (95% CI {a.ci[0]:.3f} to {a.ci[1]:.3f}), ahead of `{second}` "
-            f"({b.mean:.3f}, {b.ci[0]:.3f} to {b.ci[1]:.3f}) by {a.mean - b.mean:.3f}; "
+            f"({b.mean:.3f}, {b.ci[0]:.3f} to {b.ci[1]:.3f}) by {a.mean - b.mean:.3f} "
+            f"(95% CI of the difference, paired bootstrap: {lo:.3f} to {hi:.3f}); "
             + (
-                "the intervals overlap, so this lead is not established at this budget."
-                if overlap
-                else "the intervals do not overlap."
+                "it includes 0, so this lead is not established at this budget."
+                if lo <= 0
+                else "it excludes 0, so the lead holds at this budget."
             )
         )
     return lines

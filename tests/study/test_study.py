@@ -11,7 +11,7 @@ import yaml
 from bioflux.config import ConfigError
 from bioflux.evaluation import bootstrap_ci
 from bioflux.study import load_study, run_study
-from bioflux.study.report import Stat
+from bioflux.study.report import Stat, difference_ci, verdict
 from tests.conftest import TINY
 
 TINY_STUDY = {
@@ -111,6 +111,29 @@ def test_stat_definitions_on_a_hand_built_case():
     assert 1.0 <= lo < s.mean < hi <= 9.0
     same = [np.full(10, 0.5), np.full(10, 0.5)]
     assert bootstrap_ci(same) == pytest.approx((0.5, 0.5))
+
+
+def test_the_verdict_judges_a_lead_by_the_paired_difference():
+    """Replicates are paired: a player that does exactly 0.1 better on every episode leads by
+    exactly 0.1, although its interval overlaps the other's; a lead inside the noise is not
+    established."""
+    rng = np.random.default_rng(0)
+    base = [rng.normal(0, 1, 100), rng.normal(0, 1, 100)]
+    shifted = Stat.of([x + 0.1 for x in base])
+    plain = Stat.of(base)
+    assert shifted.ci[0] < plain.ci[1]  # the intervals overlap ...
+    assert difference_ci(shifted, plain) == pytest.approx((0.1, 0.1))  # ... the lead is exact
+    noise = Stat.of([rng.normal(0, 1, 100), rng.normal(0, 1, 100)])
+    lo, hi = difference_ci(plain, noise)
+    assert lo < 0 < hi
+
+    def stats(*players: tuple[str, Stat]) -> dict:
+        return {name: {sp: {"return": st} for sp in ("predator", "prey")} for name, st in players}
+
+    holds = verdict(stats(("up", shifted), ("base", plain)), ["up", "base"])
+    assert all("`up` has the highest" in line and "the lead holds" in line for line in holds)
+    unsettled = verdict(stats(("a", plain), ("b", noise)), ["a", "b"])
+    assert all("not established" in line for line in unsettled)
 
 
 def test_the_evaluation_seed_may_not_pick_models(study_file):

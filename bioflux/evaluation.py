@@ -195,7 +195,8 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 
 def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
-    """Bar chart of capture rate, prey survival and returns for one or more evaluations."""
+    """Bar chart of the capture rate and both species' returns for one or more evaluations,
+    with 95% bootstrap intervals over episodes as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -206,23 +207,23 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
     ]
     x = np.arange(len(results))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+
+    def panel(species: str, mean: str, ci: str) -> tuple[list[float], np.ndarray]:
+        """Means and their 95% intervals as error-bar extents."""
+        values = [r["metrics"][species][mean] for r in results]
+        bounds = np.array([r["metrics"][species][ci] for r in results])  # (n, 2)
+        return values, np.abs(bounds.T - np.array(values))
+
     panels = [
-        ("capture rate", [r["metrics"]["predator"]["capture_rate"] for r in results], None),
-        (
-            "predator return",
-            [r["metrics"]["predator"]["return_mean"] for r in results],
-            [r["metrics"]["predator"]["return_std_episodes"] for r in results],
-        ),
-        (
-            "prey return",
-            [r["metrics"]["prey"]["return_mean"] for r in results],
-            [r["metrics"]["prey"]["return_std_episodes"] for r in results],
-        ),
+        ("capture rate", *panel("predator", "success_rate", "success_rate_ci95")),
+        ("predator return", *panel("predator", "return_mean", "return_ci95")),
+        ("prey return", *panel("prey", "return_mean", "return_ci95")),
     ]
     for ax, (title, values, err) in zip(axes, panels):
         ax.bar(x, values, yerr=err, color=["#d22" if "return" not in title else "#467"] * len(x))
         ax.set_xticks(x, labels, fontsize=7)
         ax.set_title(title)
+    fig.suptitle("error bars: 95% bootstrap interval over episodes", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

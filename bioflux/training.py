@@ -11,7 +11,9 @@ exports the final and best modules of the species it trained (not fixed modules 
 ``config.yaml`` except for ``RESUMABLE_SECTIONS``; otherwise nothing is touched and a
 ``ValueError`` names the differing keys. The run folder changes only once the config has been
 checked and the checkpoint restored. Each metrics row has the keys ``ITERATION_KEYS``;
-``summary.json`` also records ``env_runner_nodes`` (the Ray node ID of each remote EnvRunner).
+``summary.json`` also records ``env_runner_nodes`` (the Ray node ID of each remote EnvRunner)
+and ``learner_devices`` (where each learner trains, ``cpu`` or ``cuda:N``; also logged when
+training starts).
 
 ``ModelInference`` (``bioflux.serve.inference``) can be imported from here too; it is loaded on
 first use, so importing this module does not import Ray Serve.
@@ -205,6 +207,19 @@ def env_runner_nodes(algo: Any) -> list[str]:
     return list(group.foreach_env_runner(_node_id, local_env_runner=False))
 
 
+def _device_of(learner: Any) -> str:
+    return str(learner._device)
+
+
+def learner_devices(algo: Any) -> list[str]:
+    """Where each of the algorithm's learners trains (``cpu``, ``cuda:0``, ...), in learner
+    order; empty for an algorithm without learners (the Lotka–Volterra fit)."""
+    group = getattr(algo, "learner_group", None)
+    if group is None:
+        return []
+    return [result.get() for result in group.foreach_learner(_device_of)]
+
+
 def _normalized(data: Mapping[str, Any]) -> dict[str, Any]:
     """A config dict with the env and the algorithm's hyper-parameters spelled out in full
     (defaults included), so that leaving a default out and writing it compare equal."""
@@ -341,6 +356,9 @@ def train(
         run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
         run.write_metrics(rows)
         runner_nodes = env_runner_nodes(algo)
+        devices = learner_devices(algo)
+        if devices:
+            log(f"learners: {len(devices)} on {', '.join(sorted(set(devices)))}")
         species = trained_modules(algo)
         writer = _tensorboard(run.tensorboard)
         score_key = exp.checkpoint.score
@@ -415,6 +433,7 @@ def train(
         "best": {"score": score_key, "value": best if rows else None, "iteration": best_iteration},
         "run_dir": str(run.root),
         "env_runner_nodes": runner_nodes,
+        "learner_devices": devices,
         "trained_species": species,
         "checkpoints": {
             "final": str(run.checkpoints / "final"),

@@ -214,6 +214,7 @@ def test_one_remote_learner_trains_and_several_are_refused(ray_session):
         assert np.isfinite(losses)
         after = algo.get_module("predator").pi[0].weight.detach()
         assert not torch.equal(before, after)  # the remote learner's weights came back
+        assert training.learner_devices(algo) == ["cpu"]
     finally:
         algo.stop()
     cfg["resources"]["num_learners"] = 2
@@ -229,7 +230,7 @@ def test_a_gpu_learner_trains_maddpg(ray_session):
     try:
         for _ in range(3):
             result = algo.train()
-        assert on_learner(algo, lambda learner: learner._device.type) == "cuda"
+        assert training.learner_devices(algo) == ["cuda:0"]
         for module_id in ("predator", "prey", "predator_critic", "prey_critic"):
             assert np.isfinite(result["learners"][module_id]["loss"])
     finally:

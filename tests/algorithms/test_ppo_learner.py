@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bioflux import config
+from bioflux import config, training
 from bioflux.algorithms.bf16_learner import BF16PPOTorchLearner
 from bioflux.algorithms.ppo import build_config
 from bioflux.algorithms.ppo_learner import PerModuleEpochsPPOTorchLearner, minibatch_plan
@@ -164,6 +164,7 @@ def test_two_cpu_learners_train_with_ddp(ray_session, tiny_config):
             lambda learner: learner.module["prey"].get_state()
         )
         states = [w.get() if hasattr(w, "get") else w for w in weights]
+        assert training.learner_devices(algo) == ["cpu", "cpu"]
         first = states[0]
         for other in states[1:]:  # DDP keeps the replicas identical
             assert all(np.allclose(first[k], other[k]) for k in first)

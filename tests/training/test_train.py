@@ -31,7 +31,9 @@ def test_run_folder_outputs(trained_run):
     assert rows[1]["agent_steps"] >= 2 * 200 and rows[1]["env_steps"] > rows[0]["env_steps"]
     assert all(r["predator_return"] is not None and r["agent_steps_per_s"] > 0 for r in rows)
     assert all(0.0 <= r["capture_rate"] <= 1.0 for r in rows)
-    assert len(lines) == 2 and lines[0].startswith("iter 1/2 | env steps")
+    assert lines[0] == "learners: 1 on cpu"  # where training runs, said before it starts
+    assert len(lines) == 3 and lines[1].startswith("iter 1/2 | env steps")
+    assert summary["learner_devices"] == ["cpu"]
     assert (run / "learning_curves.png").stat().st_size > 1000
     assert json.loads((run / "summary.json").read_text())["iterations"] == 2
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())

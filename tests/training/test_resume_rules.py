@@ -103,7 +103,7 @@ def test_a_finished_run_continues_to_a_raised_stop(fixed_run):
         exp, output=root / "runs", models=root / "models", resume=True, log=lines.append
     )
     assert "at iteration 2" in lines[0]  # restored from checkpoints/final
-    assert lines[1].startswith("iter 3/3")
+    assert lines[1] == "learners: 1 on cpu" and lines[2].startswith("iter 3/3")
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3]
     assert summary["iterations"] == 3

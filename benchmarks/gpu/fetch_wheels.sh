@@ -19,7 +19,10 @@ W=$(mktemp -d)
 python3 -m pip download -q $P -d "$W" ray==2.60.0
 split -b 38m "$W"/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl .raypart/ray.part.
 rm -rf "$W"
-# pydantic-core must be the version pydantic pins: download them together.
+# pydantic-core must be the version pydantic pins: download them together. pytest 9 imports
+# pygments. Ray's own dependencies (msgpack, click, pandas, pyarrow, scipy, tqdm, ...) were on
+# the device in the measured recipe; a dry run in a venv holding only torch + numpy + these
+# wheels + those dependencies ran every step of learner_cuda_graph.sh on the CPU.
 # shellcheck disable=SC2086
 python3 -m pip download -q $P -d .whl \
   jsonschema referencing rpds-py jsonschema-specifications tensorboardX \
@@ -27,5 +30,5 @@ python3 -m pip download -q $P -d .whl \
   "pydantic-core==$(python3 -c 'import pydantic_core; print(pydantic_core.__version__)')" \
   annotated-types typing-inspection typing-extensions packaging dm-tree gymnasium==1.2.2 \
   farama-notifications lz4 ormsgpack pettingzoo==1.27.0 pyyaml \
-  pytest pluggy iniconfig pytest-timeout
+  pytest pluggy iniconfig pygments pytest-timeout
 du -sh .raypart/* .whl

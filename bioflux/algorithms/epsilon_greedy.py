@@ -84,19 +84,33 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
+    from bioflux.algorithms.columnar_dqn import ColumnarDQNConfig
     from bioflux.algorithms.common import with_env_and_resources
+    from bioflux.algorithms.transition_env_runner import TransitionEnvRunner
     from bioflux.envs.rllib_env import species_of
 
     p: Params = exp.params  # type: ignore[assignment]
     r = exp.resources
-    if r.env_runner != "multi_agent":
+    if r.env_runner not in ("columnar", "multi_agent"):
         raise ValueError(
-            "resources.env_runner: epsilon_greedy (DQN replay of multi-agent "
-            "episodes) needs 'multi_agent'"
+            "resources.env_runner: epsilon_greedy samples with 'columnar' (the batched core, "
+            "flat transitions into a flat replay) or 'multi_agent' (RLlib's "
+            "MultiAgentEnvRunner and multi-agent episode replay)"
+        )
+    columnar = r.env_runner == "columnar"
+    if columnar and p.n_step != 1:
+        raise ValueError(
+            "training.n_step: resources.env_runner 'columnar' replays one-step transitions; "
+            "use n_step: 1 or env_runner: multi_agent"
         )
     specs = {s: RLModuleSpec(module_class=EpsilonGreedyQModule) for s in SPECIES}
     return (
-        with_env_and_resources(DQNConfig(), exp, rollout_fragment_length=p.rollout_fragment_length)
+        with_env_and_resources(
+            ColumnarDQNConfig() if columnar else DQNConfig(),
+            exp,
+            TransitionEnvRunner if columnar else None,
+            rollout_fragment_length=p.rollout_fragment_length,
+        )
         .multi_agent(
             policies=list(SPECIES),
             policy_mapping_fn=species_of,

@@ -12,7 +12,7 @@ from bioflux.policies import load_policy
 from tests.conftest import TINY
 
 
-def eg_config():
+def eg_config(env_runner: str = "multi_agent"):
     cfg = copy.deepcopy(TINY)
     cfg["algorithm"] = "epsilon_greedy"
     cfg["training"] = {
@@ -26,7 +26,7 @@ def eg_config():
         "hidden": [32],
     }
     cfg["resources"] = {
-        "env_runner": "multi_agent",
+        "env_runner": env_runner,
         "num_env_runners": 0,
         "num_envs_per_env_runner": 1,
     }
@@ -34,8 +34,12 @@ def eg_config():
     return cfg
 
 
-def test_epsilon_decays_and_learning_runs(ray_session):
-    exp = config.validate(eg_config())
+RUNNERS = pytest.mark.parametrize("env_runner", ["multi_agent", "columnar"])
+
+
+@RUNNERS
+def test_epsilon_decays_and_learning_runs(ray_session, env_runner):
+    exp = config.validate(eg_config(env_runner))
     algo = get_algorithm("epsilon_greedy").build_config(exp).build_algo()
     try:
         module = algo.env_runner.module["predator"]
@@ -59,8 +63,9 @@ def test_bad_runner_choice_is_rejected():
         get_algorithm("epsilon_greedy").build_config(config.validate(cfg))
 
 
-def test_checkpoint_restores_identical_greedy_actions(ray_session, tmp_path):
-    cfg = eg_config()
+@RUNNERS
+def test_checkpoint_restores_identical_greedy_actions(ray_session, tmp_path, env_runner):
+    cfg = eg_config(env_runner)
     cfg["stop"] = {"iterations": 5}
     exp = config.validate(cfg)
     training.train(exp, output=tmp_path / "runs", models=tmp_path / "models", log=lambda _: None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from bioflux.algorithms.ring_replay import RingReplayBuffer
+
 FIELDS = {
     "state": np.float16,
     "obs": np.float16,
@@ -23,32 +25,6 @@ FIELDS = {
 }
 
 
-class JointReplayBuffer:
+class JointReplayBuffer(RingReplayBuffer):
     def __init__(self, capacity: int, seed: int = 0):
-        self.capacity = capacity
-        self.rng = np.random.default_rng(seed)
-        self.data: dict[str, np.ndarray] = {}
-        self.size = 0
-        self.cursor = 0
-
-    def __len__(self) -> int:
-        return self.size
-
-    def add(self, batch: dict[str, np.ndarray]) -> None:
-        n = len(batch["actions"])
-        if n == 0:
-            return
-        if not self.data:
-            self.data = {
-                k: np.zeros((self.capacity, *batch[k].shape[1:]), dtype=dt)
-                for k, dt in FIELDS.items()
-            }
-        idx = (self.cursor + np.arange(n)) % self.capacity
-        for k in FIELDS:
-            self.data[k][idx] = batch[k]
-        self.cursor = int((self.cursor + n) % self.capacity)
-        self.size = min(self.capacity, self.size + n)
-
-    def sample(self, batch_size: int) -> dict[str, np.ndarray]:
-        idx = self.rng.integers(0, self.size, batch_size)
-        return {k: v[idx] for k, v in self.data.items()}
+        super().__init__(capacity, FIELDS, seed)

@@ -1,0 +1,117 @@
+"""An EnvRunner that returns flat per-species transitions for replay-based Q-learning.
+
+RLlib's DQN samples with ``MultiAgentEnvRunner`` (per-agent connector and episode
+bookkeeping at every step) and replays ``MultiAgentEpisode`` objects, so most of an
+epsilon-greedy trial's time goes to per-agent Python, not to the Q-network. This runner steps
+``num_envs_per_env_runner`` worlds of a ``BatchedWorld`` together, runs each species' Q-network
+once per step on all its acting agents (epsilon-greedy, with RLlib's own
+``forward_exploration`` and epsilon schedule) and returns, per species, one row per agent-step:
+
+- ``obs``, ``actions``, ``rewards``, ``new_obs`` (the agent's next observation; for an agent
+  whose trajectory just ended, its final observation);
+- ``terminateds``: a capture, starvation or extinction (no bootstrap in the Q-target);
+- ``truncateds``: the step limit (the Q-target bootstraps from ``new_obs``).
+
+Newborns (ecology mode) act from the step after their birth; a world whose episode ended is
+reset and its agents start afresh. These are the transitions RLlib's episode replay gives its
+DQN learner with ``n_step: 1``.
+
+Select it with ``resources.env_runner: columnar`` in an epsilon-greedy config.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from ray.rllib.core.columns import Columns
+
+from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner
+from bioflux.envs.config import SPECIES
+
+#: the transition columns and their dtypes (``ring_replay.RingReplayBuffer`` fields)
+TRANSITION_FIELDS = {
+    Columns.OBS: np.float32,
+    Columns.ACTIONS: np.int64,
+    Columns.REWARDS: np.float32,
+    Columns.NEXT_OBS: np.float32,
+    Columns.TERMINATEDS: np.bool_,
+    Columns.TRUNCATEDS: np.bool_,
+}
+
+
+class TransitionEnvRunner(BatchedCoreEnvRunner):
+    """``sample_transitions()``: one fragment of every world as per-species transitions."""
+
+    def __init__(self, config, **kwargs):
+        super().__init__(config=config, **kwargs)
+        self._env_steps_lifetime = 0
+
+    def _epsilon_step(self, env_steps_in_sample: int) -> int:
+        # As RLlib's MultiAgentEnvRunner: the global env step, estimated as this runner's
+        # lifetime count times the number of runners, drives the epsilon schedule.
+        runners = self.config.num_env_runners or 1
+        return (self._env_steps_lifetime + env_steps_in_sample) * runners
+
+    def _q_actions(self, obs: np.ndarray, is_pred: np.ndarray, explore: bool, t: int):
+        actions = np.zeros(len(obs), dtype=np.int64)
+        for species, mask in (("predator", is_pred), ("prey", ~is_pred)):
+            if not mask.any():
+                continue
+            module = self.module[species]
+            batch = {Columns.OBS: torch.from_numpy(obs[mask])}
+            with torch.no_grad():
+                if explore:
+                    out = module.forward_exploration(batch, t=t)
+                else:
+                    out = module.forward_inference(batch)
+            actions[mask] = out[Columns.ACTIONS].numpy()
+        return actions
+
+    def sample_transitions(
+        self, num_steps_per_world: int | None = None, explore: bool = True
+    ) -> dict[str, dict[str, np.ndarray]]:
+        """Step every world ``num_steps_per_world`` times (default: the rollout fragment
+        length); returns ``{species: {column: array}}`` for the trained species."""
+        w = self._world
+        if self._cur is None:
+            self._start()
+        N = w.n_agents
+        steps = num_steps_per_world or self.config.get_rollout_fragment_length(self.worker_index)
+        full_actions = np.zeros(w.alive.shape, dtype=np.int64)
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in TRANSITION_FIELDS}
+        is_pred_rows: list[np.ndarray] = []
+        counts: list[dict[str, np.ndarray]] = []
+        agent_steps = env_steps = 0
+        for _ in range(steps):
+            b, a = self._acting()
+            is_pred = w.is_predator[a]
+            actions = self._q_actions(self._cur, is_pred, explore, self._epsilon_step(env_steps))
+            full_actions[b, a] = actions
+            res = w.step(full_actions)
+            agent_steps += len(a)
+            env_steps += int(res.acted.any(axis=1).sum())
+            self._track(res)
+            ob, oa, nxt, dead = self._observe_after(res)
+            # (ob, oa) and (b, a) are both in row-major order; the actors are among the observed
+            after = np.searchsorted(ob * N + oa, b * N + a)
+            rows[Columns.OBS].append(self._cur)
+            rows[Columns.ACTIONS].append(actions)
+            rows[Columns.REWARDS].append(res.rewards[b, a])
+            rows[Columns.NEXT_OBS].append(nxt[after])
+            rows[Columns.TERMINATEDS].append(res.terminated[b, a])
+            rows[Columns.TRUNCATEDS].append(res.truncated[b, a])
+            is_pred_rows.append(is_pred)
+            counts.append({"uid": self._serial[b] * N + a, "rew": res.rewards[b, a]})
+            self._cur = nxt[~dead]
+            self._restart_finished(res)
+        self._env_steps_lifetime += env_steps
+        self._log_counts(env_steps, agent_steps, counts)
+        self._fragment += 1
+        flat = {k: np.concatenate(v) for k, v in rows.items()}
+        is_pred_flat = np.concatenate(is_pred_rows)
+        trained = set(self.config.policies_to_train or SPECIES)
+        return {
+            species: {k: v[mask] for k, v in flat.items()}
+            for species, mask in (("predator", is_pred_flat), ("prey", ~is_pred_flat))
+            if species in trained
+        }

@@ -1,0 +1,167 @@
+"""Epsilon-greedy on the columnar path: the batched core's transitions are the agents' own
+(replayed step by step on an independent world), and flat replay feeds RLlib's DQN learner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+
+from bioflux import config
+from bioflux.algorithms import get_algorithm
+from bioflux.algorithms.ring_replay import RingReplayBuffer
+from bioflux.envs import BatchedWorld
+from tests.algorithms.test_epsilon_greedy import eg_config
+
+
+def columnar_config(**env):
+    cfg = eg_config("columnar")
+    cfg["env"].update(env)
+    return cfg
+
+
+@pytest.fixture
+def ecology_algo(ray_session):
+    # ecology: starvation and captures mid-fragment, newborns of both species (a newborn
+    # predator's slot sits between the actors' slots); max_steps 15: the step limit
+    cfg = columnar_config(ecology=True, max_steps=15, energy_init=6.0, reproduce_energy=10.0)
+    cfg["resources"]["num_envs_per_env_runner"] = 2
+    exp = config.validate(cfg)
+    algo = get_algorithm("epsilon_greedy").build_config(exp).build_algo()
+    yield exp, algo
+    algo.stop()
+
+
+def test_transitions_replay_exactly_on_an_independent_world(ecology_algo):
+    exp, algo = ecology_algo
+    runner = algo.env_runner
+    calls = []
+    world = runner._world
+    step, reset = world.step, world.reset
+
+    def recording_step(actions):
+        calls.append(("step", actions.copy()))
+        return step(actions)
+
+    def recording_reset(worlds=None):
+        calls.append(("reset", None if worlds is None else np.array(worlds)))
+        return reset(worlds=worlds)
+
+    world.step, world.reset = recording_step, recording_reset
+    out = runner.sample_transitions(40)
+
+    twin = BatchedWorld(exp.env_config, num_worlds=world.num_worlds, seed=runner._world_seed)
+    expected = {s: {k: [] for k in out[s]} for s in ("predator", "prey")}
+    seen = {"terminated": 0, "truncated": 0, "born predators": 0, "born prey": 0}
+    for kind, arg in calls:
+        if kind == "reset":
+            twin.reset(worlds=arg)
+            continue
+        b, a = np.nonzero(twin.alive & ~twin.done[:, None])
+        obs = twin.observe(b, a).reshape(len(a), -1)
+        res = twin.step(arg)
+        nxt = twin.observe(b, a).reshape(len(a), -1)
+        seen["terminated"] += int(res.terminated.sum())
+        seen["truncated"] += int(res.truncated.sum())
+        seen["born predators"] += int((res.born & twin.is_predator).sum())
+        seen["born prey"] += int((res.born & ~twin.is_predator).sum())
+        for species, mask in (("predator", twin.is_predator[a]), ("prey", ~twin.is_predator[a])):
+            cols = expected[species]
+            cols[Columns.OBS].append(obs[mask])
+            cols[Columns.ACTIONS].append(arg[b, a][mask])
+            cols[Columns.REWARDS].append(res.rewards[b, a][mask])
+            cols[Columns.NEXT_OBS].append(nxt[mask])
+            cols[Columns.TERMINATEDS].append(res.terminated[b, a][mask])
+            cols[Columns.TRUNCATEDS].append(res.truncated[b, a][mask])
+    assert all(seen.values()), f"the scenario must cover every case: {seen}"
+    for species, cols in expected.items():
+        for k, parts in cols.items():
+            np.testing.assert_array_equal(out[species][k], np.concatenate(parts), err_msg=k)
+
+
+def test_epsilon_follows_the_sampled_env_steps(ray_session):
+    exp = config.validate(columnar_config())
+    algo = get_algorithm("epsilon_greedy").build_config(exp).build_algo()
+    try:
+        for _ in range(3):
+            result = algo.train()
+        steps = result["env_runners"]["num_env_steps_sampled_lifetime"]
+        p = exp.params
+        # the last action was chosen at the last step before the lifetime count
+        t = steps - 1
+        fraction = min(1.0, t / p.epsilon_timesteps)
+        expected = p.epsilon_start + fraction * (p.epsilon_end - p.epsilon_start)
+        got = algo.env_runner.module["predator"].epsilon_schedule.get_current_value()
+        assert float(got) == pytest.approx(expected, abs=1e-6)
+    finally:
+        algo.stop()
+
+
+def test_greedy_sampling_takes_the_argmax_of_q(ecology_algo):
+    _, algo = ecology_algo
+    runner = algo.env_runner
+    out = runner.sample_transitions(3, explore=False)
+    for species, cols in out.items():
+        module = runner.module[species]
+        with torch.no_grad():
+            q = module.forward_inference({Columns.OBS: torch.from_numpy(cols[Columns.OBS])})
+        np.testing.assert_array_equal(q[Columns.ACTIONS].numpy(), cols[Columns.ACTIONS])
+
+
+def test_learning_starts_after_the_configured_env_steps_and_replays_per_species(ray_session):
+    cfg = columnar_config()
+    cfg["training"].update(learning_starts=250, rollout_fragment_length=10, train_batch_size=16)
+    exp = config.validate(cfg)
+    algo = get_algorithm("epsilon_greedy").build_config(exp).build_algo()
+    try:
+        first = algo.train()  # 100 env steps sampled (steps_per_iteration)
+        assert "predator" not in first.get("learners", {})
+        for _ in range(2):
+            result = algo.train()
+        assert {"predator", "prey"} <= set(result["learners"])
+        # one row per agent-step: 2 worlds x (2 predators + 4 prey) while nobody is caught
+        prey_rows, pred_rows = len(algo.replay["prey"]), len(algo.replay["predator"])
+        assert pred_rows == result["env_runners"]["num_agent_steps_sampled_lifetime"]["predator"]
+        assert 0 < pred_rows < prey_rows <= 2 * pred_rows
+    finally:
+        algo.stop()
+
+
+def test_the_same_seed_trains_the_same_q_networks(ray_session):
+    def weights(seed):
+        cfg = columnar_config()
+        cfg["seed"] = seed
+        cfg["resources"]["num_env_runners"] = 1
+        algo = get_algorithm("epsilon_greedy").build_config(config.validate(cfg)).build_algo()
+        try:
+            for _ in range(4):
+                algo.train()
+            state = algo.learner_group.get_weights()
+            return np.concatenate([v.ravel() for v in state["predator"].values()])
+        finally:
+            algo.stop()
+
+    a, b, c = weights(0), weights(0), weights(1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_columnar_needs_one_step_returns():
+    cfg = columnar_config()
+    cfg["training"]["n_step"] = 3
+    with pytest.raises(ValueError, match="n_step"):
+        get_algorithm("epsilon_greedy").build_config(config.validate(cfg))
+
+
+def test_the_ring_buffer_overwrites_the_oldest_rows_and_samples_by_its_seed():
+    buffer = RingReplayBuffer(5, {"x": np.int64}, seed=7)
+    buffer.add({"x": np.arange(3)})
+    buffer.add({"x": np.arange(3, 7)})
+    assert len(buffer) == 5
+    assert sorted(buffer.data["x"].tolist()) == [2, 3, 4, 5, 6]  # 0 and 1 were overwritten
+    twin = RingReplayBuffer(5, {"x": np.int64}, seed=7)
+    twin.add({"x": np.arange(3)})
+    twin.add({"x": np.arange(3, 7)})
+    np.testing.assert_array_equal(buffer.sample(64)["x"], twin.sample(64)["x"])
+    assert set(buffer.sample(256)["x"].tolist()) == {2, 3, 4, 5, 6}

@@ -44,8 +44,9 @@ class Resources(_Section):
     env_runner: Literal["batched", "columnar", "multi_agent"] = Field(
         "batched",
         description="batched: BatchedCoreEnvRunner (the batched numpy core, one episode object "
-        "per agent trajectory); columnar (PPO): the same core, advantages computed on the "
-        "EnvRunners and flat batches straight to SGD; multi_agent: RLlib's MultiAgentEnvRunner "
+        "per agent trajectory); columnar: the same core, flat batches straight to the learner "
+        "(PPO: advantages computed on the EnvRunners; epsilon_greedy: transitions into a flat "
+        "replay); multi_agent: RLlib's MultiAgentEnvRunner "
         "over the RLlib env adapter",
     )
     num_env_runners: int = Field(1, ge=0, description="Ray workers that sample (0: the driver)")

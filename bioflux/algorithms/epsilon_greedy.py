@@ -1,7 +1,12 @@
-"""Epsilon-greedy: a Q-network per species trained with RLlib's DQN (double-Q, target network,
-multi-agent episode replay), acting epsilon-greedily while sampling and greedily otherwise.
+"""Epsilon-greedy: a Q-network per species trained with RLlib's DQN (double-Q, target network),
+acting epsilon-greedily while sampling and greedily otherwise.
 
-Run: ``bioflux train --config configs/epsilon_greedy.yaml``.
+Run: ``bioflux train --config configs/epsilon_greedy.yaml`` (the demo world; its predators
+capture ~0.57 of random prey after 50k env steps, ~20 s on 2 cores).
+
+Two sampling paths (``resources.env_runner``): ``columnar`` (``TransitionEnvRunner`` +
+``ColumnarDQN``: the batched core, flat per-species transitions, a flat replay) and
+``multi_agent`` (RLlib's ``MultiAgentEnvRunner`` and multi-agent episode replay).
 
 ``EpsilonGreedyQModule`` is RLlib's default DQN module plus two things BioFlux needs
 everywhere a policy is used: its inference output carries the Q-values as

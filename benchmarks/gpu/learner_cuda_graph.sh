@@ -2,7 +2,7 @@
 # On the GPU device machine (see fetch_wheels.sh for the two calls): install Ray beside the
 # machine's own PyTorch, then check and measure the CUDA-graph learner (#16's GPU target).
 #   1. pytest -m gpu: the CUDA graph trains like the plain learner (params, losses, metrics),
-#      and MADDPG trains on a GPU learner;
+#      and MADDPG and columnar epsilon-greedy train on a GPU learner;
 #   2. benchmarks/learner_step.py: the learner alone on one 144k batch, ms per SGD step, eager
 #      against the graph, minibatch 4096 and 16384;
 #   3. benchmarks/train_throughput.py, 12 EnvRunners x 4 worlds, 144k agent-steps/iteration,
@@ -22,7 +22,8 @@ export PYTHONPATH="$SITE":$PWD PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -c "import ray, torch, bioflux; print(ray.__version__, torch.__version__, torch.cuda.get_device_name(0))"
 timeout 180 python3 -m pytest -q -p no:cacheprovider -o addopts="" -m gpu \
-  tests/algorithms/test_captured_sgd_step.py tests/algorithms/test_maddpg.py 2>&1 | tail -n 25 | tee "$OUT"/tests.txt
+  tests/algorithms/test_captured_sgd_step.py tests/algorithms/test_maddpg.py \
+  tests/algorithms/test_columnar_dqn.py 2>&1 | tail -n 25 | tee "$OUT"/tests.txt
 timeout 120 python3 benchmarks/learner_step.py --num-gpus-per-learner 1 --train-batch-size 144000 \
   --minibatch-sizes 4096,16384 > "$OUT"/learner_step.json
 cat "$OUT"/learner_step.json

@@ -8,7 +8,7 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 
-from bioflux import config
+from bioflux import config, training
 from bioflux.algorithms import get_algorithm
 from bioflux.algorithms.ring_replay import RingReplayBuffer
 from bioflux.envs import BatchedWorld
@@ -145,6 +145,24 @@ def test_the_same_seed_trains_the_same_q_networks(ray_session):
     a, b, c = weights(0), weights(0), weights(1)
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
+
+
+@pytest.mark.gpu
+def test_a_gpu_learner_trains_on_columnar_transitions(ray_session):
+    cfg = columnar_config()
+    cfg["resources"]["num_gpus_per_learner"] = 1
+    algo = get_algorithm("epsilon_greedy").build_config(config.validate(cfg)).build_algo()
+    try:
+        before = algo.env_runner.module["predator"].state_dict()
+        before = {k: v.clone() for k, v in before.items()}
+        for _ in range(3):
+            result = algo.train()
+        assert training.learner_devices(algo) == ["cuda:0"]
+        assert np.isfinite(result["learners"]["predator"]["qf_loss"])
+        after = algo.env_runner.module["predator"].state_dict()  # synced back to the CPU runner
+        assert any(not torch.equal(before[k], after[k].cpu()) for k in before)
+    finally:
+        algo.stop()
 
 
 def test_columnar_needs_one_step_returns():

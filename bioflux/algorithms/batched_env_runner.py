@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -44,8 +46,44 @@ from ray.rllib.utils.metrics import (
 )
 
 from bioflux.envs.config import N_ACTIONS, SPECIES, EnvConfig
-from bioflux.envs.core import BatchedWorld
+from bioflux.envs.core import BatchedWorld, StepResult
 from bioflux.rollout import EpisodeStats
+
+
+@dataclass
+class CoreStep:
+    """One step of every running world, as ``BatchedCoreEnvRunner._advance`` hands it over.
+
+    ``b, a``: the acting agents (world, slot), row-major; ``obs``: their observations;
+    ``actions``: what they did, with ``extras`` (whatever the sampler's ``act`` returned with
+    them); ``res``: the core's result; ``ob, oa, nxt``: everyone observed after the step
+    (the actors, with final observations for those whose trajectory ended, and newborns),
+    row-major; ``dead``: whose trajectory ended, over ``ob, oa``."""
+
+    b: np.ndarray
+    a: np.ndarray
+    obs: np.ndarray
+    actions: np.ndarray
+    extras: Any
+    res: StepResult
+    ob: np.ndarray
+    oa: np.ndarray
+    nxt: np.ndarray
+    dead: np.ndarray
+
+    @property
+    def env_steps(self) -> int:
+        """Worlds that stepped (one env step each, as RLlib counts a multi-agent env)."""
+        return int(self.res.acted.any(axis=1).sum())
+
+    @property
+    def agent_steps(self) -> int:
+        return len(self.a)
+
+    def next_obs_of_actors(self) -> np.ndarray:
+        """Each actor's observation after the step (its final one if its trajectory ended)."""
+        N = self.res.acted.shape[1]
+        return self.nxt[np.searchsorted(self.ob * N + self.oa, self.b * N + self.a)]
 
 
 class BatchedCoreEnvRunner(MultiAgentEnvRunner):
@@ -87,6 +125,33 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
         self._reset_worlds(np.arange(w.num_worlds))
         b, a = self._acting()
         self._cur = w.observe(b, a).reshape(len(a), -1)
+        self._actions = np.zeros(w.alive.shape, dtype=np.int64)
+
+    def _advance(
+        self,
+        act: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, Any]],
+        record: Callable[[CoreStep], None],
+    ) -> CoreStep:
+        """Step every running world once: the one rollout step of every sampler here.
+
+        ``act(b, a, obs)`` returns the acting agents' actions and any extras; ``record(step)``
+        runs after the step and before the worlds whose episode ended are reset (the world
+        still shows their last state, and ``self._serial`` still names their episodes). Then
+        the survivors' and newborns' observations become ``self._cur``, and ended worlds
+        restart."""
+        w = self._world
+        b, a = self._acting()
+        obs = self._cur
+        actions, extras = act(b, a, obs)
+        self._actions[:] = 0
+        self._actions[b, a] = actions
+        res = w.step(self._actions)
+        self._track(res)
+        step = CoreStep(b, a, obs, actions, extras, res, *self._observe_after(res))
+        record(step)
+        self._cur = step.nxt[~step.dead]
+        self._restart_finished(res)
+        return step
 
     def _policy(self, obs: np.ndarray, is_pred: np.ndarray, explore: bool, random_actions: bool):
         actions = np.zeros(len(obs), dtype=np.int64)
@@ -156,23 +221,19 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
         steps: list[dict[str, np.ndarray]] = []
         final_uid, final_obs = [], []
         agent_steps = env_steps = episodes_done = 0
-        full_actions = np.zeros(w.alive.shape, dtype=np.int64)
-        while True:
-            if num_timesteps is not None and agent_steps >= num_timesteps:
-                break
-            if num_episodes is not None and episodes_done >= num_episodes:
-                break
-            b, a = self._acting()
-            is_pred = w.is_predator[a]
-            actions, logp, logits = self._policy(self._cur, is_pred, explore, random_actions)
-            full_actions[b, a] = actions
-            res = w.step(full_actions)
-            uid = self._serial[b] * N + a
+
+        def act(b, a, obs):
+            actions, logp, logits = self._policy(obs, w.is_predator[a], explore, random_actions)
+            return actions, (logp, logits)
+
+        def record(step: CoreStep) -> None:
+            logp, logits = step.extras
+            b, a, res = step.b, step.a, step.res
             steps.append(
                 {
-                    "uid": uid,
-                    "obs": self._cur,
-                    "act": actions,
+                    "uid": self._serial[b] * N + a,
+                    "obs": step.obs,
+                    "act": step.actions,
                     "logp": logp,
                     "logits": logits,
                     "rew": res.rewards[b, a],
@@ -180,14 +241,18 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
                     "trunc": res.truncated[b, a],
                 }
             )
-            agent_steps += len(a)
-            env_steps += int(res.acted.any(axis=1).sum())
-            self._track(res)
-            ob, oa, nxt, dead = self._observe_after(res)
-            final_uid.append(self._serial[ob[dead]] * N + oa[dead])
-            final_obs.append(nxt[dead])
-            self._cur = nxt[~dead]
-            episodes_done += self._restart_finished(res)
+            final_uid.append(self._serial[step.ob[step.dead]] * N + step.oa[step.dead])
+            final_obs.append(step.nxt[step.dead])
+
+        while True:
+            if num_timesteps is not None and agent_steps >= num_timesteps:
+                break
+            if num_episodes is not None and episodes_done >= num_episodes:
+                break
+            step = self._advance(act, record)
+            agent_steps += step.agent_steps
+            env_steps += step.env_steps
+            episodes_done += int(step.res.done.sum())
         # trajectories still running: bootstrap from their current observation
         b, a = self._acting()
         final_uid.append(self._serial[b] * N + a)

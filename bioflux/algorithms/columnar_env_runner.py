@@ -24,7 +24,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
-from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner
+from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 from bioflux.algorithms.gae import dense_gae
 from bioflux.envs.config import N_ACTIONS, SPECIES
 
@@ -86,18 +86,15 @@ class ColumnarEnvRunner(BatchedCoreEnvRunner):
         rows: dict[str, list[np.ndarray]] = {k: [] for k in ("obs", "act", "logp", "logits")}
         is_pred_rows: list[np.ndarray] = []
         counts: list[dict[str, np.ndarray]] = []
-        full_actions = np.zeros((B, N), dtype=np.int64)
         agent_steps = env_steps = 0
-        while agent_steps < num_agent_steps:
-            b, a = self._acting()
-            is_pred = w.is_predator[a]
-            actions, logp, logits, values = self._act_and_value(self._cur, is_pred, explore)
-            full_actions[b, a] = actions
-            res = w.step(full_actions)
-            agent_steps += len(a)
-            env_steps += int(res.acted.any(axis=1).sum())
-            self._track(res)
-            ob, oa, nxt, dead = self._observe_after(res)
+
+        def act(b, a, obs):
+            actions, logp, logits, values = self._act_and_value(obs, w.is_predator[a], explore)
+            return actions, (logp, logits, values)
+
+        def record(st: CoreStep) -> None:
+            logp, logits, values = st.extras
+            b, a, res, ob, oa, dead = st.b, st.a, st.res, st.ob, st.oa, st.dead
             cut = dead & ~res.terminated[ob, oa]  # truncated: bootstrap from the final obs
             step = {k: np.zeros((B, N), dtype=bool) for k in ("active", "terminated", "continues")}
             step.update(
@@ -110,17 +107,21 @@ class ColumnarEnvRunner(BatchedCoreEnvRunner):
             acted = res.acted[ob, oa]
             step["continues"][ob[acted & ~dead], oa[acted & ~dead]] = True
             if cut.any():
-                step["bootstrap"][ob[cut], oa[cut]] = self._values(nxt[cut], w.is_predator[oa[cut]])
+                nxt = st.nxt[cut]
+                step["bootstrap"][ob[cut], oa[cut]] = self._values(nxt, w.is_predator[oa[cut]])
             for k, v in step.items():
                 dense[k].append(v)
-            rows["obs"].append(self._cur)
-            rows["act"].append(actions)
+            rows["obs"].append(st.obs)
+            rows["act"].append(st.actions)
             rows["logp"].append(logp)
             rows["logits"].append(logits)
-            is_pred_rows.append(is_pred)
+            is_pred_rows.append(w.is_predator[a])
             counts.append({"uid": self._serial[b] * N + a, "rew": res.rewards[b, a]})
-            self._cur = nxt[~dead]
-            self._restart_finished(res)
+
+        while agent_steps < num_agent_steps:
+            st = self._advance(act, record)
+            agent_steps += st.agent_steps
+            env_steps += st.env_steps
         # the fragment ends: trajectories still running bootstrap from their current obs
         b, a = self._acting()
         last = dense["continues"][-1]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
 
-from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner
+from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 from bioflux.envs.config import SPECIES
 
 #: the transition columns and their dtypes (``ring_replay.RingReplayBuffer`` fields)
@@ -77,33 +77,30 @@ class TransitionEnvRunner(BatchedCoreEnvRunner):
             self._start()
         N = w.n_agents
         steps = num_steps_per_world or self.config.get_rollout_fragment_length(self.worker_index)
-        full_actions = np.zeros(w.alive.shape, dtype=np.int64)
         rows: dict[str, list[np.ndarray]] = {k: [] for k in TRANSITION_FIELDS}
         is_pred_rows: list[np.ndarray] = []
         counts: list[dict[str, np.ndarray]] = []
         agent_steps = env_steps = 0
-        for _ in range(steps):
-            b, a = self._acting()
-            is_pred = w.is_predator[a]
-            actions = self._q_actions(self._cur, is_pred, explore, self._epsilon_step(env_steps))
-            full_actions[b, a] = actions
-            res = w.step(full_actions)
-            agent_steps += len(a)
-            env_steps += int(res.acted.any(axis=1).sum())
-            self._track(res)
-            ob, oa, nxt, dead = self._observe_after(res)
-            # (ob, oa) and (b, a) are both in row-major order; the actors are among the observed
-            after = np.searchsorted(ob * N + oa, b * N + a)
-            rows[Columns.OBS].append(self._cur)
-            rows[Columns.ACTIONS].append(actions)
+
+        def act(b, a, obs):
+            t = self._epsilon_step(env_steps)
+            return self._q_actions(obs, w.is_predator[a], explore, t), None
+
+        def record(step: CoreStep) -> None:
+            b, a, res = step.b, step.a, step.res
+            rows[Columns.OBS].append(step.obs)
+            rows[Columns.ACTIONS].append(step.actions)
             rows[Columns.REWARDS].append(res.rewards[b, a])
-            rows[Columns.NEXT_OBS].append(nxt[after])
+            rows[Columns.NEXT_OBS].append(step.next_obs_of_actors())
             rows[Columns.TERMINATEDS].append(res.terminated[b, a])
             rows[Columns.TRUNCATEDS].append(res.truncated[b, a])
-            is_pred_rows.append(is_pred)
+            is_pred_rows.append(w.is_predator[a])
             counts.append({"uid": self._serial[b] * N + a, "rew": res.rewards[b, a]})
-            self._cur = nxt[~dead]
-            self._restart_finished(res)
+
+        for _ in range(steps):
+            step = self._advance(act, record)
+            agent_steps += step.agent_steps
+            env_steps += step.env_steps
         self._env_steps_lifetime += env_steps
         self._log_counts(env_steps, agent_steps, counts)
         self._fragment += 1

@@ -10,7 +10,7 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
 )
 
-from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner
+from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 
 
 class JointTransitionEnvRunner(BatchedCoreEnvRunner):
@@ -45,34 +45,31 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
                 "next_alive",
             )
         }
-        full_actions = np.zeros(w.alive.shape, dtype=np.int64)
         env_steps = agent_steps = 0
         pred_steps = 0
-        while env_steps < num_env_steps:
-            b, a = self._acting()
-            live = np.unique(b)
-            state = self._states(live)
-            obs = self._dense(b, a, self._cur)[live]
-            actions, _, _ = self._policy(self._cur, w.is_predator[a], explore, False)
-            full_actions[:] = 0
-            full_actions[b, a] = actions
-            res = w.step(full_actions)
-            env_steps += len(live)
-            agent_steps += len(a)
-            pred_steps += int(w.is_predator[a].sum())
-            self._track(res)
-            ob, oa, nxt, dead = self._observe_after(res)
+
+        def act(b, a, obs):
+            live = np.unique(b)  # the worlds that step: one joint transition each
+            actions, _, _ = self._policy(obs, w.is_predator[a], explore, False)
+            return actions, (live, self._states(live), self._dense(b, a, obs)[live])
+
+        def record(step: CoreStep) -> None:
+            live, state, joint_obs = step.extras
             out["state"].append(state)
-            out["obs"].append(obs)
-            out["actions"].append(full_actions[live].astype(np.int8))
-            out["rewards"].append(res.rewards[live])
-            out["alive"].append(res.acted[live])
-            out["terminated"].append(res.terminated[live])
+            out["obs"].append(joint_obs)
+            out["actions"].append(self._actions[live].astype(np.int8))
+            out["rewards"].append(step.res.rewards[live])
+            out["alive"].append(step.res.acted[live])
+            out["terminated"].append(step.res.terminated[live])
             out["next_state"].append(self._states(live))
-            out["next_obs"].append(self._dense(ob, oa, nxt)[live])
+            out["next_obs"].append(self._dense(step.ob, step.oa, step.nxt)[live])
             out["next_alive"].append(w.alive[live].copy())
-            self._cur = nxt[~dead]
-            self._restart_finished(res)
+
+        while env_steps < num_env_steps:
+            step = self._advance(act, record)
+            env_steps += step.env_steps
+            agent_steps += step.agent_steps
+            pred_steps += int(w.is_predator[step.a].sum())
         m = self.metrics
         m.log_value(NUM_ENV_STEPS_SAMPLED, env_steps, reduce="sum")
         m.log_value(

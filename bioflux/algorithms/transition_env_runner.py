@@ -21,9 +21,12 @@ Select it with ``resources.env_runner: columnar`` in an epsilon-greedy config.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from ray.rllib.core.columns import Columns
+from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
 from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 from bioflux.envs.config import SPECIES
@@ -44,13 +47,21 @@ class TransitionEnvRunner(BatchedCoreEnvRunner):
 
     def __init__(self, config, **kwargs):
         super().__init__(config=config, **kwargs)
-        self._env_steps_lifetime = 0
+        self._env_steps_since_sync = 0
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        super().set_state(state)
+        if NUM_ENV_STEPS_SAMPLED_LIFETIME in state:
+            self._env_steps_since_sync = 0
 
     def _epsilon_step(self, env_steps_in_sample: int) -> int:
-        # As RLlib's MultiAgentEnvRunner: the global env step, estimated as this runner's
-        # lifetime count times the number of runners, drives the epsilon schedule.
+        """The global env step that drives the epsilon schedule: the algorithm's lifetime count
+        (pushed to every EnvRunner after each iteration and on restore, as for RLlib's own
+        runners, so a resumed run continues its schedule) plus this runner's steps since then,
+        times the number of runners."""
         runners = self.config.num_env_runners or 1
-        return (self._env_steps_lifetime + env_steps_in_sample) * runners
+        since = self._env_steps_since_sync + env_steps_in_sample
+        return int(self.num_env_steps_sampled_lifetime) + since * runners
 
     def _q_actions(self, obs: np.ndarray, is_pred: np.ndarray, explore: bool, t: int):
         actions = np.zeros(len(obs), dtype=np.int64)
@@ -101,7 +112,7 @@ class TransitionEnvRunner(BatchedCoreEnvRunner):
             step = self._advance(act, record)
             agent_steps += step.agent_steps
             env_steps += step.env_steps
-        self._env_steps_lifetime += env_steps
+        self._env_steps_since_sync += env_steps
         self._log_counts(env_steps, agent_steps, counts)
         self._fragment += 1
         flat = {k: np.concatenate(v) for k, v in rows.items()}

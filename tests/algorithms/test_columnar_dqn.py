@@ -80,20 +80,32 @@ def test_transitions_replay_exactly_on_an_independent_world(ecology_algo):
             np.testing.assert_array_equal(out[species][k], np.concatenate(parts), err_msg=k)
 
 
-def test_epsilon_follows_the_sampled_env_steps(ray_session):
+def _epsilon_at(exp, t: int) -> float:
+    p = exp.params
+    fraction = min(1.0, t / p.epsilon_timesteps)
+    return p.epsilon_start + fraction * (p.epsilon_end - p.epsilon_start)
+
+
+def test_epsilon_follows_the_sampled_env_steps_and_survives_a_restore(ray_session, tmp_path):
     exp = config.validate(columnar_config())
-    algo = get_algorithm("epsilon_greedy").build_config(exp).build_algo()
+    build = get_algorithm("epsilon_greedy").build_config(exp).build_algo
+    algo = build()
     try:
         for _ in range(3):
             result = algo.train()
-        steps = result["env_runners"]["num_env_steps_sampled_lifetime"]
-        p = exp.params
-        # the last action was chosen at the last step before the lifetime count
-        t = steps - 1
-        fraction = min(1.0, t / p.epsilon_timesteps)
-        expected = p.epsilon_start + fraction * (p.epsilon_end - p.epsilon_start)
-        got = algo.env_runner.module["predator"].epsilon_schedule.get_current_value()
-        assert float(got) == pytest.approx(expected, abs=1e-6)
+        steps = int(result["env_runners"]["num_env_steps_sampled_lifetime"])
+        epsilon = algo.env_runner.module["predator"].epsilon_schedule.get_current_value
+        # one world: the last action was chosen at the step before the lifetime count
+        assert float(epsilon()) == pytest.approx(_epsilon_at(exp, steps - 1), abs=1e-6)
+        algo.save_to_path(str(tmp_path / "ckpt"))
+    finally:
+        algo.stop()
+    algo = build()
+    try:
+        algo.restore_from_path(str(tmp_path / "ckpt"))
+        algo.train()  # 100 more env steps: the schedule continues, it does not restart
+        epsilon = algo.env_runner.module["predator"].epsilon_schedule.get_current_value
+        assert float(epsilon()) == pytest.approx(_epsilon_at(exp, steps + 99), abs=1e-6)
     finally:
         algo.stop()
 

@@ -177,6 +177,25 @@ def test_a_gpu_learner_trains_on_columnar_transitions(ray_session):
         algo.stop()
 
 
+def test_only_the_trained_species_learn(ray_session):
+    cfg = columnar_config()
+    cfg["training"]["train_species"] = ["predator"]
+    algo = get_algorithm("epsilon_greedy").build_config(config.validate(cfg)).build_algo()
+    try:
+        before = algo.learner_group.get_weights()
+        for _ in range(3):
+            algo.train()
+        after = algo.learner_group.get_weights()
+        assert set(algo.replay["prey"].data) == set() and len(algo.replay["predator"]) > 0
+        for k, v in before["prey"].items():
+            np.testing.assert_array_equal(v, after["prey"][k])
+        assert any(
+            not np.array_equal(v, after["predator"][k]) for k, v in before["predator"].items()
+        )
+    finally:
+        algo.stop()
+
+
 def test_columnar_needs_one_step_returns():
     cfg = columnar_config()
     cfg["training"]["n_step"] = 3

@@ -153,18 +153,21 @@ class BatchedCoreEnvRunner(MultiAgentEnvRunner):
         self._restart_finished(res)
         return step
 
+    def _species_batches(self, obs: np.ndarray, is_pred: np.ndarray):
+        """For each species with acting agents: ``(its rows' mask, its module, a module batch
+        of those rows' observations)``."""
+        for species, mask in (("predator", is_pred), ("prey", ~is_pred)):
+            if mask.any():
+                yield mask, self.module[species], {Columns.OBS: torch.from_numpy(obs[mask])}
+
     def _policy(self, obs: np.ndarray, is_pred: np.ndarray, explore: bool, random_actions: bool):
         actions = np.zeros(len(obs), dtype=np.int64)
         logp = np.zeros(len(obs), dtype=np.float32)
         logits = np.zeros((len(obs), N_ACTIONS), dtype=np.float32)
-        for species, mask in (("predator", is_pred), ("prey", ~is_pred)):
-            if not mask.any():
-                continue
+        for mask, module, batch in self._species_batches(obs, is_pred):
             if random_actions:
                 out = torch.zeros((int(mask.sum()), N_ACTIONS))
             else:
-                module = self.module[species]
-                batch = {Columns.OBS: torch.from_numpy(obs[mask])}
                 with torch.no_grad():
                     fwd = (module.forward_exploration if explore else module.forward_inference)(
                         batch

@@ -43,11 +43,7 @@ class ColumnarEnvRunner(BatchedCoreEnvRunner):
         logp = np.zeros(n, dtype=np.float32)
         logits = np.zeros((n, N_ACTIONS), dtype=np.float32)
         values = np.zeros(n, dtype=np.float32)
-        for species, mask in (("predator", is_pred), ("prey", ~is_pred)):
-            if not mask.any():
-                continue
-            module = self.module[species]
-            batch = {Columns.OBS: torch.from_numpy(obs[mask])}
+        for mask, module, batch in self._species_batches(obs, is_pred):
             with torch.no_grad():
                 out = (module.forward_exploration if explore else module.forward_inference)(batch)
                 dist_inputs = out[Columns.ACTION_DIST_INPUTS]
@@ -62,11 +58,9 @@ class ColumnarEnvRunner(BatchedCoreEnvRunner):
 
     def _values(self, obs: np.ndarray, is_pred: np.ndarray) -> np.ndarray:
         values = np.zeros(len(obs), dtype=np.float32)
-        for species, mask in (("predator", is_pred), ("prey", ~is_pred)):
-            module = self.module[species]
-            if mask.any() and hasattr(module, "compute_values"):
+        for mask, module, batch in self._species_batches(obs, is_pred):
+            if hasattr(module, "compute_values"):
                 with torch.no_grad():
-                    batch = {Columns.OBS: torch.from_numpy(obs[mask])}
                     values[mask] = module.compute_values(batch).numpy()
         return values
 

@@ -65,11 +65,7 @@ class TransitionEnvRunner(BatchedCoreEnvRunner):
 
     def _q_actions(self, obs: np.ndarray, is_pred: np.ndarray, explore: bool, t: int):
         actions = np.zeros(len(obs), dtype=np.int64)
-        for species, mask in (("predator", is_pred), ("prey", ~is_pred)):
-            if not mask.any():
-                continue
-            module = self.module[species]
-            batch = {Columns.OBS: torch.from_numpy(obs[mask])}
+        for mask, module, batch in self._species_batches(obs, is_pred):
             with torch.no_grad():
                 if explore:
                     out = module.forward_exploration(batch, t=t)

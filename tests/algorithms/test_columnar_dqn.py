@@ -196,6 +196,28 @@ def test_only_the_trained_species_learn(ray_session):
         algo.stop()
 
 
+def test_two_cpu_learners_train_with_ddp(ray_session):
+    cfg = columnar_config()
+    cfg["resources"].update(num_learners=2, num_cpus_per_learner=1)
+    algo = get_algorithm("epsilon_greedy").build_config(config.validate(cfg)).build_algo()
+    try:
+        before = algo.env_runner.module["prey"].get_state()
+        for _ in range(2):
+            result = algo.train()
+        assert training.learner_devices(algo) == ["cpu", "cpu"]
+        assert np.isfinite(result["learners"]["prey"]["qf_loss"])
+        states = [
+            r.get()
+            for r in algo.learner_group.foreach_learner(lambda lrn: lrn.module["prey"].get_state())
+        ]
+        for k, v in states[0].items():  # DDP keeps the replicas identical
+            np.testing.assert_allclose(v, states[1][k])
+        after = algo.env_runner.module["prey"].get_state()  # synced to the sampler
+        assert any(not np.allclose(before[k], after[k]) for k in before)
+    finally:
+        algo.stop()
+
+
 def test_columnar_needs_one_step_returns():
     cfg = columnar_config()
     cfg["training"]["n_step"] = 3

@@ -9,13 +9,14 @@ path:
   of RLlib's ``MultiAgentEpisodeReplayBuffer``;
 - learning: ``sample_and_train_weight`` times, ``train_batch_size`` rows per species →
   ``LearnerGroup.update(batch=...)`` (the learner-connector pipeline is skipped: the columns
-  are already what RLlib's DQN loss reads, with unit importance weights and ``n_step = 1``);
+  are already what RLlib's DQN loss reads, n-step returns folded on the EnvRunners, with unit
+  importance weights);
   RLlib's DQN learner does the double-Q loss and the target-network updates;
 - the new weights go to the EnvRunners.
 
 The two weights come from RLlib's own ``calculate_rr_weights`` (``training_intensity``), and
 learning starts after ``num_steps_sampled_before_learning_starts`` env steps, as in RLlib's
-DQN. Only ``n_step: 1`` and uniform replay are supported on this path.
+DQN. Replay is uniform on this path.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ class ColumnarDQN(DQN):
             if len(buffer):
                 columns = buffer.sample(n)
                 columns["weights"] = np.ones(n, dtype=np.float32)
-                columns["n_step"] = np.ones(n, dtype=np.int64)
                 batches[species] = SampleBatch(columns)
         return MultiAgentBatch(batches, env_steps=n)
 

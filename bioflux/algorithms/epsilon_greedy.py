@@ -103,11 +103,6 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             "MultiAgentEnvRunner and multi-agent episode replay)"
         )
     columnar = r.env_runner == "columnar"
-    if columnar and p.n_step != 1:
-        raise ValueError(
-            "training.n_step: resources.env_runner 'columnar' replays one-step transitions; "
-            "use n_step: 1 or env_runner: multi_agent"
-        )
     specs = {s: RLModuleSpec(module_class=EpsilonGreedyQModule) for s in SPECIES}
     return (
         with_env_and_resources(

@@ -16,6 +16,13 @@ Newborns (ecology mode) act from the step after their birth; a world whose episo
 reset and its agents start afresh. These are the transitions RLlib's episode replay gives its
 DQN learner with ``n_step: 1``.
 
+With ``n_step: n > 1`` each row folds the agent's next ``n`` steps (``fold_n_steps``):
+``rewards`` is the discounted sum ``r_t + γ r_{t+1} + … + γ^{m-1} r_{t+m-1}``, ``new_obs`` and
+the end flags are those of step ``t+m-1``, and ``n_step`` holds ``m``: ``n``, or fewer where
+the agent's trajectory ends (a death or the step limit) first, as in RLlib's episode replay,
+or the fragment ends first (where RLlib's replay would reach into the next fragment). The loss
+then bootstraps with ``γ^m``.
+
 Select it with ``resources.env_runner: columnar`` in an epsilon-greedy config.
 """
 
@@ -39,7 +46,43 @@ TRANSITION_FIELDS = {
     Columns.NEXT_OBS: np.float32,
     Columns.TERMINATEDS: np.bool_,
     Columns.TRUNCATEDS: np.bool_,
+    "n_step": np.int64,  # the steps folded into the row (RLlib's DQN loss reads this column)
 }
+
+
+def fold_n_steps(steps: list[dict[str, np.ndarray]], n: int, gamma: float, shape: tuple):
+    """Fold each row of a fragment with the agent's next ``n - 1`` steps (module docstring).
+
+    ``steps``: per env step, the acting agents' ``b, a`` (world, slot) and their one-step
+    ``rewards``, ``new_obs``, ``terminateds``, ``truncateds``; ``shape``: the worlds' ``(B, N)``.
+    Returns those columns plus ``n_step``, concatenated in step order."""
+    B, N = shape
+    row_of = []
+    for st in steps:
+        index = np.full((B, N), -1, dtype=np.int64)
+        index[st["b"], st["a"]] = np.arange(len(st["a"]))
+        row_of.append(index)
+    keys = (Columns.REWARDS, Columns.NEXT_OBS, Columns.TERMINATEDS, Columns.TRUNCATEDS)
+    out: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "n_step")}
+    for t, st in enumerate(steps):
+        b, a = st["b"], st["a"]
+        folded = {k: st[k].copy() for k in keys}
+        m = np.ones(len(a), dtype=np.int64)
+        going = ~(st[Columns.TERMINATEDS] | st[Columns.TRUNCATEDS])
+        for k in range(1, min(n, len(steps) - t)):
+            if not going.any():
+                break
+            later = steps[t + k]
+            j = row_of[t + k][b[going], a[going]]  # a continuing agent acts at t+k
+            folded[Columns.REWARDS][going] += gamma**k * later[Columns.REWARDS][j]
+            for key in keys[1:]:
+                folded[key][going] = later[key][j]
+            m[going] += 1
+            going[going] = ~(later[Columns.TERMINATEDS][j] | later[Columns.TRUNCATEDS][j])
+        for key in keys:
+            out[key].append(folded[key])
+        out["n_step"].append(m)
+    return {k: np.concatenate(v) for k, v in out.items()}
 
 
 class TransitionEnvRunner(BatchedCoreEnvRunner):
@@ -84,7 +127,8 @@ class TransitionEnvRunner(BatchedCoreEnvRunner):
             self._start()
         N = w.n_agents
         steps = num_steps_per_world or self.config.get_rollout_fragment_length(self.worker_index)
-        rows: dict[str, list[np.ndarray]] = {k: [] for k in TRANSITION_FIELDS}
+        rows: dict[str, list[np.ndarray]] = {k: [] for k in (Columns.OBS, Columns.ACTIONS)}
+        one_step: list[dict[str, np.ndarray]] = []
         is_pred_rows: list[np.ndarray] = []
         counts: list[dict[str, np.ndarray]] = []
         agent_steps = env_steps = 0
@@ -97,10 +141,16 @@ class TransitionEnvRunner(BatchedCoreEnvRunner):
             b, a, res = step.b, step.a, step.res
             rows[Columns.OBS].append(step.obs)
             rows[Columns.ACTIONS].append(step.actions)
-            rows[Columns.REWARDS].append(res.rewards[b, a])
-            rows[Columns.NEXT_OBS].append(step.next_obs_of_actors())
-            rows[Columns.TERMINATEDS].append(res.terminated[b, a])
-            rows[Columns.TRUNCATEDS].append(res.truncated[b, a])
+            one_step.append(
+                {
+                    "b": b,
+                    "a": a,
+                    Columns.REWARDS: res.rewards[b, a],
+                    Columns.NEXT_OBS: step.next_obs_of_actors(),
+                    Columns.TERMINATEDS: res.terminated[b, a],
+                    Columns.TRUNCATEDS: res.truncated[b, a],
+                }
+            )
             is_pred_rows.append(w.is_predator[a])
             counts.append({"uid": self._serial[b] * N + a, "rew": res.rewards[b, a]})
 
@@ -112,6 +162,9 @@ class TransitionEnvRunner(BatchedCoreEnvRunner):
         self._log_counts(env_steps, agent_steps, counts)
         self._fragment += 1
         flat = {k: np.concatenate(v) for k, v in rows.items()}
+        flat.update(
+            fold_n_steps(one_step, int(self.config.n_step), float(self.config.gamma), w.alive.shape)
+        )
         is_pred_flat = np.concatenate(is_pred_rows)
         trained = set(self.config.policies_to_train or SPECIES)
         return {

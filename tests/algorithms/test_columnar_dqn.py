@@ -21,16 +21,56 @@ def columnar_config(**env):
     return cfg
 
 
-@pytest.fixture
-def ecology_algo(ray_session):
+@pytest.fixture(params=[1, 3], ids=["n_step=1", "n_step=3"])
+def ecology_algo(ray_session, request):
     # ecology: starvation and captures mid-fragment, newborns of both species (a newborn
     # predator's slot sits between the actors' slots); max_steps 15: the step limit
     cfg = columnar_config(ecology=True, max_steps=15, energy_init=6.0, reproduce_energy=10.0)
     cfg["resources"]["num_envs_per_env_runner"] = 2
+    cfg["training"]["n_step"] = request.param
     exp = config.validate(cfg)
     algo = get_algorithm("epsilon_greedy").build_config(exp).build_algo()
     yield exp, algo
     algo.stop()
+
+
+def _replay_on_a_twin(exp, runner, calls):
+    """Replay the runner's recorded resets and actions on an independent world: one row per
+    agent-step, in step order, with the agent's trajectory number."""
+    world = runner._world
+    twin = BatchedWorld(exp.env_config, num_worlds=world.num_worlds, seed=runner._world_seed)
+    rows, trajectory, count = [], {}, 0
+    seen = {"terminated": 0, "truncated": 0, "born predators": 0, "born prey": 0}
+    for kind, arg in calls:
+        if kind == "reset":
+            twin.reset(worlds=arg)
+            continue
+        b, a = np.nonzero(twin.alive & ~twin.done[:, None])
+        obs = twin.observe(b, a).reshape(len(a), -1)
+        res = twin.step(arg)
+        nxt = twin.observe(b, a).reshape(len(a), -1)
+        seen["terminated"] += int(res.terminated.sum())
+        seen["truncated"] += int(res.truncated.sum())
+        seen["born predators"] += int((res.born & twin.is_predator).sum())
+        seen["born prey"] += int((res.born & ~twin.is_predator).sum())
+        for i, (bi, ai) in enumerate(zip(b.tolist(), a.tolist())):
+            if (bi, ai) not in trajectory:
+                trajectory[(bi, ai)], count = count, count + 1
+            row = {
+                "trajectory": trajectory[(bi, ai)],
+                "species": "predator" if twin.is_predator[ai] else "prey",
+                Columns.OBS: obs[i],
+                Columns.ACTIONS: arg[bi, ai],
+                Columns.REWARDS: float(res.rewards[bi, ai]),
+                Columns.NEXT_OBS: nxt[i],
+                Columns.TERMINATEDS: bool(res.terminated[bi, ai]),
+                Columns.TRUNCATEDS: bool(res.truncated[bi, ai]),
+            }
+            rows.append(row)
+            if row[Columns.TERMINATEDS] or row[Columns.TRUNCATEDS]:
+                del trajectory[(bi, ai)]  # the slot's next agent starts a new trajectory
+    assert all(seen.values()), f"the scenario must cover every case: {seen}"
+    return rows
 
 
 def test_transitions_replay_exactly_on_an_independent_world(ecology_algo):
@@ -51,33 +91,29 @@ def test_transitions_replay_exactly_on_an_independent_world(ecology_algo):
     world.step, world.reset = recording_step, recording_reset
     out = runner.sample_transitions(40)
 
-    twin = BatchedWorld(exp.env_config, num_worlds=world.num_worlds, seed=runner._world_seed)
+    rows = _replay_on_a_twin(exp, runner, calls)
+    later: dict[int, list[dict]] = {}  # each trajectory's rows, in order
+    for row in rows:
+        row["position"] = len(later.setdefault(row["trajectory"], []))
+        later[row["trajectory"]].append(row)
+    n, gamma = exp.params.n_step, exp.params.gamma
     expected = {s: {k: [] for k in out[s]} for s in ("predator", "prey")}
-    seen = {"terminated": 0, "truncated": 0, "born predators": 0, "born prey": 0}
-    for kind, arg in calls:
-        if kind == "reset":
-            twin.reset(worlds=arg)
-            continue
-        b, a = np.nonzero(twin.alive & ~twin.done[:, None])
-        obs = twin.observe(b, a).reshape(len(a), -1)
-        res = twin.step(arg)
-        nxt = twin.observe(b, a).reshape(len(a), -1)
-        seen["terminated"] += int(res.terminated.sum())
-        seen["truncated"] += int(res.truncated.sum())
-        seen["born predators"] += int((res.born & twin.is_predator).sum())
-        seen["born prey"] += int((res.born & ~twin.is_predator).sum())
-        for species, mask in (("predator", twin.is_predator[a]), ("prey", ~twin.is_predator[a])):
-            cols = expected[species]
-            cols[Columns.OBS].append(obs[mask])
-            cols[Columns.ACTIONS].append(arg[b, a][mask])
-            cols[Columns.REWARDS].append(res.rewards[b, a][mask])
-            cols[Columns.NEXT_OBS].append(nxt[mask])
-            cols[Columns.TERMINATEDS].append(res.terminated[b, a][mask])
-            cols[Columns.TRUNCATEDS].append(res.truncated[b, a][mask])
-    assert all(seen.values()), f"the scenario must cover every case: {seen}"
+    for row in rows:
+        own = later[row["trajectory"]]
+        window = own[row["position"] : row["position"] + n]  # the fragment's end cuts it too
+        cols = expected[row["species"]]
+        cols[Columns.OBS].append(row[Columns.OBS])
+        cols[Columns.ACTIONS].append(row[Columns.ACTIONS])
+        cols[Columns.REWARDS].append(
+            sum(gamma**k * r[Columns.REWARDS] for k, r in enumerate(window))
+        )
+        for key in (Columns.NEXT_OBS, Columns.TERMINATEDS, Columns.TRUNCATEDS):
+            cols[key].append(window[-1][key])
+        cols["n_step"].append(len(window))
+    assert max(expected["prey"]["n_step"]) == n and min(expected["prey"]["n_step"]) == 1
     for species, cols in expected.items():
-        for k, parts in cols.items():
-            np.testing.assert_array_equal(out[species][k], np.concatenate(parts), err_msg=k)
+        for k, values in cols.items():
+            np.testing.assert_allclose(out[species][k], np.array(values), rtol=1e-6, err_msg=k)
 
 
 def _epsilon_at(exp, t: int) -> float:
@@ -216,13 +252,6 @@ def test_two_cpu_learners_train_with_ddp(ray_session):
         assert any(not np.allclose(before[k], after[k]) for k in before)
     finally:
         algo.stop()
-
-
-def test_columnar_needs_one_step_returns():
-    cfg = columnar_config()
-    cfg["training"]["n_step"] = 3
-    with pytest.raises(ValueError, match="n_step"):
-        get_algorithm("epsilon_greedy").build_config(config.validate(cfg))
 
 
 def test_the_ring_buffer_overwrites_the_oldest_rows_and_samples_by_its_seed():

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from bioflux.envs.config import SPECIES
@@ -58,12 +59,13 @@ print(json.dumps(out))
     assert set(SPECIES) < set(orders[0]["maddpg"])  # with the critics, in a fixed order
 
 
-def test_the_bioflux_command_trains_the_same_run_twice(tmp_path: Path):
-    """Epsilon-greedy (RLlib's DQN: episode replay, a remote EnvRunner, RLlib's per-agent
-    connectors) run twice by the CLI with no PYTHONHASHSEED set: the same metrics, the same
-    weights. Before, the replay drew from an unseeded generator and RLlib's agent order
-    followed each process's hash seed."""
-    cfg = eg_config()
+@pytest.mark.parametrize("env_runner", ["multi_agent", "columnar"])
+def test_the_bioflux_command_trains_the_same_run_twice(tmp_path: Path, env_runner: str):
+    """Epsilon-greedy (RLlib's DQN with a remote EnvRunner: on RLlib's runner with episode
+    replay and per-agent connectors, or on the columnar path) run twice by the CLI with no
+    PYTHONHASHSEED set: the same metrics, the same weights. Before, the replay drew from an
+    unseeded generator and RLlib's agent order followed each process's hash seed."""
+    cfg = eg_config(env_runner)
     cfg["resources"]["num_env_runners"] = 1
     cfg["stop"] = {"iterations": 3}
     path = tmp_path / "eg.yaml"

@@ -56,13 +56,15 @@ def fold_n_steps(steps: list[dict[str, np.ndarray]], n: int, gamma: float, shape
     ``steps``: per env step, the acting agents' ``b, a`` (world, slot) and their one-step
     ``rewards``, ``new_obs``, ``terminateds``, ``truncateds``; ``shape``: the worlds' ``(B, N)``.
     Returns those columns plus ``n_step``, concatenated in step order."""
-    B, N = shape
-    row_of = []
+    keys = (Columns.REWARDS, Columns.NEXT_OBS, Columns.TERMINATEDS, Columns.TRUNCATEDS)
+    if n == 1:  # nothing to fold (the default): no index maps, no copies on the hot path
+        out1 = {k: np.concatenate([st[k] for st in steps]) for k in keys}
+        return {**out1, "n_step": np.ones(len(out1[Columns.REWARDS]), dtype=np.int64)}
+    row_of = []  # per step: each (world, slot) -> its row in that step, -1 if it did not act
     for st in steps:
-        index = np.full((B, N), -1, dtype=np.int64)
+        index = np.full(shape, -1, dtype=np.int64)
         index[st["b"], st["a"]] = np.arange(len(st["a"]))
         row_of.append(index)
-    keys = (Columns.REWARDS, Columns.NEXT_OBS, Columns.TERMINATEDS, Columns.TRUNCATEDS)
     out: dict[str, list[np.ndarray]] = {k: [] for k in (*keys, "n_step")}
     for t, st in enumerate(steps):
         b, a = st["b"], st["a"]

@@ -13,6 +13,7 @@
 # maddpg_update.json), most important first. Each step gets at most its own timeout and never
 # more than what is left of BUDGET_S (default 570 s, under the device tool's 600 s per call),
 # so the call always returns with what finished; a step with under 20 s left is skipped.
+# STEPS="tests graph" (names of the output files) runs only those steps.
 set -uo pipefail
 DEADLINE=$(( $(date +%s) + ${BUDGET_S:-570} ))
 R="$HOME"/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
@@ -25,9 +26,12 @@ export PYTHONPATH="$SITE":$PWD PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -c "import ray, torch, bioflux; print(ray.__version__, torch.__version__, torch.cuda.get_device_name(0))"
 
-# step MAX_S OUTFILE COMMAND...: run COMMAND with stdout (and stderr's tail) into $OUT/OUTFILE
+# step MAX_S OUTFILE COMMAND...: run COMMAND with stdout (and stderr's tail) into $OUT/OUTFILE,
+# if OUTFILE's name (without extension) is in STEPS (default: every step)
+STEPS=${STEPS:-tests graph eager learner_step maddpg_update}
 step() {
   local max=$1 out=$2; shift 2
+  [[ " $STEPS " == *" ${out%%.*} "* ]] || return 0
   local left=$(( DEADLINE - $(date +%s) ))
   if (( left < 20 )); then echo "skipped $out: ${left}s left" | tee "$OUT/$out"; return; fi
   echo "== $out (at most $(( left < max ? left : max ))s)"

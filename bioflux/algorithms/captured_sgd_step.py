@@ -32,6 +32,7 @@ compiled forward (``torch_compile_learner``) uses, since one shape means one com
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -49,20 +50,26 @@ ROW_VALID = "bioflux_row_valid"  # in a padded minibatch: True for its real rows
 class _RecordedMetrics:
     """Stands in for the learner's ``MetricsLogger`` while a step is captured: keeps every
     ``log_value`` / ``log_dict`` call (their tensors are the graph's outputs) to be logged
-    after the update's last replay."""
+    after the update's last replay. Tensors are kept detached: a kept autograd graph would keep
+    the parameters' ``AccumulateGrad`` nodes, and with them the stream they were made on, alive
+    into a later capture."""
 
     def __init__(self, metrics: Any) -> None:
         self._metrics = metrics
         self.calls: list[tuple[str, tuple, dict]] = []
 
     def log_value(self, *args: Any, **kwargs: Any) -> None:
-        self.calls.append(("log_value", args, kwargs))
+        self.calls.append(("log_value", _detached(args), _detached(kwargs)))
 
     def log_dict(self, *args: Any, **kwargs: Any) -> None:
-        self.calls.append(("log_dict", args, kwargs))
+        self.calls.append(("log_dict", _detached(args), _detached(kwargs)))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._metrics, name)
+
+
+def _detached(value: Any) -> Any:
+    return tree.map_structure(lambda x: x.detach() if torch.is_tensor(x) else x, value)
 
 
 def _snapshot(value: Any) -> Any:
@@ -144,12 +151,13 @@ class CapturedSGDStep:
         when the step runs eagerly (a stand-in that drops them for all but the last step).
 
         A capture that fails (an op that cannot be captured) leaves weights and optimizer
-        state as they were, warns, and this step object runs eagerly from then on
-        (``capture_error`` says why)."""
+        state as they were and the CUDA generator usable, warns, and this step object runs
+        eagerly from then on (``capture_error`` says why)."""
         if self.captured and self._graph is None:
             try:
                 self._graph = self._make_graph(metrics)
             except RuntimeError as error:
+                _release_default_generator()
                 self.captured, self.capture_error = False, f"{type(error).__name__}: {error}"
                 logger.warning(
                     "learner_cuda_graph: the SGD step could not be captured (%s); training "
@@ -157,7 +165,7 @@ class CapturedSGDStep:
                     self.capture_error,
                 )
         if not self.captured:
-            self.losses = self._run_step(self.buffers, metrics)
+            self.losses = _detached(self._run_step(self.buffers, metrics))
             return
         self._graph.replay()
 
@@ -172,6 +180,12 @@ class CapturedSGDStep:
         params, opt_states = self._learner_state()
         saved_params = [p.detach().clone() for p in params]
         saved_states = [_snapshot(s) for s in opt_states]
+        # No autograd graph of an earlier (eager, default-stream) step may outlive this point
+        # (see _RecordedMetrics), nor may a garbage collection free tensors mid-capture.
+        self.losses = {}
+        gc.collect()
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
@@ -185,11 +199,27 @@ class CapturedSGDStep:
             # A private memory pool per graph (graphs sharing one must replay in capture
             # order); thread_local: other threads of the process (Ray's) may use CUDA meanwhile.
             with torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                self.losses = self._run_step(self.buffers, recorder)
+                self.losses = _detached(self._run_step(self.buffers, recorder))
             self._recorded = recorder.calls
             return graph
         finally:
+            if collecting:
+                gc.enable()
             _restore(params, saved_params, self._learner_state()[1], saved_states)
+
+
+def _release_default_generator() -> None:
+    """After a failed capture: PyTorch leaves the device's default CUDA generator marked as
+    capturing (its ``capture_epilogue`` never ran), so any later random op on the device fails
+    with "Offset increment outside graph capture". A clone of its state (same seed and offset,
+    not capturing) takes its place."""
+    if not torch.cuda.is_initialized():  # nothing was captured on a device
+        return
+    generator = torch.cuda.default_generators[torch.cuda.current_device()]
+    try:
+        generator.graphsafe_set_state(generator.clone_state())
+    except RuntimeError as error:  # not expected; the eager fallback may still not need it
+        logger.warning("learner_cuda_graph: could not reset the CUDA generator (%s)", error)
 
 
 @torch.no_grad()

@@ -111,6 +111,10 @@ def test_the_static_step_trains_like_the_plain_learner(
         if env_runner == "batched":
             assert "loss_mask" in batch.policy_batches["prey"]  # so is the episodes' mask
         _compare_with_plain(learner, batch)
+        (step,) = learner._captured_steps.values()
+        # nothing kept holds an autograd graph (it would carry the parameters' AccumulateGrad
+        # nodes, and their stream, into a later capture)
+        assert step.losses and all(loss.grad_fn is None for loss in step.losses.values())
         algo.train()
         before = dict(learner._captured_steps)
         result = algo.train()  # a whole iteration reuses its step object (a graph on a GPU)
@@ -177,6 +181,51 @@ def test_the_cuda_graph_trains_like_the_plain_learner(
         assert result["learners"]["__all_modules__"]["num_sgd_steps_cuda_graph"] > 0
     finally:
         algo.stop()
+
+
+@pytest.mark.gpu
+def test_a_failed_capture_on_the_gpu_trains_eagerly_and_leaves_random_ops_usable():
+    from bioflux.algorithms.captured_sgd_step import CapturedSGDStep
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(4, 1).cuda()
+    opt = torch.optim.Adam(net.parameters(), fused=True, capturable=True)
+    columns = {"m": {"obs": torch.randn(10, 4, device="cuda")}}
+
+    def run_step(buffers, metrics):
+        loss = net(buffers["m"]["obs"]).square().mean()
+        if loss.item() > -1:  # a host sync: cannot be captured
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return {"m": loss}
+
+    def state():
+        params = list(net.parameters())
+        return params, [opt.state[p] for p in params]
+
+    step = CapturedSGDStep(
+        columns, capacity=16, run_step=run_step, learner_state=state, capture=True
+    )
+    step.load(columns, {"m": torch.arange(10, device="cuda")})
+    before = [p.detach().clone() for p in net.parameters()]
+    step.step(metrics=None)  # the capture fails, then this step runs eagerly
+    assert not step.captured and step.capture_error
+    after_one = [p.detach().clone() for p in net.parameters()]
+    assert all(not torch.equal(a, b) for a, b in zip(before, after_one, strict=True))
+    # the eager step started from the weights the failed warm-up and capture had restored
+    net2 = torch.nn.Linear(4, 1).cuda()
+    with torch.no_grad():
+        for p2, p0 in zip(net2.parameters(), before, strict=True):
+            p2.copy_(p0)
+    opt2 = torch.optim.Adam(net2.parameters(), fused=True, capturable=True)
+    net2(step.buffers["m"]["obs"]).square().mean().backward()
+    opt2.step()
+    for a, b in zip(net2.parameters(), after_one, strict=True):
+        assert torch.allclose(a, b)
+    # random ops on the device still work (the generator is not left "capturing")
+    assert torch.randperm(10, device="cuda").sort().values.tolist() == list(range(10))
+    assert torch.randn(3, device="cuda").isfinite().all()
 
 
 # Ops that make the host wait for the device (or copy a host value to it): none may run inside

@@ -88,6 +88,7 @@ def _compare_with_plain(learner, batch, updates: int = 1, rtol: float = 1e-4, at
     # the captured step first: on the H200 a capture that followed eager SGD steps of the same
     # learner failed (see captured_sgd_step); training captures before any eager step
     static = _update(learner, batch, captured=True, seed=3, updates=updates)
+    steps = list(learner._captured_steps.values())  # the rewind drops them
     rewind()
     plain = _update(learner, batch, captured=False, seed=3, updates=updates)
     assert static[3] == plain[3] and static[4] == plain[4]  # rows trained, steps
@@ -98,7 +99,7 @@ def _compare_with_plain(learner, batch, updates: int = 1, rtol: float = 1e-4, at
         assert static[1][mid] == pytest.approx(loss, rel=rtol, abs=atol), mid
     for key, value in plain[2].items():
         assert static[2][key] == pytest.approx(value, rel=rtol, abs=atol, nan_ok=True), key
-    return plain, static
+    return steps
 
 
 @pytest.mark.parametrize("env_runner,kl_coeff", [("batched", 0.0), ("columnar", 0.3)])
@@ -112,8 +113,7 @@ def test_the_static_step_trains_like_the_plain_learner(
         assert parts > 1 and min(rows.values()) // parts < 64  # padding is exercised
         if env_runner == "batched":
             assert "loss_mask" in batch.policy_batches["prey"]  # so is the episodes' mask
-        _compare_with_plain(learner, batch)
-        (step,) = learner._captured_steps.values()
+        step = _compare_with_plain(learner, batch)[-1]  # the most recently used
         # nothing kept holds an autograd graph (it would carry the parameters' AccumulateGrad
         # nodes, and their stream, into a later capture)
         assert step.losses and all(loss.grad_fn is None for loss in step.losses.values())
@@ -171,16 +171,16 @@ def test_the_cuda_graph_trains_like_the_plain_learner(
     algo, learner, batch = _learner_and_batch(tiny_config, env_runner, kl_coeff, gpu=True)
     try:
         assert learner._device.type == "cuda"
-        _compare_with_plain(learner, batch, updates=2, rtol=1e-3, atol=1e-5)
-        assert len(learner._captured_steps) == 1  # one graph, replayed by both updates
-        (step,) = learner._captured_steps.values()
-        assert step.capture_error is None, step.capture_error
-        assert step.captured and learner._cuda_graph
-        # and a full training iteration through the graph
+        # a full training iteration through the graph (captured in the first iteration)
         result = algo.train()
         for species in ("predator", "prey"):
             assert np.isfinite(result["learners"][species]["policy_loss"])
         assert result["learners"]["__all_modules__"]["num_sgd_steps_cuda_graph"] > 0
+        steps = _compare_with_plain(learner, batch, updates=2, rtol=1e-3, atol=1e-5)
+        for step in steps:  # the training iterations' graph and the comparison's
+            assert step.capture_error is None, step.capture_error
+            assert step.captured
+        assert learner._cuda_graph
     finally:
         algo.stop()
 

@@ -15,20 +15,20 @@ agents, as in ``configs/study.yaml``):
 Each iteration samples ``training.steps_per_iteration`` env steps (one env step = one step of a
 world, all its agents). Reported per path, median over the iterations after the first (RLlib's
 warm-up: ``learning_starts``, actor start): env steps/s and agent steps/s of the whole
-iteration, and RLlib's timers (a moving mean over calls): seconds per sample call (one rollout
-fragment of every EnvRunner) and per learner update (one replayed batch per species).
+iteration, and the seconds per iteration spent in learner updates (``learning_s``, all of the
+iteration's replayed batches) and in the rest (``other_s``: sampling, replay, weight sync;
+see ``timed_iterations.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
-import time
 
 import ray
+from timed_iterations import timed_iterations
 
 from bioflux import config
 from bioflux.algorithms import get_algorithm
@@ -42,31 +42,17 @@ def measure(path: str, world: str, iterations: int, overrides: list[str]) -> dic
     if world == "reference":
         exp = config.validate({**exp.to_dict(), "env": {}})
     algo = get_algorithm("epsilon_greedy").build_config(exp).build_algo()
-    env_rates, agent_rates, sampling, learning = [], [], [], []
     try:
-        for i in range(iterations + 1):
-            t0 = time.perf_counter()
-            result = algo.train()
-            wall = time.perf_counter() - t0
-            er = result["env_runners"]
-            agents = math.fsum(
-                v for v in (er.get("num_module_steps_sampled") or {}).values() if v == v
-            )
-            if i == 0:
-                continue
-            env_rates.append(er["num_env_steps_sampled"] / wall)
-            agent_rates.append(agents / wall)
-            timers = result.get("timers", {})
-            sampling.append(timers.get("env_runner_sampling_timer", float("nan")))
-            learning.append(timers.get("learner_update_timer", float("nan")))
+        timed = timed_iterations(algo, iterations)
     finally:
         algo.stop()
+    env_rates = [it.env_steps / it.wall_s for it in timed]
     return {
         "env_steps_per_s": round(statistics.median(env_rates)),
-        "agent_steps_per_s": round(statistics.median(agent_rates)),
+        "agent_steps_per_s": round(statistics.median(it.agent_steps / it.wall_s for it in timed)),
         "per_iteration_env_steps_per_s": [round(r) for r in env_rates],
-        "sample_call_s": round(statistics.median(sampling), 4),
-        "learner_update_call_s": round(statistics.median(learning), 4),
+        "learning_s": round(statistics.median(it.learning_s for it in timed), 4),
+        "other_s": round(statistics.median(it.other_s for it in timed), 4),
     }
 
 

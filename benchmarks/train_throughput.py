@@ -21,19 +21,20 @@ Every path runs the same learner (``PerModuleEpochsPPOTorchLearner``: each speci
 exactly ``num_epochs`` passes over its own rows), so the SGD work per agent-step is the same.
 
 "agent-steps trained/s" = agent-steps in an iteration's train batch / the iteration's wall time
-(sampling + learning), median over the iterations after the first. "sampling_s" / "learning_s" are
-RLlib's timers for the two halves of an iteration (median), showing where time goes.
+(sampling + learning), median over the iterations after the first. "learning_s" is the wall time
+of the iteration's ``LearnerGroup.update`` call and "other_s" the rest: sampling, weight sync
+and metrics, or with ``sample_ahead`` the wait for the batch in flight (medians; see
+``timed_iterations.py``; figures before 2026-11-27 quoted RLlib's moving-average timers).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
-import time
 
 import ray
+from timed_iterations import timed_iterations
 
 from bioflux import config
 from bioflux.algorithms import get_algorithm
@@ -107,32 +108,21 @@ def build(
 
 def measure(path: str, iterations: int, **kw) -> dict:
     algo = build(path, **kw)
-    rates, sampling, learning, graph_steps = [], [], [], 0
     try:
-        for i in range(iterations + 1):
-            t0 = time.perf_counter()
-            result = algo.train()
-            wall = time.perf_counter() - t0
-            er = result["env_runners"]
-            # agent-steps = rows sampled per module (RLlib's per-agent counts can be NaN on
-            # the stock runner once agents leave mid-episode)
-            steps = math.fsum(
-                v for v in (er.get("num_module_steps_sampled") or {}).values() if v == v
-            )
-            if i == 0:
-                continue  # warm-up: actor start, first weight sync
-            rates.append(steps / wall)
-            timers = result.get("timers", {})
-            sampling.append(timers.get("env_runner_sampling_timer", float("nan")))
-            learning.append(timers.get("learner_update_timer", float("nan")))
-            graph_steps += result["learners"]["__all_modules__"].get("num_sgd_steps_cuda_graph", 0)
+        timed = timed_iterations(algo, iterations)
     finally:
         algo.stop()
+    rates = [it.agent_steps / it.wall_s for it in timed]
+    learning = [it.learning_s for it in timed]
+    other = [it.other_s for it in timed]
+    graph_steps = sum(
+        it.result["learners"]["__all_modules__"].get("num_sgd_steps_cuda_graph", 0) for it in timed
+    )
     return {
         "agent_steps_trained_per_s": round(statistics.median(rates)),
         "per_iteration": [round(r) for r in rates],
-        "sampling_s": round(statistics.median(sampling), 3),
         "learning_s": round(statistics.median(learning), 3),
+        "other_s": round(statistics.median(other), 3),
         "sgd_steps_replayed_as_cuda_graph": int(graph_steps),
     }
 

@@ -180,8 +180,9 @@ class CapturedSGDStep:
         params, opt_states = self._learner_state()
         saved_params = [p.detach().clone() for p in params]
         saved_states = [_snapshot(s) for s in opt_states]
-        # No autograd graph of an earlier (eager, default-stream) step may outlive this point
-        # (see _RecordedMetrics), nor may a garbage collection free tensors mid-capture.
+        # Drop what this object keeps of earlier steps (see _RecordedMetrics), and collect
+        # garbage now rather than mid-capture. (A capture after eager SGD steps of the same
+        # learner can still fail on a GPU: see the README; training captures first.)
         self.losses = {}
         gc.collect()
         collecting = gc.isenabled()

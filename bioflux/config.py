@@ -49,6 +49,13 @@ class Resources(_Section):
         "replay); multi_agent: RLlib's MultiAgentEnvRunner "
         "over the RLlib env adapter",
     )
+    env_device: Literal["cpu", "cuda"] | None = Field(
+        None,
+        description="PPO with env_runner columnar: step the worlds with the torch core on this "
+        "device, in the learner's process, with the learner's own modules (cuda: needs "
+        "num_gpus_per_learner >= 1; cpu: a GPU-free run of the same path). null: the numpy "
+        "core on the EnvRunners. num_envs_per_env_runner is then the number of worlds",
+    )
     num_env_runners: int = Field(1, ge=0, description="Ray workers that sample (0: the driver)")
     num_envs_per_env_runner: int = Field(1, ge=1, description="vectorised envs per EnvRunner")
     num_cpus_per_env_runner: float = Field(1.0, gt=0)

@@ -66,6 +66,8 @@ class ColumnarPPO(PPO):
 
     def training_step(self) -> None:
         cfg = self.config
+        if cfg.env_device:
+            return self._device_training_step()
         runners = self.env_runner_group
         remote = runners.num_remote_env_runners()
         per_runner = math.ceil(cfg.total_train_batch_size / max(1, remote))
@@ -112,8 +114,47 @@ class ColumnarPPO(PPO):
                 inference_only=False,  # the EnvRunners compute values too
             )
 
+    def _device_training_step(self) -> None:
+        """``resources.env_device``: sample on the learner's device (``device_sampler``)."""
+        from bioflux.algorithms.device_sampler import DeviceSampler, sampler_rng_seed
+        from bioflux.envs.config import EnvConfig
+
+        cfg, learner = self.config, self.learner_group._learner
+        if getattr(self, "_device_sampler", None) is None:
+            self._device_sampler = DeviceSampler(
+                EnvConfig.from_kwargs(dict(cfg.env_config)).require_agent_identity("training"),
+                learner.module,
+                num_worlds=cfg.num_envs_per_env_runner,
+                device=learner._device,
+                gamma=float(cfg.gamma),
+                lambda_=float(cfg.lambda_),
+                seed=sampler_rng_seed(cfg.seed),
+                train_species=tuple(cfg.policies_to_train or ()),
+                episodes_window=cfg.metrics_num_episodes_for_smoothing,
+            )
+        sampler = self._device_sampler
+        with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
+            batch = sampler.sample(cfg.total_train_batch_size)
+            self.metrics.aggregate([sampler.get_metrics()], key=ENV_RUNNER_RESULTS)
+        if not batch.policy_batches:
+            return
+        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
+            learner_results = self.learner_group.update(
+                batch=batch,
+                timesteps={
+                    NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
+                        (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
+                    ),
+                },
+                num_epochs=cfg.num_epochs,
+                minibatch_size=cfg.minibatch_size,
+                shuffle_batch_per_epoch=cfg.shuffle_batch_per_epoch,
+            )
+            self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+
 
 class ColumnarPPOConfig(AgentRowMinibatchPPOConfig):
     def __init__(self, algo_class: Any = None):
         super().__init__(algo_class=algo_class or ColumnarPPO)
         self.sample_ahead = False  # see the module docstring
+        self.env_device: str | None = None  # resources.env_device (device_sampler)

@@ -105,6 +105,13 @@ class NumpyDraws:
         return torch.from_numpy(self.rng.random(shape)).to(device)
 
 
+def _gather(source: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``source[index]`` along the first axis, shaped ``(*index.shape, *source.shape[1:])``
+    (``index_select``: several times faster than advanced indexing on CPU)."""
+    out = source.index_select(0, index.reshape(-1))
+    return out.view(*index.shape, *source.shape[1:])
+
+
 def _numpy_sum(x: torch.Tensor) -> torch.Tensor:
     """Sum over the last axis in the order numpy's float32 ``sum(axis=-1)`` uses (its pairwise
     sum: a plain loop under 8 elements, 8 running partial sums up to 128, halves above), so
@@ -315,7 +322,7 @@ class TorchWorld:
 
         # 1. move (into walls or off the grid, where the padding is an obstacle: stay)
         new_cell = old_cell + self._flat_deltas[act]
-        ok = acted & (G[new_cell * C + _OBSTACLE] == 0.0)
+        ok = acted & (_gather(G, new_cell * C + _OBSTACLE) == 0.0)
         cell = torch.where(ok, new_cell, old_cell)
         self.pos = self.pos + self._deltas[act] * ok[..., None]
 
@@ -324,12 +331,12 @@ class TorchWorld:
         flat_cell = cell.reshape(-1)
         G.index_add_(0, flat_cell * C + _PREDATORS, pred_moved.reshape(-1).float())
         window = cell[..., None] + self._flat_capture  # (B, N, K)
-        threat = _numpy_sum(G[window * C + _PREDATORS])
+        threat = _numpy_sum(_gather(G, window * C + _PREDATORS))
         caught = acted & ~is_pred & (threat >= c.capture_predators)
         # each capture's credit is split equally among the predators within the radius
         credit = torch.where(caught, 1.0 / threat.clamp(min=1.0), 0.0)
         self._credit.index_add_(0, flat_cell, credit.reshape(-1))
-        share = torch.where(pred_moved, _numpy_sum(self._credit[window]), 0.0)
+        share = torch.where(pred_moved, _numpy_sum(_gather(self._credit, window)), 0.0)
         self._credit.index_fill_(0, torch.where(caught, cell, 0).reshape(-1), 0.0)
         G.index_fill_(0, torch.where(pred_moved, cell, 0).reshape(-1) * C + _PREDATORS, 0.0)
         captured = caught.sum(dim=1)
@@ -476,7 +483,7 @@ class TorchWorld:
         worlds = torch.as_tensor(worlds, dtype=torch.int64, device=self.device)
         slots = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
         centre = self._cells_of(worlds, self.pos[worlds, slots])
-        obs = self._flat[centre[:, None, None] + self._flat_window]
+        obs = _gather(self._flat, centre[:, None, None] + self._flat_window)
         obs[..., _ENERGY] = self.own_energy(worlds, slots)[:, None, None]
         return obs
 
@@ -484,7 +491,7 @@ class TorchWorld:
         """Windows ``(B, N, S, S, 4)`` of every slot, alive or not (mask with ``alive``)."""
         B, N = self.alive.shape
         centre = self._cells_of(self._world_index, self.pos)
-        obs = self._flat[centre[..., None, None] + self._flat_window]
+        obs = _gather(self._flat, centre[..., None, None] + self._flat_window)
         obs[..., _ENERGY] = self._own_energy_all()[..., None, None]
         return obs
 

@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# On the GPU device machine: the world on the GPU (torch core), checked and measured.
+# Two calls in a row (the machine stays warm ~30 s; see fetch_wheels.sh for the wheels):
+#   call 1: run(carry=[".raypart/ray.part.aa", ".whl"], command="bash benchmarks/gpu/gpu_world.sh 1")
+#     installs the small wheels, keeps the first half of Ray's wheel, then (no Ray needed)
+#     1. tests.txt: pytest -m gpu tests/envs/test_torch_core.py (the CUDA core equals numpy);
+#     2. world.json: env step + observe, random actions, default world, over B worlds.
+#   call 2: run(carry=[".raypart/ray.part.ab"], command="bash benchmarks/gpu/gpu_world.sh 2")
+#     installs Ray, then
+#     3. ppo.json: PPO end to end, env_device cuda + CUDA-graph learner (benchmarks/device_ppo.py);
+#     4. reference.txt + eval_*.json: configs/ppo_gpu.yaml trained (1000 episodes, timed), then
+#        evaluated against random opponents and itself.
+# Everything lands in $OUT. Each step gets at most its own timeout and never more than what is
+# left of BUDGET_S (default 560 s, under the device tool's 600 s per call), so the call always
+# returns with what finished; a step with under 20 s left is skipped. STEPS="world ppo" (output
+# names without extension) runs only those steps. DRY=1 (here, on a CPU, with the project's
+# venv first on PATH and a scratch HOME holding nothing) runs every step tiny on the CPU.
+set -uo pipefail
+PHASE=${1:-1}
+DEADLINE=$(( $(date +%s) + ${BUDGET_S:-560} ))
+SITE="$HOME"/site
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+export PYTHONPATH="$SITE":$PWD PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
+if [[ ${DRY:-0} == 1 ]]; then
+  echo "dry run: nothing installed"
+elif [[ $PHASE == 1 ]]; then
+  cp .raypart/ray.part.aa "$HOME"/ || exit 1
+  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl || exit 1
+else
+  R="$HOME"/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
+  if [[ ! -d "$SITE/ray" ]]; then
+    cat "$HOME"/ray.part.aa .raypart/ray.part.ab > "$R" || exit 1
+    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$R" || exit 1
+  fi
+fi
+[[ $PHASE == 2 ]] && python3 -c "import ray; print('ray', ray.__version__)"
+python3 -c "import torch, bioflux; print(torch.__version__, torch.cuda.is_available())"
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+if [[ ${DRY:-0} == 1 ]]; then
+  DEV=cpu GRAPH="" WORLDS=4,8 PPO_WORLDS=4 PPO_BATCH=3000 MBS=1024 SECONDS_=1
+  REF_SET="--set resources.env_device=cpu --set resources.num_gpus_per_learner=0
+    --set training.learner_cuda_graph=false --set resources.num_envs_per_env_runner=4
+    --set training.train_batch_size=4000 --set stop.episodes=2 --set env.max_steps=20"
+else
+  DEV=cuda GRAPH=--learner-cuda-graph WORLDS=64,256,1024,2048,4096,8192,16384 PPO_WORLDS=1024
+  PPO_BATCH=1000000 MBS=16384,65536 SECONDS_=4 REF_SET=""
+fi
+export REF_SET
+
+STEPS=${STEPS:-tests world ppo reference}
+step() {  # step MAX_S OUTFILE COMMAND...
+  local max=$1 out=$2; shift 2
+  [[ " $STEPS " == *" ${out%%.*} "* ]] || return 0
+  local left=$(( DEADLINE - $(date +%s) ))
+  if (( left < 20 )); then echo "skipped $out: ${left}s left" | tee "$OUT/$out"; return; fi
+  echo "== $out (at most $(( left < max ? left : max ))s)"
+  timeout $(( left < max ? left : max )) "$@" > "$OUT/$out" 2> "$OUT/$out.stderr"
+  echo "exit $?"; tail -c 3000 "$OUT/$out"; tail -n 5 "$OUT/$out.stderr"
+}
+if [[ $PHASE == 1 ]]; then
+  MARK=gpu; [[ $DEV == cpu ]] && MARK="not gpu"
+  step 120 tests.txt python3 -m pytest -q -p no:cacheprovider -o addopts="" -m "$MARK" \
+    tests/envs/test_torch_core.py
+  step 240 world.json python3 benchmarks/torch_world.py --device $DEV --seconds $SECONDS_ \
+    --worlds $WORLDS
+else
+  cd benchmarks
+  step 200 ppo.json python3 device_ppo.py --device $DEV --worlds $PPO_WORLDS \
+    --train-batch-size $PPO_BATCH --minibatch-sizes $MBS --hidden 128,128 --iterations 3 $GRAPH
+  cd ..
+  # the reference experiment, timed, then evaluated (30 episodes per pairing)
+  REF='t0=$(date +%s)
+    python3 -m bioflux.cli train --config configs/ppo_gpu.yaml --output "$OUT/ref/runs" \
+      --models "$OUT/ref/models" $REF_SET || exit 1
+    echo "train_wall_s $(( $(date +%s) - t0 ))"
+    m="$OUT/ref/models/ppo/ppo_reference_gpu"
+    for pair in "$m random" "random $m" "$m $m" "random random"; do
+      set -- $pair
+      python3 -m bioflux.cli evaluate --predator "$1" --prey "$2" --episodes 30 \
+        --config configs/ppo_gpu.yaml --out "$OUT/ref/eval_${1##*/}_vs_${2##*/}" $REF_SET
+    done
+    echo "total_wall_s $(( $(date +%s) - t0 ))"'
+  step 330 reference.txt env OUT="$OUT" bash -c "$REF"
+  rm -rf "$OUT"/ref/runs/*/checkpoints "$OUT"/ref/models  # weights do not come back
+fi

@@ -56,6 +56,34 @@ def torch_rate(worlds: int, device: torch.device, seconds: float) -> dict:
     }
 
 
+def profile(worlds: int, device: torch.device) -> list[dict]:
+    """The ops that take the time of 10 steps (+ observe, reset) at ``worlds`` worlds."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    world = TorchWorld(EnvConfig(), num_worlds=worlds, device=device, seed=0)
+    world.reset()
+    gen = torch.Generator(device=device).manual_seed(0)
+    shape = tuple(world.alive.shape)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for _ in range(2):
+        world.step(torch.randint(0, 5, shape, generator=gen, device=device), check_actions=False)
+    with torch_profile(activities=activities) as prof:
+        for _ in range(10):
+            world.reset_done()
+            world.step(
+                torch.randint(0, 5, shape, generator=gen, device=device), check_actions=False
+            )
+            world.observe_all()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    rows = sorted(prof.key_averages(), key=lambda e: getattr(e, key, 0), reverse=True)[:15]
+    return [
+        {"op": e.key, "calls": e.count, "self_ms": round(getattr(e, key, 0) / 1e3, 3)} for e in rows
+    ]
+
+
 def numpy_rate(worlds: int, seconds: float) -> dict:
     world = BatchedWorld(EnvConfig(), num_worlds=worlds, seed=0)
     world.reset()
@@ -85,6 +113,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--numpy", action="store_true", help="also the numpy core, same B")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
+    parser.add_argument("--profile", type=int, default=0, help="also profile 10 steps at B")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -105,6 +134,8 @@ def main() -> None:
         print(json.dumps(result["torch"][-1]), flush=True)
     if args.numpy:
         result["numpy"] = [numpy_rate(b, args.seconds) for b in sizes]
+    if args.profile:
+        result["profile"] = profile(args.profile, device)
     best = max(result["torch"], key=lambda r: r.get("agent_steps_per_s", 0))
     result["best_torch_agent_steps_per_s"] = best.get("agent_steps_per_s")
     result["best_torch_worlds"] = best["worlds"]

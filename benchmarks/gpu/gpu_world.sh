@@ -37,13 +37,13 @@ fi
 python3 -c "import torch, bioflux; print(torch.__version__, torch.cuda.is_available())"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 if [[ ${DRY:-0} == 1 ]]; then
-  DEV=cpu GRAPH="" WORLDS=4,8 PPO_WORLDS=4 PPO_BATCH=3000 MBS=1024 SECONDS_=1
+  DEV=cpu GRAPH="" WORLDS=4,8 PPO_WORLDS=4 PPO_BATCH=3000 MBS=1024 SECONDS_=1 PROFILE_B=4
   REF_SET="--set resources.env_device=cpu --set resources.num_gpus_per_learner=0
     --set training.learner_cuda_graph=false --set resources.num_envs_per_env_runner=4
     --set training.train_batch_size=4000 --set stop.episodes=2 --set env.max_steps=20"
 else
-  DEV=cuda GRAPH=--learner-cuda-graph WORLDS=64,256,1024,2048,4096,8192,16384 PPO_WORLDS=1024
-  PPO_BATCH=1000000 MBS=16384,65536 SECONDS_=4 REF_SET=""
+  DEV=cuda GRAPH=--learner-cuda-graph WORLDS=256,1024,4096,16384,32768 PPO_WORLDS=1024
+  PPO_BATCH=1000000 MBS=16384,65536 SECONDS_=4 REF_SET="" PROFILE_B=4096
 fi
 export REF_SET
 
@@ -62,7 +62,7 @@ if [[ $PHASE == 1 ]]; then
   step 120 tests.txt python3 -m pytest -q -p no:cacheprovider -o addopts="" -m "$MARK" \
     tests/envs/test_torch_core.py
   step 240 world.json python3 benchmarks/torch_world.py --device $DEV --seconds $SECONDS_ \
-    --worlds $WORLDS
+    --worlds $WORLDS --profile $PROFILE_B
 else
   cd benchmarks
   step 200 ppo.json python3 device_ppo.py --device $DEV --worlds $PPO_WORLDS \

@@ -314,11 +314,13 @@ class TorchWorld:
         act = actions.long().clamp(0, len(ACTION_DELTAS) - 1)
         G, C, is_pred = self._cells4, len(OBS_CHANNELS), self.is_predator[None, :]
         old_cell = self._cells_of(self._world_index, self.pos)
-        # everyone who acts leaves the count grid (the worlds that do not act hold their own
-        # cells); index 0 is a padding cell with no agents: a 0 written there changes nothing
-        gone = torch.where(acted, old_cell, 0).reshape(-1)
-        G.index_fill_(0, gone * C + _PREDATORS, 0.0)
-        G.index_fill_(0, gone * C + _PREY, 0.0)
+        # everyone who acts leaves the count grid: the numpy core zeroes their cells, which
+        # hold nobody else (the worlds that do not act hold their own cells), so subtracting
+        # each mover once gives the same exact integer counts. Every update below adds into
+        # an agent's own cell (0 where it does not apply) rather than writing to one shared
+        # dummy address, which a GPU would serialise.
+        species = self._species_channel.expand_as(acted)
+        G.index_add_(0, (old_cell * C + species).reshape(-1), -acted.reshape(-1).float())
 
         # 1. move (into walls or off the grid, where the padding is an obstacle: stay)
         new_cell = old_cell + self._flat_deltas[act]
@@ -337,8 +339,8 @@ class TorchWorld:
         credit = torch.where(caught, 1.0 / threat.clamp(min=1.0), 0.0)
         self._credit.index_add_(0, flat_cell, credit.reshape(-1))
         share = torch.where(pred_moved, _numpy_sum(_gather(self._credit, window)), 0.0)
-        self._credit.index_fill_(0, torch.where(caught, cell, 0).reshape(-1), 0.0)
-        G.index_fill_(0, torch.where(pred_moved, cell, 0).reshape(-1) * C + _PREDATORS, 0.0)
+        self._credit.index_fill_(0, flat_cell, 0.0)  # credit lies only on agents' cells
+        G.index_add_(0, flat_cell * C + _PREDATORS, -pred_moved.reshape(-1).float())
         captured = caught.sum(dim=1)
 
         step_reward = torch.full_like(share, c.reward_predator_step)
@@ -400,18 +402,21 @@ class TorchWorld:
         prob = torch.full((self.num_worlds, 1), c.prey_birth_prob, dtype=torch.float64, device=dev)
         if c.prey_capacity is not None:
             n_prey = self.alive[:, P:].sum(dim=1, keepdim=True)
-            prob = prob * torch.clamp(1.0 - n_prey.double() / c.prey_capacity, 0.0, 1.0)
+            # a tensor divisor: CUDA divides by a scalar as a product with its reciprocal,
+            # which rounds differently from numpy's division
+            capacity = torch.full_like(n_prey, c.prey_capacity, dtype=torch.float64)
+            prob = prob * torch.clamp(1.0 - n_prey.double() / capacity, 0.0, 1.0)
         u = self.draws.uniform(tuple(self.alive[:, P:].shape), dev)
         fertile_prey = self.alive[:, P:] & (u < prob)
         fertile = torch.cat([fertile_pred, fertile_prey], dim=1) & active[:, None]
         born = torch.zeros_like(self.alive)
         for lo, hi in ((0, P), (P, self.n_agents)):
             parent_ok, child = self._give_birth(fertile, lo, hi)
-            born = born | self._scatter_flags(parent_ok, child)
+            born = born | self._put(torch.zeros_like(self.alive), parent_ok, child, parent_ok)
             if lo == 0 and hi > lo:
                 half = torch.where(parent_ok, self.energy[:, lo:hi] * 0.5, self.energy[:, lo:hi])
                 self.energy = torch.cat([half, self.energy[:, hi:]], dim=1)
-                self._scatter_rows(self.energy, parent_ok, child, half, lo)
+                self.energy = self._put(self.energy, parent_ok, child, half)
         return rewards, starved, born
 
     def _give_birth(self, fertile: torch.Tensor, lo: int, hi: int):
@@ -439,33 +444,24 @@ class TorchWorld:
         else:
             spot = parent_pos + self.draws.integers(-radius, radius + 1, ok)
         spot = torch.where(self._valid(spot)[..., None], spot, parent_pos)
-        flat = torch.where(
-            ok, torch.arange(B, device=dev)[:, None] * self.n_agents + child, B * self.n_agents
-        )
-        pos = torch.cat([self.pos.view(-1, 2), self.pos.new_zeros((1, 2))])
-        pos[flat.reshape(-1)] = spot.reshape(-1, 2)
-        self.pos = pos[:-1].view(B, self.n_agents, 2)
-        new = self._scatter_flags(ok, child)
+        self.pos = self._put(self.pos, ok, child, spot)
+        new = self._put(torch.zeros_like(self.alive), ok, child, ok)
         self.alive = self.alive | new
         self.used = self.used | new
         return ok, child
 
-    def _scatter_flags(self, ok: torch.Tensor, child: torch.Tensor) -> torch.Tensor:
-        """``(B, N)`` bool: true at ``child[b, i]`` where ``ok[b, i]``."""
-        B, N = self.num_worlds, self.n_agents
-        out = torch.zeros(B * N + 1, dtype=torch.bool, device=self.device)
-        flat = torch.where(ok, torch.arange(B, device=self.device)[:, None] * N + child, B * N)
-        out[flat.reshape(-1)] = True
-        out[-1] = False
-        return out[:-1].view(B, N)
-
-    def _scatter_rows(self, target, ok, child, values, lo) -> None:
-        """``target[b, child[b, i]] = values[b, i]`` where ``ok`` (in place)."""
-        B, N = self.num_worlds, self.n_agents
-        flat = torch.where(ok, torch.arange(B, device=self.device)[:, None] * N + child, B * N)
-        buf = torch.cat([target.view(-1), target.new_zeros(1)])
-        buf[flat.reshape(-1)] = values.reshape(-1)
-        target.view(-1).copy_(buf[:-1])
+    def _put(self, target, ok, child, values):
+        """``target (B, N, ...)`` with ``target[b, child[b, i]] = values[b, i]`` where
+        ``ok (B, K)``. Children are distinct slots; the entries that do not write go to
+        scratch rows of their own, so no two writes share an address (deterministic, and no
+        serialised writes to one dummy address on a GPU)."""
+        B, N, K = self.num_worlds, self.n_agents, ok.shape[1]
+        rest = tuple(target.shape[2:])
+        buf = torch.cat([target.reshape(B * N, *rest), target.new_zeros((B * K, *rest))])
+        scratch = B * N + torch.arange(B * K, device=self.device).view(B, K)
+        index = torch.where(ok, self._world_index * N + child, scratch)
+        buf[index.reshape(-1)] = values.reshape(B * K, *rest).to(target.dtype)
+        return buf[: B * N].view(target.shape)
 
     def _valid(self, rc: torch.Tensor) -> torch.Tensor:
         """In the grid and not a wall, for ``rc (B, K, 2)`` cells of each world."""
@@ -503,7 +499,9 @@ class TorchWorld:
         pred = self.is_predator[None, :].expand_as(self.alive)
         if not c.ecology:
             return pred.float()
-        level = torch.clamp(self.energy / c.reproduce_energy, 0.0, 1.0)
+        level = torch.clamp(
+            self.energy / torch.full_like(self.energy, c.reproduce_energy), 0.0, 1.0
+        )  # a tensor divisor, as in _ecology_step
         return torch.where(pred, level, 0.0)
 
     def states(self, worlds: torch.Tensor | None = None) -> torch.Tensor:

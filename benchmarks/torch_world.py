@@ -25,9 +25,11 @@ from bioflux.envs import BatchedWorld, EnvConfig
 from bioflux.envs.torch_core import TorchWorld, resolve_device
 
 
-def torch_rate(worlds: int, device: torch.device, seconds: float) -> dict:
+def torch_rate(worlds: int, device: torch.device, seconds: float, window_copy=None) -> dict:
     world = TorchWorld(EnvConfig(), num_worlds=worlds, device=device, seed=0)
     world.reset()
+    if window_copy is not None:
+        world.window_copy = window_copy
     gen = torch.Generator(device=device).manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -53,6 +55,7 @@ def torch_rate(worlds: int, device: torch.device, seconds: float) -> dict:
         "agent_steps_per_s": round(total / elapsed),
         "ms_per_step": round(1e3 * elapsed / len(counts), 3),
         "steps": len(counts),
+        "window_copy": world.window_copy,
     }
 
 
@@ -114,6 +117,12 @@ def main() -> None:
     parser.add_argument("--numpy", action="store_true", help="also the numpy core, same B")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's)")
     parser.add_argument("--profile", type=int, default=0, help="also profile 10 steps at B")
+    parser.add_argument(
+        "--window-copy",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="how observations are cut (TorchWorld.window_copy; auto: strided view on CUDA)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,7 +136,8 @@ def main() -> None:
     }
     for b in sizes:
         try:
-            result["torch"].append(torch_rate(b, device, args.seconds))
+            wc = {"auto": None, "on": True, "off": False}[args.window_copy]
+            result["torch"].append(torch_rate(b, device, args.seconds, wc))
         except torch.OutOfMemoryError:
             result["torch"].append({"worlds": b, "error": "out of memory"})
             break

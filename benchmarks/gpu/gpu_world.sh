@@ -47,7 +47,7 @@ else
 fi
 export REF_SET
 
-STEPS=${STEPS:-tests world ppo reference}
+STEPS=${STEPS:-tests world world_index_select ppo reference}
 step() {  # step MAX_S OUTFILE COMMAND...
   local max=$1 out=$2; shift 2
   [[ " $STEPS " == *" ${out%%.*} "* ]] || return 0
@@ -63,6 +63,8 @@ if [[ $PHASE == 1 ]]; then
     tests/envs/test_torch_core.py
   step 240 world.json python3 benchmarks/torch_world.py --device $DEV --seconds $SECONDS_ \
     --worlds $WORLDS --profile $PROFILE_B
+  step 60 world_index_select.json python3 benchmarks/torch_world.py --device $DEV \
+    --seconds $SECONDS_ --worlds $PROFILE_B --window-copy off
 else
   cd benchmarks
   step 200 ppo.json python3 device_ppo.py --device $DEV --worlds $PPO_WORLDS \

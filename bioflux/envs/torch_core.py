@@ -180,6 +180,14 @@ class TorchWorld:
         self._flat = self._grid.view(-1, len(OBS_CHANNELS))  # one row per padded cell
         self._cells4 = self._grid.view(-1)  # index: cell * 4 + channel
         self._credit = torch.zeros(B * hp * wp, dtype=torch.float32, device=dev)
+        S = c.obs_size
+        sb, sh, sw, sc = self._grid.stride()
+        #: every S × S window of the padded grid, by top-left cell (a view, no copy)
+        self._windows = self._grid.as_strided(
+            (B, hp - S + 1, wp - S + 1, S, S, len(OBS_CHANNELS)), (sb, sh, sw, sh, sw, sc)
+        )
+        #: how observations are cut (see ``_cut_windows``)
+        self.window_copy = dev.type == "cuda"
 
         deltas = torch.as_tensor(ACTION_DELTAS, dtype=torch.int64, device=dev)
         self._deltas = deltas
@@ -478,18 +486,28 @@ class TorchWorld:
         (``BatchedWorld.observe``'s layout and channels)."""
         worlds = torch.as_tensor(worlds, dtype=torch.int64, device=self.device)
         slots = torch.as_tensor(slots, dtype=torch.int64, device=self.device)
-        centre = self._cells_of(worlds, self.pos[worlds, slots])
-        obs = _gather(self._flat, centre[:, None, None] + self._flat_window)
+        obs = self._cut_windows(worlds, self.pos[worlds, slots])
         obs[..., _ENERGY] = self.own_energy(worlds, slots)[:, None, None]
         return obs
 
     def observe_all(self) -> torch.Tensor:
         """Windows ``(B, N, S, S, 4)`` of every slot, alive or not (mask with ``alive``)."""
-        B, N = self.alive.shape
-        centre = self._cells_of(self._world_index, self.pos)
-        obs = _gather(self._flat, centre[..., None, None] + self._flat_window)
+        obs = self._cut_windows(self._world_index.expand_as(self.alive), self.pos)
         obs[..., _ENERGY] = self._own_energy_all()[..., None, None]
         return obs
+
+    def _cut_windows(self, worlds: torch.Tensor, rc: torch.Tensor) -> torch.Tensor:
+        """The ``S × S × 4`` windows of the padded grid centred on cells ``rc (..., 2)``.
+
+        Two equal ways (``window_copy``): on a GPU, advanced indexing into a strided view of
+        every window (``as_strided``: no copy), so each window is copied as ``S`` runs of
+        ``S × 4`` contiguous floats; on a CPU, ``index_select`` of one 4-float cell per
+        window element, which is faster there."""
+        if self.window_copy:
+            p, r = self.pad, self.config.obs_radius
+            return self._windows[worlds, rc[..., 0] + (p - r), rc[..., 1] + (p - r)]
+        centre = self._cells_of(worlds, rc)
+        return _gather(self._flat, centre[..., None, None] + self._flat_window)
 
     def own_energy(self, worlds: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         return self._own_energy_all()[worlds, slots]

@@ -57,7 +57,9 @@ ECOLOGY_GLOBAL = dict(
 )
 
 
-def run_both(kwargs: dict, worlds: int, steps: int, seed: int, device: str = "cpu"):
+def run_both(
+    kwargs: dict, worlds: int, steps: int, seed: int, device: str = "cpu", window_copy=None
+):
     """Step a numpy and a torch world side by side; assert equality after every step; return
     event counts (so each test can check that it exercised what it claims to)."""
     cfg = EnvConfig(**kwargs)
@@ -65,6 +67,8 @@ def run_both(kwargs: dict, worlds: int, steps: int, seed: int, device: str = "cp
     nw.reset()
     tw = TorchWorld(cfg, num_worlds=worlds, device=device, draws=NumpyDraws(None))
     tw.load(nw)
+    if window_copy is not None:
+        tw.window_copy = window_copy
     rng = np.random.default_rng(seed + 1)
     events = dict.fromkeys(
         ("captures", "births", "starved", "truncated", "resets", "shared_credit", "blocked"), 0
@@ -126,6 +130,13 @@ def test_ecology_global_dispersal_and_recycled_slots_match_numpy():
 
 def test_default_world_matches_numpy():
     run_both({}, worlds=2, steps=40, seed=0)
+
+
+@pytest.mark.parametrize("kwargs", [SMALL, ECOLOGY], ids=["default", "eco"])
+def test_both_ways_of_cutting_windows_match_numpy(kwargs):
+    """The GPU's way (a strided view of every window) and the CPU's (index_select)."""
+    for window_copy in (True, False):
+        run_both(kwargs, worlds=3, steps=40, seed=13, window_copy=window_copy)
 
 
 def test_window_sums_round_like_numpy():
@@ -208,4 +219,5 @@ def test_a_cuda_request_without_cuda_is_refused_in_one_line():
 @pytest.mark.gpu
 @pytest.mark.parametrize("kwargs", [SMALL, COOPERATIVE, ECOLOGY], ids=["default", "coop", "eco"])
 def test_the_cuda_core_matches_numpy(kwargs):
-    run_both(kwargs, worlds=4, steps=60, seed=2, device="cuda")
+    for window_copy in (True, False):
+        run_both(kwargs, worlds=4, steps=60, seed=2, device="cuda", window_copy=window_copy)

@@ -17,6 +17,11 @@ path:
 The two weights come from RLlib's own ``calculate_rr_weights`` (``training_intensity``), and
 learning starts after ``num_steps_sampled_before_learning_starts`` env steps, as in RLlib's
 DQN. Replay is uniform on this path.
+
+With ``resources.env_device`` the EnvRunners are replaced by a ``DeviceTransitionSampler`` in
+the learner's process (the torch world and the learner's Q-modules on its device) and the
+replay by ``DeviceRingReplay`` on that device: the same schedule, no weight sync, no host
+round trip (``device_sampler``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 from ray.rllib.algorithms.dqn import DQN, DQNConfig
 from ray.rllib.algorithms.dqn.dqn import calculate_rr_weights
 from ray.rllib.core import ALL_MODULES
@@ -55,6 +61,16 @@ class ColumnarDQN(DQN):
         super().setup(config)
         capacity = int(self.config.replay_buffer_config["capacity"])
         seed = self.config.seed or 0
+        self._device_sampler = None
+        if self.config.env_device:
+            from bioflux.algorithms.device_sampler import DeviceRingReplay
+
+            device = self.learner_group._learner._device
+            self.replay = {
+                species: DeviceRingReplay(capacity, device, seed=seed * len(SPECIES) + i)
+                for i, species in enumerate(SPECIES)
+            }
+            return
         self.replay = {
             species: RingReplayBuffer(capacity, TRANSITION_FIELDS, seed=seed * len(SPECIES) + i)
             for i, species in enumerate(SPECIES)
@@ -66,9 +82,34 @@ class ColumnarDQN(DQN):
         for species, buffer in self.replay.items():
             if len(buffer):
                 columns = buffer.sample(n)
-                columns["weights"] = np.ones(n, dtype=np.float32)
+                columns["weights"] = (
+                    torch.ones(n, device=buffer.device)
+                    if self.config.env_device
+                    else np.ones(n, dtype=np.float32)
+                )
                 batches[species] = SampleBatch(columns)
         return MultiAgentBatch(batches, env_steps=n)
+
+    def _sample_on_device(self) -> list:
+        """One fragment of the device sampler's worlds (see the module docstring)."""
+        from bioflux.algorithms.device_sampler import DeviceTransitionSampler, sampler_rng_seed
+        from bioflux.envs.config import EnvConfig
+
+        cfg, learner = self.config, self.learner_group._learner
+        if self._device_sampler is None:
+            self._device_sampler = DeviceTransitionSampler(
+                EnvConfig.from_kwargs(dict(cfg.env_config)).require_agent_identity("training"),
+                learner.module,
+                num_worlds=cfg.num_envs_per_env_runner,
+                device=learner._device,
+                seed=sampler_rng_seed(cfg.seed),
+                train_species=tuple(cfg.policies_to_train or SPECIES),
+                episodes_window=cfg.metrics_num_episodes_for_smoothing,
+            )
+        sampler = self._device_sampler
+        t = self.metrics.peek((ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0)
+        part = sampler.sample_transitions(cfg.get_rollout_fragment_length(), int(t))
+        return [(part, sampler.get_metrics())]
 
     def training_step(self) -> None:
         cfg = self.config
@@ -77,10 +118,13 @@ class ColumnarDQN(DQN):
         store_weight, train_weight = calculate_rr_weights(cfg)
         for _ in range(store_weight):
             with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-                sampled = runners.foreach_env_runner(
-                    lambda r: (r.sample_transitions(), r.get_metrics()),
-                    local_env_runner=remote == 0,
-                )
+                if cfg.env_device:
+                    sampled = self._sample_on_device()
+                else:
+                    sampled = runners.foreach_env_runner(
+                        lambda r: (r.sample_transitions(), r.get_metrics()),
+                        local_env_runner=remote == 0,
+                    )
             self.metrics.aggregate([m for _, m in sampled], key=ENV_RUNNER_RESULTS)
             for part, _ in sampled:
                 for species, columns in part.items():
@@ -108,6 +152,8 @@ class ColumnarDQN(DQN):
                 for module_results in result.values():
                     module_results.pop(TD_ERROR_KEY, None)
             self.metrics.aggregate(results, key=LEARNER_RESULTS)
+        if cfg.env_device:  # the sampler acts with the learner's own modules
+            return
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             runners.sync_weights(
                 from_worker_or_learner_group=self.learner_group,
@@ -119,3 +165,4 @@ class ColumnarDQN(DQN):
 class ColumnarDQNConfig(DQNConfig):
     def __init__(self, algo_class: Any = None):
         super().__init__(algo_class=algo_class or ColumnarDQN)
+        self.env_device: str | None = None  # resources.env_device (device_sampler)

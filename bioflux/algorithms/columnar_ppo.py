@@ -116,12 +116,12 @@ class ColumnarPPO(PPO):
 
     def _device_training_step(self) -> None:
         """``resources.env_device``: sample on the learner's device (``device_sampler``)."""
-        from bioflux.algorithms.device_sampler import DeviceSampler, sampler_rng_seed
+        from bioflux.algorithms.device_sampler import DeviceRolloutSampler, sampler_rng_seed
         from bioflux.envs.config import EnvConfig
 
         cfg, learner = self.config, self.learner_group._learner
         if getattr(self, "_device_sampler", None) is None:
-            self._device_sampler = DeviceSampler(
+            self._device_sampler = DeviceRolloutSampler(
                 EnvConfig.from_kwargs(dict(cfg.env_config)).require_agent_identity("training"),
                 learner.module,
                 num_worlds=cfg.num_envs_per_env_runner,

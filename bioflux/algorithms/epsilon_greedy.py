@@ -103,10 +103,22 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             "MultiAgentEnvRunner and multi-agent episode replay)"
         )
     columnar = r.env_runner == "columnar"
+    if r.env_device:
+        from bioflux.algorithms.device_sampler import check_env_device
+
+        check_env_device(r)
+        if p.n_step != 1:
+            raise ValueError(
+                f"training.n_step={p.n_step} with resources.env_device: the device sampler "
+                "stores one-step transitions; use n_step: 1, or env_device: null"
+            )
     specs = {s: RLModuleSpec(module_class=EpsilonGreedyQModule) for s in SPECIES}
+    algo_config = ColumnarDQNConfig() if columnar else DQNConfig()
+    if r.env_device:
+        algo_config.env_device = r.env_device
     return (
         with_env_and_resources(
-            ColumnarDQNConfig() if columnar else DQNConfig(),
+            algo_config,
             exp,
             TransitionEnvRunner if columnar else None,
             rollout_fragment_length=p.rollout_fragment_length,

@@ -10,7 +10,7 @@ module, so each agent keeps its own trajectory, rewards and termination while sh
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -137,7 +137,9 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     if p.sample_ahead:
         algo_config.sample_ahead = True
     if r.env_device:
-        _check_env_device(r)
+        from bioflux.algorithms.device_sampler import check_env_device
+
+        check_env_device(r)
         algo_config.env_device = r.env_device
     return (
         with_env_and_resources(
@@ -179,22 +181,3 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             learner_config_dict={"cuda_graph": p.learner_cuda_graph},
         )
     )
-
-
-def _check_env_device(r: Any) -> None:
-    """``resources.env_device`` needs the columnar path with one local learner on that device."""
-    from bioflux.envs.torch_core import resolve_device
-
-    if r.env_runner != "columnar" or r.num_learners > 0 or r.num_env_runners > 0:
-        raise ValueError(
-            f"resources.env_device={r.env_device!r} needs env_runner: columnar, num_learners: 0 "
-            "and num_env_runners: 0 (the worlds step in the learner's process)"
-        )
-    resolve_device(r.env_device)
-    on_gpu = r.num_gpus_per_learner > 0
-    if on_gpu != (r.env_device == "cuda"):
-        raise ValueError(
-            f"resources.env_device={r.env_device!r} must be where the learner is: "
-            f"num_gpus_per_learner={r.num_gpus_per_learner} puts it on "
-            f"{'cuda' if on_gpu else 'cpu'}"
-        )

@@ -163,3 +163,128 @@ def test_env_device_cuda_without_cuda_is_refused(tiny_config):
     cfg["resources"].update(env_device="cuda", num_gpus_per_learner=1)
     with pytest.raises(ValueError, match="no CUDA device"):
         build_config(config.validate(cfg))
+
+
+def _eg_config(tiny_config: dict, **env) -> dict:
+    cfg = _device_config(tiny_config, **env)
+    cfg["algorithm"] = "epsilon_greedy"
+    cfg["training"] = {
+        "train_batch_size": 32,
+        "rollout_fragment_length": 10,
+        "learning_starts": 50,
+        "steps_per_iteration": 40,
+        "hidden": [32],
+        "epsilon_timesteps": 200,
+        "replay_capacity": 5000,
+    }
+    return cfg
+
+
+STATE = ("walls", "pos", "alive", "used", "energy", "t", "done")
+
+
+def test_device_transitions_equal_a_replayed_numpy_world(ray_session, tiny_config):
+    """Every transition row (obs, action, reward, new_obs, flags) equals what the numpy core
+    gives when it replays the sampler's own layouts and actions (default mode: a step draws
+    nothing random, so the replay is exact; the engines' ecology draws are compared in
+    tests/envs/test_torch_core.py)."""
+    from bioflux.algorithms import get_algorithm
+    from bioflux.envs.core import BatchedWorld
+
+    cfg = config.validate(_eg_config(tiny_config, max_steps=7))
+    algo = get_algorithm("epsilon_greedy").build_config(cfg).build_algo()
+    try:
+        algo.train()
+        sampler = algo._device_sampler
+        tw = sampler.world
+        nw = BatchedWorld(tw.config, num_worlds=tw.num_worlds)
+        log: list = []
+        step, reset = tw.step, tw.reset
+
+        def recording_step(actions, check_actions=True):
+            log.append(("step", actions.clone()))
+            return step(actions, check_actions=check_actions)
+
+        def recording_reset(seed=None, worlds=None, layout=None):
+            reset(seed=seed, worlds=worlds, layout=layout)
+            state = {k: getattr(tw, k).clone() for k in STATE}  # right after the reset
+            log.append(("reset", (torch.as_tensor(worlds).clone(), state)))
+
+        tw.step, tw.reset = recording_step, recording_reset
+        snapshot = {k: getattr(tw, k).clone() for k in STATE}
+        out = sampler.sample_transitions(12, t=10_000, explore=True)
+
+        def load(worlds, state):
+            for k, v in state.items():
+                getattr(nw, k)[worlds] = v[worlds].cpu().numpy()
+            for b in worlds:
+                nw._rebuild_grid(int(b))
+
+        load(np.arange(nw.num_worlds), snapshot)
+        expected: dict[str, dict[str, list]] = {"predator": {}, "prey": {}}
+        P = nw.n_pred_slots
+        seen = {"terminated": 0, "truncated": 0, "reset": 0}
+        for kind, value in log:
+            if kind == "reset":
+                worlds, state = value
+                w = worlds.cpu().numpy()
+                load(w, state)
+                seen["reset"] += len(w)
+                continue
+            acting = nw.alive & ~nw.done[:, None]
+            b, a = np.nonzero(acting)
+            D = tw.config.obs_size**2 * 4
+            obs = nw.observe(b, a).reshape(len(b), D)
+            actions = value.cpu().numpy()
+            res = nw.step(actions)
+            new_obs = nw.observe(b, a).reshape(len(b), D)
+            seen["terminated"] += int(res.terminated[b, a].sum())
+            seen["truncated"] += int(res.truncated[b, a].sum())
+            for species, sel in (("predator", a < P), ("prey", a >= P)):
+                cols = expected[species]
+                for key, v in (
+                    (Columns.OBS, obs[sel]),
+                    (Columns.ACTIONS, actions[b[sel], a[sel]]),
+                    (Columns.REWARDS, res.rewards[b[sel], a[sel]]),
+                    (Columns.NEXT_OBS, new_obs[sel]),
+                    (Columns.TERMINATEDS, res.terminated[b[sel], a[sel]]),
+                    (Columns.TRUNCATEDS, res.truncated[b[sel], a[sel]]),
+                ):
+                    cols.setdefault(key, []).append(v)
+        assert seen["terminated"] and seen["truncated"] and seen["reset"]
+        for species, cols in expected.items():
+            for key, parts in cols.items():
+                np.testing.assert_array_equal(
+                    out[species][key].cpu().numpy(), np.concatenate(parts), err_msg=key
+                )
+    finally:
+        algo.stop()
+
+
+def test_env_device_epsilon_greedy_trains_from_a_device_replay(ray_session, tiny_config, tmp_path):
+    from bioflux.algorithms import get_algorithm
+
+    cfg = config.validate(_eg_config(tiny_config))
+    algo = get_algorithm("epsilon_greedy").build_config(cfg).build_algo()
+    try:
+        before = {
+            k: v.clone() for k, v in algo.learner_group._learner.module["prey"].state_dict().items()
+        }
+        for _ in range(3):
+            result = algo.train()
+        assert all(len(r) > 0 for r in algo.replay.values())
+        assert all(r.data[Columns.OBS].device == torch.device("cpu") for r in algo.replay.values())
+        after = algo.learner_group._learner.module["prey"].state_dict()
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+        assert result["env_runners"]["num_env_steps_sampled_lifetime"] > 100
+    finally:
+        algo.stop()
+
+
+def test_env_device_epsilon_greedy_refuses_n_step(tiny_config):
+    from bioflux.algorithms import get_algorithm
+
+    cfg = _eg_config(tiny_config)
+    cfg["training"]["n_step"] = 3
+    with pytest.raises(ValueError, match="n_step=3 with resources.env_device"):
+        get_algorithm("epsilon_greedy").build_config(config.validate(cfg))

@@ -76,9 +76,11 @@ def _values(runner, world: BatchedWorld, b: np.ndarray, a: np.ndarray) -> np.nda
     for species, mask in (("predator", world.is_predator[a]), ("prey", ~world.is_predator[a])):
         if mask.any():
             with torch.no_grad():
-                out[mask] = runner.module[species].compute_values(
-                    {Columns.OBS: torch.from_numpy(obs[mask])}
-                ).numpy()
+                out[mask] = (
+                    runner.module[species]
+                    .compute_values({Columns.OBS: torch.from_numpy(obs[mask])})
+                    .numpy()
+                )
     return out
 
 
@@ -126,7 +128,8 @@ class _Replay:
                     for bj, aj, v in zip(b[cut].tolist(), a[cut].tolist(), boots.tolist()):
                         done.append((self.open.pop((bj, aj)), False, v))
                         self.seen["truncated"] += 1
-                for bj, aj in zip(b[res.terminated[b, a]].tolist(), a[res.terminated[b, a]].tolist()):
+                died = res.terminated[b, a]
+                for bj, aj in zip(b[died].tolist(), a[died].tolist()):
                     done.append((self.open.pop((bj, aj)), True, 0.0))
                     self.seen["terminal"] += 1
                 rows += len(a)
@@ -145,7 +148,9 @@ class _Replay:
             rewards = np.array([r for _, _, r in traj] + [0.0])
             terminateds, truncateds = np.zeros(n + 1), np.zeros(n + 1)
             terminateds[n - 1], truncateds[n - 1], truncateds[n] = terminal, not terminal, 1
-            expected = compute_value_targets(values, rewards, terminateds, truncateds, GAMMA, LAMBDA)
+            expected = compute_value_targets(
+                values, rewards, terminateds, truncateds, GAMMA, LAMBDA
+            )
             index = [r for r, _, _ in traj]
             targets[index] = expected[:-1]
             advantages[index] = expected[:-1] - values[:-1]
@@ -172,4 +177,3 @@ def test_the_runners_advantages_and_targets_equal_rllibs_on_a_replayed_world(run
     seen = replay.seen
     assert seen["terminal"] and seen["truncated"] and seen["cut"] and seen["born"], seen
     assert seen["resets"] > 1 and seen["continued"], seen  # worlds restarted mid-fragment
-

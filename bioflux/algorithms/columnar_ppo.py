@@ -59,6 +59,22 @@ def train_batch(parts: list[dict[str, dict[str, np.ndarray]]]) -> MultiAgentBatc
     return MultiAgentBatch(batches, env_steps=env_steps)
 
 
+def shared_minibatch_count(
+    batch: MultiAgentBatch, num_learners: int, num_epochs: int, minibatch_size: int
+) -> int:
+    """The SGD steps every one of ``num_learners`` DDP learners runs on ``batch``.
+
+    ``LearnerGroup.update(batch=...)`` gives each learner ``ceil(rows / num_learners)`` rows
+    of every module (the last learner fewer); a learner left to count its own minibatches
+    could run one step fewer than the others and leave them waiting in an all-reduce. This
+    count is ``num_epochs × ceil(largest shard / minibatch_size)``, the plan of the learner
+    with the largest shard, passed to all (``ppo_learner.minibatch_plan``)."""
+    largest = max(
+        (math.ceil(len(b) / num_learners) for b in batch.policy_batches.values()), default=0
+    )
+    return num_epochs * max(1, math.ceil(largest / minibatch_size))
+
+
 class ColumnarPPO(PPO):
     @classmethod
     def get_default_config(cls) -> ColumnarPPOConfig:
@@ -87,6 +103,11 @@ class ColumnarPPO(PPO):
         batch = train_batch([b for b, _ in sampled])
         if not batch.policy_batches:
             return
+        shared = {}
+        if cfg.num_learners > 1:  # DDP: every learner runs the same number of steps
+            shared["num_total_minibatches"] = shared_minibatch_count(
+                batch, cfg.num_learners, cfg.num_epochs, cfg.minibatch_size
+            )
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             learner_results = self.learner_group.update(
                 batch=batch,
@@ -102,6 +123,7 @@ class ColumnarPPO(PPO):
                 num_epochs=cfg.num_epochs,
                 minibatch_size=cfg.minibatch_size,
                 shuffle_batch_per_epoch=cfg.shuffle_batch_per_epoch,
+                **shared,
             )
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):

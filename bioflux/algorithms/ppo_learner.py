@@ -82,16 +82,18 @@ def minibatch_plan(
     into the same number ``K = ceil(rows of the largest module / minibatch_size)`` of nearly
     equal parts, so every module covers each of its rows exactly ``num_epochs`` times in
     ``num_epochs × K`` minibatches. With several learners (DDP), ``num_total_minibatches``
-    fixes how many minibatches every learner runs so they stay in lock-step; the epoch is then
-    cut into ``num_total_minibatches / num_epochs`` parts. Every minibatch holds rows of every
-    module (DDP needs each module in every step): a module with fewer rows than parts repeats
-    its rows, the one case where it does more than ``num_epochs`` passes.
+    is shared by every learner so they stay in lock-step: every epoch is then cut into
+    ``K = ceil(num_total_minibatches / num_epochs)`` parts, and every learner runs the same
+    ``num_epochs × K`` steps (rounded *up* to whole epochs, so no epoch is cut short: RLlib's
+    count is floored and need not be a multiple of ``num_epochs``). Every minibatch holds rows
+    of every module (DDP needs each module in every step): a module with fewer rows than parts
+    repeats its rows, the one case where it does more than ``num_epochs`` passes.
     """
     if num_total_minibatches:
-        k = max(1, round(num_total_minibatches / num_epochs))
+        k = max(1, math.ceil(num_total_minibatches / num_epochs))
     else:
         k = max(1, math.ceil(max(rows.values(), default=0) / minibatch_size))
-    total = num_total_minibatches or num_epochs * k
+    total = num_epochs * k
     parts = {mid: _epoch_parts(n, k) for mid, n in rows.items()}
     step = 0
     while step < total:
@@ -220,6 +222,10 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         training_data.validate()
         training_data.solve_refs()
         self._weights_seq_no += 1
+        if self.config.num_learners > 1 and not num_total_minibatches:
+            # DDP without a shared count (RLlib's floored count is 0 for a batch smaller than
+            # one minibatch per learner): one part per epoch, the same on every learner
+            num_total_minibatches = num_epochs
         full = self._make_batch_if_necessary(training_data=training_data)  # on the device
         modules = {
             mid: {k: v for k, v in b.items() if _is_tensor_tree(v)}

@@ -75,6 +75,7 @@ def minibatch_plan(
     shuffle: bool = True,
     num_total_minibatches: int = 0,
     device: torch.device | str | None = None,
+    masks: dict[str, torch.Tensor] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """The row indices of every SGD minibatch of one update, per module.
 
@@ -88,27 +89,56 @@ def minibatch_plan(
     count is floored and need not be a multiple of ``num_epochs``). Every minibatch holds rows
     of every module (DDP needs each module in every step): a module with fewer rows than parts
     repeats its rows, the one case where it does more than ``num_epochs`` passes.
+
+    ``masks`` (a module's ``LOSS_MASK``, where it has one): its real rows and its masked rows
+    are shuffled and cut into the ``K`` parts separately, so every part holds real rows. A part
+    of masked rows only would have a 0/0 loss, whose zeroed gradients Adam's momentum would
+    still turn into a step. (A module with no real row at all keeps the plain plan.)
     """
     if num_total_minibatches:
         k = max(1, math.ceil(num_total_minibatches / num_epochs))
     else:
         k = max(1, math.ceil(max(rows.values(), default=0) / minibatch_size))
     total = num_epochs * k
-    parts = {mid: _epoch_parts(n, k) for mid, n in rows.items()}
+    groups = {mid: _row_groups(n, k, (masks or {}).get(mid), device) for mid, n in rows.items()}
     step = 0
     while step < total:
-        order = {
-            mid: torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
-            for mid, n in rows.items()
+        orders = {
+            mid: [
+                (index[torch.randperm(len(index), device=device)] if shuffle else index, parts)
+                for index, parts in module_groups
+            ]
+            for mid, module_groups in groups.items()
         }
         for i in range(min(k, total - step)):
-            yield {mid: order[mid][parts[mid][i]] for mid in rows}
+            yield {
+                mid: torch.cat([order[parts[i]] for order, parts in module_orders])
+                for mid, module_orders in orders.items()
+            }
             step += 1
 
 
-def _epoch_parts(n: int, k: int) -> list[slice]:
-    """Cut ``n`` (shuffled) rows into ``k`` nearly equal slices; fewer rows than ``k``: repeat."""
-    if n >= k:
+def _row_groups(
+    n: int, k: int, mask: torch.Tensor | None, device: torch.device | str | None
+) -> list[tuple[torch.Tensor, list[slice]]]:
+    """A module's rows to shuffle and cut separately, each with its ``k`` parts: all rows, or
+    (with a mask that has real rows) the real rows, then the masked rows (parts may be empty)."""
+    if mask is not None:
+        mask = mask.to(device=device, dtype=torch.bool)
+        real = torch.nonzero(mask).flatten()  # one host sync per module and update
+        if len(real):
+            padding = torch.nonzero(~mask).flatten()
+            return [
+                (real, _epoch_parts(len(real), k)),
+                (padding, _epoch_parts(len(padding), k, may_be_empty=True)),
+            ]
+    return [(torch.arange(n, device=device), _epoch_parts(n, k))]
+
+
+def _epoch_parts(n: int, k: int, may_be_empty: bool = False) -> list[slice]:
+    """Cut ``n`` (shuffled) rows into ``k`` nearly equal slices; fewer rows than ``k``: repeat
+    (or, ``may_be_empty``, leave some slices empty)."""
+    if n >= k or may_be_empty:
         edges = np.linspace(0, n, k + 1).round().astype(int)
         return [slice(int(edges[i]), int(edges[i + 1])) for i in range(k)]
     return [slice(i % n, i % n + 1) for i in range(k)]
@@ -271,6 +301,11 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
                 shuffle=shuffle,
                 num_total_minibatches=num_total_minibatches,
                 device=self._device,
+                masks={
+                    mid: cols[Columns.LOSS_MASK]
+                    for mid, cols in modules.items()
+                    if Columns.LOSS_MASK in cols
+                },
             )
         )
         trained = dict.fromkeys(modules, 0)

@@ -2,7 +2,9 @@
 ``num_epochs`` full passes, and the replicas stay identical.
 
 With DDP every SGD step ends in an all-reduce of the gradients, so learners that run
-different numbers of steps wait for each other forever: these tests carry a timeout.
+different numbers of steps wait for each other forever: the 2-learner test carries a timeout
+(``method="thread"``: the driver then waits inside ``ray.get``, where no signal handler runs,
+so the timeout ends the whole pytest process).
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def test_the_shared_count_is_the_plan_of_the_largest_shard():
     assert columnar_ppo.shared_minibatch_count(batch, 1, 3, 64) == 3 * 3
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180, method="thread")  # a hang blocks in ray.get: no signal gets in
 def test_two_cpu_learners_on_the_columnar_path_with_odd_rows(ray_session, monkeypatch):
     cfg = copy.deepcopy(TINY)
     cfg["resources"].update(env_runner="columnar", num_learners=2, num_cpus_per_learner=1)

@@ -27,6 +27,15 @@ one launch instead of several hundred.
 
 The same learner serves every EnvRunner path (``batched``, ``columnar``, ``multi_agent``), so
 all paths do the same SGD work for the same config.
+
+**What is equivalent to RLlib 2.60's PPO.** Per SGD step, yes: on the same minibatch the loss,
+its gradients and the logged statistics equal ``PPOTorchLearner.compute_loss_for_module``'s,
+on every branch (ratios clipped on both sides, the value-loss clamp, the KL term), with and
+without a loss mask, and through the captured step (``tests/algorithms/test_loss_power.py``).
+The epoch schedule differs on purpose (above: every module makes exactly ``num_epochs``
+passes). Minibatch parts never hold masked rows only (``minibatch_plan``). With several
+learners (DDP) every learner runs the same number of steps, in whole epochs. On the columnar
+path advantages are standardised over real rows only (``columnar_ppo``).
 """
 
 from __future__ import annotations

@@ -86,3 +86,33 @@ def test_two_cpu_learners_on_the_columnar_path_with_odd_rows(ray_session, monkey
             assert all(np.array_equal(first[k], other[k]) for k in first), mid
     finally:
         algo.stop()
+
+
+def test_ddp_learners_without_a_shared_count_take_one_part_per_epoch(ray_session):
+    """RLlib's count for episodes is floored, and 0 for a batch smaller than one minibatch per
+    learner: then no learner may derive its own count from its shard (they differ); each
+    takes one part per epoch. (A local learner posing as one of two DDP learners.)"""
+    cfg = copy.deepcopy(TINY)
+    cfg["training"].update(train_batch_size=200, minibatch_size=64, num_epochs=3)
+    algo = build_config(config.validate(cfg)).build_algo()
+    learner = algo.learner_group._learner
+    calls, sgd = [], learner._sgd
+
+    def spy(modules, rows, **kwargs):  # the SGD itself runs as the local learner it is
+        calls.append((rows, kwargs["num_total_minibatches"]))
+        learner.config = real_config
+        return sgd(modules, rows, **kwargs)
+
+    posing = copy.copy(learner.config)
+    object.__setattr__(posing, "num_learners", 2)
+    real_config, learner.config, learner._sgd = learner.config, posing, spy
+    try:
+        result = algo.train()
+    finally:
+        learner.config = real_config
+        del learner._sgd
+        algo.stop()
+    ((rows, shared),) = calls
+    assert max(rows.values()) > 64 and shared == 3  # one part per epoch, on every learner
+    for mid, n in rows.items():
+        assert result["learners"][mid]["num_module_steps_trained"] == 3 * n

@@ -74,6 +74,8 @@ def test_two_cpu_learners_on_the_columnar_path_with_odd_rows(ray_session, monkey
         for mid, n in sizes.items():  # every row of every shard exactly num_epochs times
             assert learners[mid]["num_module_steps_trained"] == 3 * n, mid
             assert np.isfinite(learners[mid]["policy_loss"])
+        # in minibatches of at most minibatch_size rows: 2 parts of ≤ 33 prey rows per epoch
+        assert learners["prey"]["module_train_batch_size_mean"] <= 33
         states = [
             r.get() if hasattr(r, "get") else r
             for r in algo.learner_group.foreach_learner(

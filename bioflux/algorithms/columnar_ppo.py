@@ -9,10 +9,28 @@ EnvRunners now use) go back to the EnvRunners. The SGD itself (``PerModuleEpochs
 
 ``training.sample_ahead: true`` overlaps the two halves: as soon as a batch is collected the
 EnvRunners start sampling the next one with the weights they hold, while the learner trains on
-this one; the new weights reach each EnvRunner after that sample. Every batch is then one
-update old when it is trained on (PPO's ratio uses the log-probs of the policy that sampled
-it, so the clipped objective stays the right one); an iteration takes max(sampling, learning)
-instead of their sum.
+this one; the new weights reach each EnvRunner after that sample. An iteration takes
+max(sampling, learning) instead of their sum, but **this is not synchronous PPO**: every batch
+is one update old when it is trained on. The ratio uses the log-probs of the policy that
+sampled it (the behaviour policy), which is a valid importance ratio, but the clip region
+``1 ± clip_param`` is then centred on the policy one update back, not on the policy the update
+starts from; and the values, the GAE bootstraps and so the advantages and value targets come
+from the value function one update old. Expect results close to, not equal to, synchronous
+PPO's at the same config.
+
+**What is equivalent to RLlib's PPO** (the tests in ``tests/algorithms/test_loss_power.py``,
+``test_columnar_runner_gae.py`` and ``test_columnar_ppo.py``):
+
+- per SGD step, yes: the loss, its gradients and the logged statistics equal RLlib's
+  ``PPOTorchLearner.compute_loss_for_module`` on the same minibatch, and the EnvRunner's
+  advantages and value targets equal RLlib's ``compute_value_targets`` on the same
+  trajectories;
+- the epoch schedule differs on purpose: every species' module makes exactly ``num_epochs``
+  passes over its own rows (``ppo_learner``), where RLlib's iterator runs until every module
+  has done ``num_epochs`` and so trains the smaller module for more;
+- advantages are standardised per module over real rows only: RLlib's GAE connector
+  standardises over every row of the episode batch, including the one artificial timestep per
+  trajectory that its loss mask then drops; the columnar batch has no such rows.
 """
 
 from __future__ import annotations
@@ -42,7 +60,9 @@ _AHEAD = "sample_ahead"
 
 
 def train_batch(parts: list[dict[str, dict[str, np.ndarray]]]) -> MultiAgentBatch:
-    """Concatenate the EnvRunners' columns per module; standardise advantages per module."""
+    """Concatenate the EnvRunners' columns per module; standardise advantages per module
+    (``(a − mean) / max(1e-4, std)``, RLlib's formula, over the real rows: the columns hold no
+    padding or artificial bootstrap rows)."""
     per_module: dict[str, list[dict[str, np.ndarray]]] = {}
     for part in parts:
         for module_id, columns in part.items():
@@ -57,6 +77,22 @@ def train_batch(parts: list[dict[str, dict[str, np.ndarray]]]) -> MultiAgentBatc
         batches[module_id] = SampleBatch(columns)
     env_steps = max((len(b) for b in batches.values()), default=0)
     return MultiAgentBatch(batches, env_steps=env_steps)
+
+
+def shared_minibatch_count(
+    batch: MultiAgentBatch, num_learners: int, num_epochs: int, minibatch_size: int
+) -> int:
+    """The SGD steps every one of ``num_learners`` DDP learners runs on ``batch``.
+
+    ``LearnerGroup.update(batch=...)`` gives each learner ``ceil(rows / num_learners)`` rows
+    of every module (the last learner fewer); a learner left to count its own minibatches
+    could run one step fewer than the others and leave them waiting in an all-reduce. This
+    count is ``num_epochs × ceil(largest shard / minibatch_size)``, the plan of the learner
+    with the largest shard, passed to all (``ppo_learner.minibatch_plan``)."""
+    largest = max(
+        (math.ceil(len(b) / num_learners) for b in batch.policy_batches.values()), default=0
+    )
+    return num_epochs * max(1, math.ceil(largest / minibatch_size))
 
 
 class ColumnarPPO(PPO):
@@ -89,6 +125,11 @@ class ColumnarPPO(PPO):
         batch = train_batch([b for b, _ in sampled])
         if not batch.policy_batches:
             return
+        shared = {}
+        if cfg.num_learners > 1:  # DDP: every learner runs the same number of steps
+            shared["num_total_minibatches"] = shared_minibatch_count(
+                batch, cfg.num_learners, cfg.num_epochs, cfg.minibatch_size
+            )
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             learner_results = self.learner_group.update(
                 batch=batch,
@@ -104,6 +145,7 @@ class ColumnarPPO(PPO):
                 num_epochs=cfg.num_epochs,
                 minibatch_size=cfg.minibatch_size,
                 shuffle_batch_per_epoch=cfg.shuffle_batch_per_epoch,
+                **shared,
             )
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):

@@ -65,7 +65,8 @@ class Params(BaseModel):
     sample_ahead: bool = Field(
         False,
         description="env_runner columnar with remote EnvRunners: sample the next batch while "
-        "the learner trains on this one (each batch is one update old; see columnar_ppo)",
+        "the learner trains on this one (each batch is one update old: not synchronous PPO; "
+        "see columnar_ppo)",
     )
     train_species: list[str] = Field(list(SPECIES), description="species whose module learns")
     fixed_modules: dict[str, str] = Field(

@@ -27,6 +27,15 @@ one launch instead of several hundred.
 
 The same learner serves every EnvRunner path (``batched``, ``columnar``, ``multi_agent``), so
 all paths do the same SGD work for the same config.
+
+**What is equivalent to RLlib 2.60's PPO.** Per SGD step, yes: on the same minibatch the loss,
+its gradients and the logged statistics equal ``PPOTorchLearner.compute_loss_for_module``'s,
+on every branch (ratios clipped on both sides, the value-loss clamp, the KL term), with and
+without a loss mask, and through the captured step (``tests/algorithms/test_loss_power.py``).
+The epoch schedule differs on purpose (above: every module makes exactly ``num_epochs``
+passes). Minibatch parts never hold masked rows only (``minibatch_plan``). With several
+learners (DDP) every learner runs the same number of steps, in whole epochs. On the columnar
+path advantages are standardised over real rows only (``columnar_ppo``).
 """
 
 from __future__ import annotations
@@ -75,6 +84,7 @@ def minibatch_plan(
     shuffle: bool = True,
     num_total_minibatches: int = 0,
     device: torch.device | str | None = None,
+    masks: dict[str, torch.Tensor] | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """The row indices of every SGD minibatch of one update, per module.
 
@@ -82,31 +92,62 @@ def minibatch_plan(
     into the same number ``K = ceil(rows of the largest module / minibatch_size)`` of nearly
     equal parts, so every module covers each of its rows exactly ``num_epochs`` times in
     ``num_epochs × K`` minibatches. With several learners (DDP), ``num_total_minibatches``
-    fixes how many minibatches every learner runs so they stay in lock-step; the epoch is then
-    cut into ``num_total_minibatches / num_epochs`` parts. Every minibatch holds rows of every
-    module (DDP needs each module in every step): a module with fewer rows than parts repeats
-    its rows, the one case where it does more than ``num_epochs`` passes.
+    is shared by every learner so they stay in lock-step: every epoch is then cut into
+    ``K = ceil(num_total_minibatches / num_epochs)`` parts, and every learner runs the same
+    ``num_epochs × K`` steps (rounded *up* to whole epochs, so no epoch is cut short: RLlib's
+    count is floored and need not be a multiple of ``num_epochs``). Every minibatch holds rows
+    of every module (DDP needs each module in every step): a module with fewer rows than parts
+    repeats its rows, the one case where it does more than ``num_epochs`` passes.
+
+    ``masks`` (a module's ``LOSS_MASK``, where it has one): its real rows and its masked rows
+    are shuffled and cut into the ``K`` parts separately, so every part holds real rows. A part
+    of masked rows only would have a 0/0 loss, whose zeroed gradients Adam's momentum would
+    still turn into a step. (A module with no real row at all keeps the plain plan.)
     """
     if num_total_minibatches:
-        k = max(1, round(num_total_minibatches / num_epochs))
+        k = max(1, math.ceil(num_total_minibatches / num_epochs))
     else:
         k = max(1, math.ceil(max(rows.values(), default=0) / minibatch_size))
-    total = num_total_minibatches or num_epochs * k
-    parts = {mid: _epoch_parts(n, k) for mid, n in rows.items()}
+    total = num_epochs * k
+    groups = {mid: _row_groups(n, k, (masks or {}).get(mid), device) for mid, n in rows.items()}
     step = 0
     while step < total:
-        order = {
-            mid: torch.randperm(n, device=device) if shuffle else torch.arange(n, device=device)
-            for mid, n in rows.items()
+        orders = {
+            mid: [
+                (index[torch.randperm(len(index), device=device)] if shuffle else index, parts)
+                for index, parts in module_groups
+            ]
+            for mid, module_groups in groups.items()
         }
         for i in range(min(k, total - step)):
-            yield {mid: order[mid][parts[mid][i]] for mid in rows}
+            yield {
+                mid: torch.cat([order[parts[i]] for order, parts in module_orders])
+                for mid, module_orders in orders.items()
+            }
             step += 1
 
 
-def _epoch_parts(n: int, k: int) -> list[slice]:
-    """Cut ``n`` (shuffled) rows into ``k`` nearly equal slices; fewer rows than ``k``: repeat."""
-    if n >= k:
+def _row_groups(
+    n: int, k: int, mask: torch.Tensor | None, device: torch.device | str | None
+) -> list[tuple[torch.Tensor, list[slice]]]:
+    """A module's rows to shuffle and cut separately, each with its ``k`` parts: all rows, or
+    (with a mask that has real rows) the real rows, then the masked rows (parts may be empty)."""
+    if mask is not None:
+        mask = mask.to(device=device, dtype=torch.bool)
+        real = torch.nonzero(mask).flatten()  # one host sync per module and update
+        if len(real):
+            padding = torch.nonzero(~mask).flatten()
+            return [
+                (real, _epoch_parts(len(real), k)),
+                (padding, _epoch_parts(len(padding), k, may_be_empty=True)),
+            ]
+    return [(torch.arange(n, device=device), _epoch_parts(n, k))]
+
+
+def _epoch_parts(n: int, k: int, may_be_empty: bool = False) -> list[slice]:
+    """Cut ``n`` (shuffled) rows into ``k`` nearly equal slices; fewer rows than ``k``: repeat
+    (or, ``may_be_empty``, leave some slices empty)."""
+    if n >= k or may_be_empty:
         edges = np.linspace(0, n, k + 1).round().astype(int)
         return [slice(int(edges[i]), int(edges[i + 1])) for i in range(k)]
     return [slice(i % n, i % n + 1) for i in range(k)]
@@ -220,6 +261,10 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         training_data.validate()
         training_data.solve_refs()
         self._weights_seq_no += 1
+        if self.config.num_learners > 1 and not num_total_minibatches:
+            # DDP without a shared count (RLlib's floored count is 0 for a batch smaller than
+            # one minibatch per learner): one part per epoch, the same on every learner
+            num_total_minibatches = num_epochs
         full = self._make_batch_if_necessary(training_data=training_data)  # on the device
         modules = {
             mid: {k: v for k, v in b.items() if _is_tensor_tree(v)}
@@ -265,6 +310,11 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
                 shuffle=shuffle,
                 num_total_minibatches=num_total_minibatches,
                 device=self._device,
+                masks={
+                    mid: cols[Columns.LOSS_MASK]
+                    for mid, cols in modules.items()
+                    if Columns.LOSS_MASK in cols
+                },
             )
         )
         trained = dict.fromkeys(modules, 0)

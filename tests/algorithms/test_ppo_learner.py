@@ -29,13 +29,17 @@ def test_every_module_passes_over_its_own_rows_exactly_num_epochs_times(num_epoc
 
 
 def test_ddp_lock_step_fixes_the_number_of_minibatches():
+    # RLlib's shared count (7) is floored and not a multiple of num_epochs: rounded up to
+    # whole epochs (2 × 4), so no epoch is cut short
     plan = list(
         minibatch_plan(
             {"predator": 3, "prey": 50}, num_epochs=2, minibatch_size=10, num_total_minibatches=7
         )
     )
-    assert len(plan) == 7
+    assert len(plan) == 8
     assert all(len(ix["predator"]) >= 1 and len(ix["prey"]) >= 1 for ix in plan)
+    seen = Counter(r for ix in plan for r in ix["prey"].tolist())
+    assert seen == Counter({r: 2 for r in range(50)})
 
 
 @pytest.mark.parametrize("env_runner", ["batched", "columnar"])

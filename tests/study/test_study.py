@@ -109,21 +109,23 @@ def test_stat_definitions_on_a_hand_built_case():
     assert s.std_episodes == pytest.approx(np.std([1, 3, 5, 7, 9]))
     lo, hi = bootstrap_ci(seeds)
     assert 1.0 <= lo < s.mean < hi <= 9.0
+    half = 12.706 * np.std([2.0, 7.0], ddof=1) / np.sqrt(2)  # t(0.975, 1 df) over seed means
+    assert s.ci == pytest.approx((s.mean - half, s.mean + half), rel=1e-4)
     same = [np.full(10, 0.5), np.full(10, 0.5)]
     assert bootstrap_ci(same) == pytest.approx((0.5, 0.5))
 
 
 def test_the_verdict_judges_a_lead_by_the_paired_difference():
-    """Replicates are paired: a player that does exactly 0.1 better on every episode leads by
+    """Seeds are paired: a player that does exactly 0.1 better on every episode leads by
     exactly 0.1, although its interval overlaps the other's; a lead inside the noise is not
-    established."""
+    established. (3 seeds: with fewer the verdict is "inconclusive: too few seeds".)"""
     rng = np.random.default_rng(0)
-    base = [rng.normal(0, 1, 100), rng.normal(0, 1, 100)]
+    base = [rng.normal(0, 1, 100) for _ in range(3)]
     shifted = Stat.of([x + 0.1 for x in base])
     plain = Stat.of(base)
     assert shifted.ci[0] < plain.ci[1]  # the intervals overlap ...
     assert difference_ci(shifted, plain) == pytest.approx((0.1, 0.1))  # ... the lead is exact
-    noise = Stat.of([rng.normal(0, 1, 100), rng.normal(0, 1, 100)])
+    noise = Stat.of([rng.normal(0, 1, 100) for _ in range(3)])
     lo, hi = difference_ci(plain, noise)
     assert lo < 0 < hi
 
@@ -132,6 +134,7 @@ def test_the_verdict_judges_a_lead_by_the_paired_difference():
 
     holds = verdict(stats(("up", shifted), ("base", plain)), ["up", "base"])
     assert all("`up` has the highest" in line and "the lead holds" in line for line in holds)
+    assert all("(3 seeds)" in line for line in holds)
     unsettled = verdict(stats(("a", plain), ("b", noise)), ["a", "b"])
     assert all("not established" in line for line in unsettled)
 

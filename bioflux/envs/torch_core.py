@@ -535,3 +535,45 @@ class TorchWorld:
         """Live ``(predators, prey)`` per world, ``(B, 2)``."""
         P = self.n_pred_slots
         return torch.stack([self.alive[:, :P].sum(1), self.alive[:, P:].sum(1)], dim=1)
+
+
+class ViewEncoder:
+    """Observations and global states re-encoded from compact world states, on a device.
+
+    A replay that keeps compact states (walls as packed bits, positions, alive flags,
+    energies: a few hundred bytes per world and step, instead of every agent's window and the
+    whole grid) hands them to its learner, which cuts the views it trains on here, with the
+    torch core's own encoding (the same windows and channels as ``BatchedWorld.observe`` and
+    ``states``)."""
+
+    def __init__(self, config: EnvConfig, device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = resolve_device(device)
+        self._world: TorchWorld | None = None
+
+    def encode(
+        self,
+        walls: torch.Tensor,
+        pos: torch.Tensor,
+        alive: torch.Tensor,
+        energy: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``walls``: packed bits ``(M, ceil(H·W/8))`` uint8 (``numpy.packbits`` of the
+        row-major grid) or ``(M, H, W)`` bool; ``pos (M, N, 2)``, ``alive (M, N)``,
+        ``energy (M, N)``. Returns every slot's flattened observation ``(M, N, S·S·4)``
+        (mask the slots yourself) and the flattened states ``(M, H·W·3)``."""
+        c, M = self.config, len(pos)
+        if self._world is None or self._world.num_worlds != M:
+            self._world = TorchWorld(c, num_worlds=M, device=self.device)
+        w = self._world
+        walls = torch.as_tensor(walls, device=self.device)
+        if walls.dtype == torch.uint8:
+            shifts = torch.arange(7, -1, -1, device=self.device, dtype=torch.uint8)
+            bits = (walls[..., None] >> shifts) & 1
+            walls = bits.reshape(M, -1)[:, : c.height * c.width].bool()
+        w.walls = walls.reshape(M, c.height, c.width).clone()
+        w.pos = torch.as_tensor(pos, device=self.device).long()
+        w.alive = torch.as_tensor(alive, device=self.device).bool()
+        w.energy = torch.as_tensor(energy, device=self.device).float()
+        w._rebuild_grid(torch.arange(M, device=self.device))
+        return w.observe_all().reshape(M, w.n_agents, -1), w.states().reshape(M, -1)

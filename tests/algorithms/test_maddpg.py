@@ -132,8 +132,12 @@ def test_defaults_live_in_params():
 
 
 def test_joint_transitions_hold_every_slot(algo):
-    b = algo.replay.sample(16)
     n_slots = 2 + 4
+
+    def views(learner):  # the learner re-encodes the stored world states
+        return {k: v.cpu().numpy() for k, v in learner._on_device(algo.replay.sample(16)).items()}
+
+    b = on_learner(algo, views)
     assert b["actions"].shape == (16, n_slots) and b["obs"].shape == (16, n_slots, 5 * 5 * 4)
     assert b["state"].shape == (16, 10 * 10 * 3)
     # dead slots carry zero observations; live ones see themselves at the window centre

@@ -1,4 +1,5 @@
-"""EnvRunner that samples joint transitions from the batched core for MADDPG."""
+"""EnvRunner that samples joint transitions from the batched core for MADDPG, as compact
+world states (``replay``): the learner re-encodes the views on its device."""
 
 from __future__ import annotations
 
@@ -14,18 +15,13 @@ from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 
 
 class JointTransitionEnvRunner(BatchedCoreEnvRunner):
-    """``sample_joint(n)`` steps all worlds ``n`` times with the actors and returns dense
+    """``sample_joint(n)`` steps all worlds ``n`` times with the actors and returns
     ``(transitions, ...)`` arrays, one transition per live world and step (see ``replay``)."""
 
-    def _dense(self, b: np.ndarray, a: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _compact(self, worlds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions (int16) and energies of every slot of ``worlds``, as they are now."""
         w = self._world
-        out = np.zeros((*w.alive.shape, rows.shape[1]), dtype=np.float16)
-        out[b, a] = rows
-        return out
-
-    def _states(self, worlds: np.ndarray) -> np.ndarray:
-        """Flattened global states of ``worlds`` (the critic's ``s``)."""
-        return self._world.states(worlds).reshape(len(worlds), -1).astype(np.float16)
+        return w.pos[worlds].astype(np.int16), w.energy[worlds].copy()
 
     def sample_joint(self, num_env_steps: int, explore: bool = True) -> dict[str, np.ndarray]:
         w = self._world
@@ -34,15 +30,17 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
         out: dict[str, list] = {
             k: []
             for k in (
-                "state",
-                "obs",
+                "walls",
+                "pos",
+                "energy",
                 "actions",
                 "rewards",
                 "alive",
                 "terminated",
-                "next_state",
-                "next_obs",
+                "next_pos",
+                "next_energy",
                 "next_alive",
+                "next_seen",
             )
         }
         env_steps = agent_steps = 0
@@ -51,19 +49,25 @@ class JointTransitionEnvRunner(BatchedCoreEnvRunner):
         def act(b, a, obs):
             live = np.unique(b)  # the worlds that step: one joint transition each
             actions, _, _ = self._policy(obs, w.is_predator[a], explore, False)
-            return actions, (live, self._states(live), self._dense(b, a, obs)[live])
+            walls = np.packbits(w.walls[live].reshape(len(live), -1), axis=1)
+            return actions, (live, walls, *self._compact(live))
 
         def record(step: CoreStep) -> None:
-            live, state, joint_obs = step.extras
-            out["state"].append(state)
-            out["obs"].append(joint_obs)
+            live, walls, pos, energy = step.extras
+            next_pos, next_energy = self._compact(live)
+            out["walls"].append(walls)  # an episode's walls: the same before and after
+            out["pos"].append(pos)
+            out["energy"].append(energy)
             out["actions"].append(self._actions[live].astype(np.int8))
             out["rewards"].append(step.res.rewards[live])
             out["alive"].append(step.res.acted[live])
             out["terminated"].append(step.res.terminated[live])
-            out["next_state"].append(self._states(live))
-            out["next_obs"].append(self._dense(step.ob, step.oa, step.nxt)[live])
+            out["next_pos"].append(next_pos)
+            out["next_energy"].append(next_energy)
             out["next_alive"].append(w.alive[live].copy())
+            seen = np.zeros_like(w.alive)
+            seen[step.ob, step.oa] = True  # the runner observes them after the step
+            out["next_seen"].append(seen[live])
 
         while env_steps < num_env_steps:
             step = self._advance(act, record)

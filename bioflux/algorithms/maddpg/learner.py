@@ -29,7 +29,9 @@ from bioflux.algorithms.maddpg.modules import (
     critic_q_in_context,
     soft_update,
 )
+from bioflux.algorithms.maddpg.replay import COMPACT_FIELDS
 from bioflux.envs.config import N_ACTIONS, SPECIES, EnvConfig
+from bioflux.envs.torch_core import ViewEncoder
 
 
 def critic_id(species: str) -> str:
@@ -119,9 +121,29 @@ class MADDPGTorchLearner(TorchLearner):
         return {k: torch.stack([s[k] for s in per_step]).tolist() for k in per_step[0]}
 
     def _on_device(self, batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-        """The replayed arrays as tensors on the learner's device (float16 widened there)."""
-        tensors = {k: torch.as_tensor(v, device=self._device) for k, v in batch.items()}
-        return {k: t.float() if t.dtype == torch.float16 else t for k, t in tensors.items()}
+        """The replayed arrays as tensors on the learner's device, with the views re-encoded
+        there from the compact world states (``replay``): ``obs``/``next_obs`` of every slot
+        (zero where the slot did not act / was not observed after the step, as the runner
+        observes) and the flattened global states ``state``/``next_state``."""
+        t = {k: torch.as_tensor(v, device=self._device) for k, v in batch.items()}
+        if "walls" not in t:  # views already (hand-built batches)
+            return {k: v.float() if v.dtype == torch.float16 else v for k, v in t.items()}
+        encoder = getattr(self, "_encoder", None)
+        if encoder is None:
+            env = EnvConfig.from_kwargs(dict(self.config.env_config))
+            encoder = self._encoder = ViewEncoder(env, self._device)
+        obs, state = encoder.encode(t["walls"], t["pos"], t["alive"], t["energy"])
+        next_obs, next_state = encoder.encode(
+            t["walls"], t["next_pos"], t["next_alive"], t["next_energy"]
+        )
+        out = {k: v for k, v in t.items() if k not in COMPACT_FIELDS}
+        out.update(
+            obs=obs * t["alive"][..., None],
+            state=state,
+            next_obs=next_obs * t["next_seen"][..., None],
+            next_state=next_state,
+        )
+        return out
 
     def _gradient_step(self, b: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         losses = self.losses(b)

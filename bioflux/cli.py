@@ -153,8 +153,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
     study = load_study(args.config, overrides)  # every approach validated before Ray starts
     _check_ray_reachable(args.address)
     doc = run_study(study, output=args.output, resume=args.resume, address=args.address)
-    print(json.dumps({"ranking": doc["ranking"], "files": doc["files"]}, indent=2))
-    return 0
+    failed = doc.get("failed_trials", [])
+    out = {"ranking": doc["ranking"], "files": doc["files"]}
+    print(json.dumps({**out, "failed_trials": failed} if failed else out, indent=2))
+    return 1 if failed else 0  # incomplete: `--resume` retries the failed trials
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

@@ -66,11 +66,21 @@ def run_study(
             )
     folder.root.mkdir(parents=True, exist_ok=True)
     folder.config.write_text(resolved)
-    trials = run_trials(study, folder, resume=resume, address=address, log=log)
+    trials, failed = run_trials(study, folder, resume=resume, address=address, log=log)
+    if not trials:
+        raise RuntimeError(
+            f"every trial failed ({failed[0]['approach']} seed {failed[0]['seed']}: "
+            f"{failed[0]['error']}); logs in {folder.logs}"
+        )
     everyone = players(study, {(t["approach"], t["seed"]): t["model"] for t in trials})
     games = cross_play(study, everyone, progress=progress, log=log)
-    doc = write_report(study, folder, everyone, games, trials, time.perf_counter() - t0)
+    doc = write_report(study, folder, everyone, games, trials, time.perf_counter() - t0, failed)
     log(f"report: {folder.report_md}")
+    if failed:
+        log(
+            f"{len(failed)} trial(s) failed (listed in the report); the report covers the "
+            "others; `bioflux study --resume` retries only the failed ones"
+        )
     return doc
 
 

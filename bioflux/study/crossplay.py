@@ -43,13 +43,16 @@ class Player:
 
 def players(study: StudyConfig, models: dict[tuple[str, int], str]) -> list[Player]:
     """Trained players in ``study.trials()`` order, then the ensembles (one per training seed,
-    each built from that seed's members), then the baselines."""
-    trained = [Player(a, s, models[(a, s)]) for a, s in study.trials()]
+    each built from that seed's members), then the baselines. Trials missing from ``models``
+    (failed) are left out, with the ensembles they belong to."""
+    trained = [Player(a, s, models[(a, s)]) for a, s in study.trials() if (a, s) in models]
     baselines = [Player(b, None, b) for b in study.baselines]
     ensembles = []
     for name, ens in study.ensembles.items():
         per_seed = any(m in study.approaches for m in ens.members)
         for seed in study.seeds if per_seed else [None]:
+            if any(m in study.approaches and (m, seed) not in models for m in ens.members):
+                continue  # a member's trial failed: no ensemble for this seed
             members = tuple(
                 Player(m, seed, models[(m, seed)]) if m in study.approaches else Player(m, None, m)
                 for m in ens.members

@@ -221,6 +221,25 @@ def _fmt(x: float | None, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
+def _failed_md(failed: list[dict[str, Any]]) -> str:
+    if not failed:
+        return ""
+    lines = [
+        "",
+        "## Failed trials",
+        "",
+        "These trials failed; every table above leaves them out (their approach has fewer "
+        "seeds). `bioflux study --resume` retries exactly these.",
+        "",
+        "| approach | seed | error | log |",
+        "|---|---|---|---|",
+    ]
+    for f in failed:
+        error = f["error"].replace("|", "\\|")
+        lines.append(f"| `{f['approach']}` | {f['seed']} | {error} | `{f['log']}` |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown(
     study: StudyConfig,
     stats: dict[str, dict[str, dict[str, Stat]]],
@@ -299,6 +318,8 @@ def markdown(
     ]
     for approach in trained:
         rows = [t for t in trials if t["approach"] == approach]
+        if not rows:  # every trial of it failed (listed below)
+            continue
 
         def mean(key: str, rows: list[dict[str, Any]] = rows) -> float | None:
             return _mean([t.get(key) for t in rows])
@@ -455,8 +476,11 @@ def write_report(
     games: dict[tuple[str, str], EpisodeArrays],
     trials: list[dict[str, Any]],
     wall_s: float,
+    failed: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Write ``study.md``, ``study.json`` and the PNGs; returns the JSON document."""
+    """Write ``study.md``, ``study.json`` and the PNGs; returns the JSON document. ``failed``:
+    the trials that failed (``trials.run_trials``), listed with their reasons."""
+    failed = failed or []
     stats = species_stats(study, everyone, games)
     heat = crossplay_matrix(everyone, games)
     plot_heatmap(heat, folder.heatmap)
@@ -472,6 +496,7 @@ def write_report(
         },
         "crossplay": heat,
         "trials": trials,
+        "failed_trials": failed,
         "episodes": {f"{p}|{q}": arrays.to_dict() for (p, q), arrays in games.items()},
         "files": {
             "markdown": str(folder.report_md),
@@ -480,5 +505,5 @@ def write_report(
         },
     }
     folder.report_json.write_text(json.dumps(doc, indent=2))
-    folder.report_md.write_text(markdown(study, stats, heat, trials, wall_s))
+    folder.report_md.write_text(markdown(study, stats, heat, trials, wall_s) + _failed_md(failed))
     return doc

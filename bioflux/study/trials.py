@@ -6,6 +6,10 @@
 (``run_trial``) trains its experiment with ``bioflux.training.train`` inside the trial's
 process and records its summary in ``trials/<approach>_s<seed>.json``; ``resume`` skips the
 trials that have one, and a trial that was killed mid-run resumes from its newest checkpoint.
+
+A trial that fails (an error, out of memory, a killed worker) stays local: it is reported
+with the last line of its error and the study goes on with the others (``run_trials``
+returns the failures beside the results); ``--resume`` retries exactly the failed ones.
 """
 
 from __future__ import annotations
@@ -103,15 +107,23 @@ def _progress(total: int, done_before: int, log: Callable[[str], None]):
     return StudyProgress()
 
 
+def failure_reason(error: BaseException | str) -> str:
+    """One line that says why a trial failed: the last non-empty line of its error (Tune
+    wraps the trial's traceback; its last line names the exception and message)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(error).__name__)[:300]
+
+
 def run_trials(
     study: StudyConfig,
     folder: StudyFolder,
     resume: bool = False,
     address: str | None = None,
     log: Callable[[str], None] = print,
-) -> list[dict[str, Any]]:
-    """Train every unfinished (approach, seed) as a Ray Tune trial; returns every trial's
-    summary (finished earlier or now), in ``study.trials()`` order."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Train every unfinished (approach, seed) as a Ray Tune trial; returns the summaries of
+    the finished trials (earlier or now) in ``study.trials()`` order, and the failed ones
+    (``approach``, ``seed``, ``error``: one line, ``log``: the trial's log file)."""
     from ray import tune
 
     trials = study.trials()
@@ -143,13 +155,27 @@ def run_trials(
         finally:
             if started:
                 ray.shutdown()
-        failed = [r for r in grid if r.error is not None]
-        if failed:
-            names = [
-                f"{r.config['trial']['approach']} seed {r.config['trial']['seed']}" for r in failed
-            ]
-            raise RuntimeError(
-                f"{len(failed)} trial(s) failed: {', '.join(names)}; see {folder.logs} and "
-                f"{folder.tune}; `--resume` retries them and skips the finished ones"
-            )
-    return [folder.finished(label, seed) for label, seed in trials]  # type: ignore[misc]
+        errors = {
+            (r.config["trial"]["approach"], r.config["trial"]["seed"]): r.error
+            for r in grid
+            if r.error is not None
+        }
+    else:
+        errors = {}
+    results, failures = [], []
+    for label, seed in trials:
+        done = folder.finished(label, seed)
+        if done is not None:
+            results.append(done)
+            continue
+        reason = failure_reason(errors.get((label, seed), "no result was recorded"))
+        failures.append(
+            {
+                "approach": label,
+                "seed": seed,
+                "error": reason,
+                "log": str(folder.trial_log(label, seed)),
+            }
+        )
+        log(f"trial {label} seed {seed} FAILED: {reason}")
+    return results, failures

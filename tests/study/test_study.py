@@ -298,3 +298,44 @@ def test_resume_may_change_ensembles_without_training(finished):
     assert doc["crossplay"]["approaches"] == ["ppo", "lotka_volterra", "random"]
     with pytest.raises(ValueError, match="only 'ensembles' may change"):
         run_study(load_study(path, ["evaluation.episodes=3"]), output=root / "out", resume=True)
+
+
+def test_a_failed_trial_stays_local_and_resume_retries_only_it(ray_session, tmp_path):
+    """One approach's trials fail inside Tune (an env_device the learner is not on): the
+    study still finishes, the report lists them with their reason, and ``--resume`` retries
+    only them."""
+    study = dict(TINY_STUDY, ensembles={}, name="partial")
+    study["approaches"] = {
+        "ppo": TINY_STUDY["approaches"]["ppo"],
+        "broken": {
+            "config": "demo",
+            "set": [
+                *TINY_STUDY["approaches"]["ppo"]["set"],
+                "resources.env_runner=columnar",
+                "resources.env_device=cpu",
+                "resources.num_gpus_per_learner=1",  # refused inside the trial
+            ],
+        },
+    }
+    path = tmp_path / "partial.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    lines: list[str] = []
+    doc = run_study(load_study(path), output=tmp_path / "out", progress=False, log=lines.append)
+    assert [(f["approach"], f["seed"]) for f in doc["failed_trials"]] == [
+        ("broken", 0),
+        ("broken", 1),
+    ]
+    assert all("must be where the learner is" in f["error"] for f in doc["failed_trials"])
+    assert "broken" not in doc["ranking"]["predator"] and "ppo" in doc["ranking"]["predator"]
+    md = (tmp_path / "out" / "partial" / "study.md").read_text()
+    assert "## Failed trials" in md and "| `broken` | 0 |" in md
+    assert any("FAILED" in line for line in lines)
+    folder = tmp_path / "out" / "partial" / "trials"
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    lines.clear()
+    doc = run_study(
+        load_study(path), output=tmp_path / "out", resume=True, progress=False, log=lines.append
+    )
+    assert "skipping 2 finished trial(s)" in lines  # ppo's; broken's two run again
+    assert len(doc["failed_trials"]) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before

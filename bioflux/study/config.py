@@ -13,7 +13,8 @@ A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the
     ensembles:                    # optional: players combining the approaches' policies
       ppo_lv: {members: [ppo, lotka_volterra], combine: average, weights: [1, 1]}
     evaluation: {episodes: 100, seed: 900001}
-    resources: {cpus_per_trial: 1, env_runners_per_trial: 0, max_concurrent: 2}
+    resources: {cpus_per_trial: 1, env_runners_per_trial: 0, max_concurrent: 2,
+                gpus_per_trial: 0}
 
 Each (approach, seed) becomes an ``Experiment``: the approach's config with the study's world,
 seed, budget (as ``stop``) and evaluation section, and ``resources.env_runners_per_trial``
@@ -90,8 +91,15 @@ class StudyResources(_Section):
     env_runners_per_trial: int = Field(
         0, ge=0, description="EnvRunners per trial, 1 CPU each (0: the trial samples itself)"
     )
+    gpus_per_trial: float = Field(
+        0.0,
+        ge=0,
+        description="GPUs Ray Tune reserves per trial; a fraction shares one GPU (0.25: four "
+        "trials at once per GPU). Each learning approach's learner then trains on it "
+        "(resources.num_gpus_per_learner); the Lotka-Volterra search has no learner",
+    )
     max_concurrent: int | None = Field(
-        None, ge=1, description="trials at once (None: as CPUs allow)"
+        None, ge=1, description="trials at once (None: as CPUs and GPUs allow)"
     )
 
 
@@ -219,6 +227,8 @@ class StudyConfig(_Section):
         )
         resources = dict(data.get("resources") or {})
         resources["num_env_runners"] = self.resources.env_runners_per_trial
+        if self.resources.gpus_per_trial and data.get("algorithm") != "lotka_volterra":
+            resources["num_gpus_per_learner"] = self.resources.gpus_per_trial
         data["resources"] = resources
         if data.get("algorithm") == "lotka_volterra":
             data.setdefault("training", {})["search"] = "serial"  # the trial is Tune's already

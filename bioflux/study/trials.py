@@ -62,14 +62,14 @@ def run_trial(config: dict[str, Any]) -> None:
 
 
 def trial_resources(study: StudyConfig):
-    """One bundle for the trial (its learner and, without EnvRunners, its sampling) plus one
-    per EnvRunner; the EnvRunners a trial starts are placed in its bundles."""
+    """One bundle for the trial (its learner, with ``gpus_per_trial`` of a GPU, and without
+    EnvRunners its sampling) plus one per EnvRunner; the EnvRunners a trial starts are placed
+    in its bundles."""
     from ray import tune
 
     r = study.resources
-    return tune.PlacementGroupFactory(
-        [{"CPU": r.cpus_per_trial}] + [{"CPU": 1.0}] * r.env_runners_per_trial
-    )
+    trial = {"CPU": r.cpus_per_trial, **({"GPU": r.gpus_per_trial} if r.gpus_per_trial else {})}
+    return tune.PlacementGroupFactory([trial] + [{"CPU": 1.0}] * r.env_runners_per_trial)
 
 
 def _progress(total: int, done_before: int, log: Callable[[str], None]):

@@ -339,3 +339,16 @@ def test_a_failed_trial_stays_local_and_resume_retries_only_it(ray_session, tmp_
     assert "skipping 2 finished trial(s)" in lines  # ppo's; broken's two run again
     assert len(doc["failed_trials"]) == 2
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+
+
+def test_gpus_per_trial_reserves_a_gpu_share_and_puts_each_learner_on_it(tmp_path):
+    from bioflux.study.trials import trial_resources
+
+    study = dict(TINY_STUDY, resources={"gpus_per_trial": 0.25, "env_runners_per_trial": 1})
+    path = tmp_path / "gpu.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    loaded = load_study(path)
+    assert loaded.experiment("ppo", 0).resources.num_gpus_per_learner == 0.25
+    assert loaded.experiment("lotka_volterra", 0).resources.num_gpus_per_learner == 0
+    bundles = trial_resources(loaded).bundles
+    assert bundles == [{"CPU": 1.0, "GPU": 0.25}, {"CPU": 1.0}]

@@ -152,6 +152,14 @@ def _cmd_study(args: argparse.Namespace) -> int:
         overrides.append(f"seeds={list(range(args.seeds))}")
     study = load_study(args.config, overrides)  # every approach validated before Ray starts
     _check_ray_reachable(args.address)
+    if args.plan:
+        from bioflux.study.plan import plan_study, plan_table
+
+        _require_at_least("--plan-iterations", args.plan_iterations, 2)
+        plan = plan_study(study, iterations=args.plan_iterations, address=args.address)
+        print(plan_table(plan))
+        print(json.dumps(plan, indent=2))
+        return 0
     doc = run_study(study, output=args.output, resume=args.resume, address=args.address)
     failed = doc.get("failed_trials", [])
     out = {"ranking": doc["ranking"], "files": doc["files"]}
@@ -630,6 +638,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--address",
         default=None,
         help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    study.add_argument(
+        "--plan",
+        action="store_true",
+        help="do not run the study: time a short trial of every approach here and print the "
+        "estimated time per trial, for cross-play and in total, and the peak memory per trial",
+    )
+    study.add_argument(
+        "--plan-iterations",
+        type=int,
+        default=3,
+        help="training iterations each approach's plan trial times (>= 2)",
     )
     study.set_defaults(func=_cmd_study)
     return parser

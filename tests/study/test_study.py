@@ -352,3 +352,21 @@ def test_gpus_per_trial_reserves_a_gpu_share_and_puts_each_learner_on_it(tmp_pat
     assert loaded.experiment("lotka_volterra", 0).resources.num_gpus_per_learner == 0
     bundles = trial_resources(loaded).bundles
     assert bundles == [{"CPU": 1.0, "GPU": 0.25}, {"CPU": 1.0}]
+
+
+def test_plan_times_every_approach_and_writes_nothing(ray_session, study_file, tmp_path):
+    from bioflux.study.plan import plan_study, plan_table
+
+    study = load_study(study_file)
+    lines: list[str] = []
+    plan = plan_study(study, iterations=2, log=lines.append)
+    assert set(plan["approaches"]) == {"ppo", "lotka_volterra"}
+    for label, p in plan["approaches"].items():
+        assert p["s_per_iteration"] > 0 and p["trial_s"] > 0 and p["peak_rss_gb"] > 0.05, label
+    assert plan["approaches"]["ppo"]["iterations"] == 1  # the study's budget: 1 iteration
+    assert plan["trials"] == 4 and plan["trials_at_once"] >= 1
+    # (2 approaches + 2 ensembles) x 2 seeds + random, squared
+    assert plan["crossplay_pairings"] == 81 and plan["crossplay_s"] > 0
+    assert plan["total_s"] >= plan["trials_s"]
+    assert "total: ~" in plan_table(plan)
+    assert not (tmp_path / "out").exists() and not (study_file.parent / "tiny_study").exists()

@@ -1,0 +1,216 @@
+"""``bioflux study --plan``: what a study will cost on this machine, before it runs.
+
+For every approach, one short trial on the study's first seed: ``--plan-iterations``
+training iterations (the first one also builds the algorithm) in a Ray task with the trial's
+own CPU and GPU share, one approach at a time, so the timings are not shared with anything
+else. From them:
+
+- **time per trial** = the setup (everything but the iterations) + the iterations the budget
+  needs × the median time of an iteration after the first. For an ``episodes`` budget, the
+  env steps it needs are the episodes × the mean episode length seen (the step limit when no
+  episode ended during the plan; episodes that end earlier make that an overestimate);
+- **peak memory per trial** = the trial process's peak RSS (its EnvRunners, if any, are
+  other processes and are not counted);
+- **trials in total**: the trials scheduled greedily, in the study's order, on as many slots
+  as run at once: ``max_concurrent``, or as the cluster's CPUs (and GPUs, with
+  ``gpus_per_trial``) allow;
+- **cross-play**: the mean time of an evaluation episode (each approach's plan model
+  against itself) × the episodes every pairing plays.
+
+Nothing is written to the study folder: ``bioflux study`` then starts as usual.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bioflux.study.config import StudyConfig
+
+
+def _plan_trial(study_json: dict[str, Any], label: str, iterations: int, root: str):
+    """Train ``label`` for ``iterations`` iterations; returns timings, rows and peak RSS."""
+    import resource
+
+    from bioflux.artifacts import RunFolder
+    from bioflux.evaluation import run_episodes
+    from bioflux.policies import load_policy
+    from bioflux.training import train
+
+    study = StudyConfig(**study_json)
+    exp = study.experiment(label, study.seeds[0])
+    exp = exp.model_copy(
+        update={
+            "stop": exp.stop.model_copy(
+                update={
+                    "iterations": iterations,
+                    "env_steps": None,
+                    "episodes": None,
+                    "time_s": None,
+                }
+            )
+        }
+    )
+    t0 = time.perf_counter()
+    summary = train(
+        exp, output=Path(root) / "runs", models=Path(root) / "models", log=lambda _: None
+    )
+    wall = time.perf_counter() - t0
+    rows = RunFolder(Path(root) / "runs" / exp.name).read_metrics()
+    model = summary["models"]["final"]
+    episodes = 2
+    t0 = time.perf_counter()
+    run_episodes(
+        load_policy(model, "predator"),
+        load_policy(model, "prey"),
+        exp.env_config,
+        episodes,
+        seed=study.evaluation.seed,
+    )
+    episode_s = (time.perf_counter() - t0) / episodes
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux -> GB
+    return {"wall_s": wall, "rows": rows, "episode_s": episode_s, "peak_rss_gb": peak}
+
+
+def _trial_estimate(study: StudyConfig, label: str, measured: dict[str, Any]) -> dict[str, Any]:
+    rows = measured["rows"]
+    # per-iteration wall times (the coefficient search's rows give only the running total)
+    total = [r.get("time_s") or 0.0 for r in rows]
+    times = [
+        r.get("iteration_time_s") or (t - (total[i - 1] if i else 0.0))
+        for i, (r, t) in enumerate(zip(rows, total))
+    ]
+    per_iteration = statistics.median(times[1:] if len(times) > 1 else times)
+    setup = max(0.0, measured["wall_s"] - sum(times))
+    steps_per_iteration = rows[-1]["env_steps"] / len(rows)
+    budget = study.budget
+    if budget.env_steps is not None:
+        needed_steps = budget.env_steps
+    elif budget.episodes is not None:
+        length = (
+            rows[-1].get("episode_length")
+            or study.experiment(label, study.seeds[0]).env_config.max_steps
+        )
+        needed_steps = budget.episodes * length
+    else:
+        needed_steps = None
+    if budget.iterations is not None:
+        iterations = budget.iterations
+    else:
+        iterations = math.ceil(needed_steps / max(1.0, steps_per_iteration))
+    cap = getattr(study.experiment(label, study.seeds[0]).params, "num_samples", None)
+    if cap is not None:  # a coefficient search: at most num_samples trials (iterations)
+        iterations = min(iterations, cap)
+    return {
+        "approach": label,
+        "setup_s": round(setup, 1),
+        "s_per_iteration": round(per_iteration, 3),
+        "env_steps_per_iteration": round(steps_per_iteration),
+        "iterations": iterations,
+        "trial_s": round(setup + iterations * per_iteration, 1),
+        "peak_rss_gb": round(measured["peak_rss_gb"], 2),
+        "eval_episode_s": round(measured["episode_s"], 3),
+    }
+
+
+def _slots(study: StudyConfig) -> int:
+    import ray
+
+    r = study.resources
+    cpus = ray.cluster_resources().get("CPU", 1.0)
+    slots = max(1, int(cpus // (r.cpus_per_trial + r.env_runners_per_trial)))
+    if r.gpus_per_trial:
+        slots = min(slots, max(1, int(ray.cluster_resources().get("GPU", 0) // r.gpus_per_trial)))
+    return min(slots, r.max_concurrent) if r.max_concurrent else slots
+
+
+def _makespan(durations: list[float], slots: int) -> float:
+    """Greedy list scheduling in the given order: each trial starts on the first free slot."""
+    free = [0.0] * slots
+    for d in durations:
+        i = free.index(min(free))
+        free[i] += d
+    return max(free, default=0.0)
+
+
+def plan_study(
+    study: StudyConfig,
+    iterations: int = 3,
+    address: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Time a short trial of every approach; estimate the study (module docstring)."""
+    import ray
+
+    from bioflux.artifacts import init_ray
+    from bioflux.study.crossplay import players
+
+    if iterations < 2:
+        raise ValueError(f"--plan-iterations={iterations} is out of range; allowed: >= 2")
+    started = init_ray(address, log_to_driver=False)
+    try:
+        r = study.resources
+        task = ray.remote(max_calls=1)(_plan_trial).options(
+            num_cpus=r.cpus_per_trial,
+            num_gpus=r.gpus_per_trial or 0,
+            max_retries=0,  # max_calls=1 above: a fresh process per approach (its peak RSS)
+        )
+        per_approach = {}
+        with tempfile.TemporaryDirectory(prefix="bioflux-plan-") as root:
+            for label in study.approaches:
+                log(f"plan: timing {iterations} iterations of {label} ...")
+                measured = ray.get(
+                    task.remote(study.model_dump(mode="json"), label, iterations, root)
+                )
+                per_approach[label] = _trial_estimate(study, label, measured)
+        slots = _slots(study)
+    finally:
+        if started:
+            ray.shutdown()
+    durations = [per_approach[label]["trial_s"] for label, _ in study.trials()]
+    trials_s = _makespan(durations, slots)
+    fake_models = {(a, s): "plan" for a, s in study.trials()}
+    n_players = len(players(study, fake_models))
+    episode_s = statistics.mean(p["eval_episode_s"] for p in per_approach.values())
+    crossplay_s = n_players**2 * study.evaluation.episodes * episode_s
+    plan = {
+        "study": study.name,
+        "approaches": per_approach,
+        "trials": len(durations),
+        "trials_at_once": slots,
+        "trials_s": round(trials_s, 0),
+        "crossplay_pairings": n_players**2,
+        "crossplay_s": round(crossplay_s, 0),
+        "total_s": round(trials_s + crossplay_s, 0),
+        "peak_rss_gb_per_trial": max(p["peak_rss_gb"] for p in per_approach.values()),
+    }
+    return plan
+
+
+def plan_table(plan: dict[str, Any]) -> str:
+    """The plan as a short text table."""
+    lines = [
+        f"plan for study {plan['study']!r} on this machine:",
+        f"{'approach':<18} {'s/iter':>8} {'iters':>7} {'trial':>9} {'peak RSS':>9}",
+    ]
+    for label, p in plan["approaches"].items():
+        lines.append(
+            f"{label:<18} {p['s_per_iteration']:>8.2f} {p['iterations']:>7d} "
+            f"{_hms(p['trial_s']):>9} {p['peak_rss_gb']:>7.2f}GB"
+        )
+    lines += [
+        f"trials: {plan['trials']} ({plan['trials_at_once']} at once) ~{_hms(plan['trials_s'])}",
+        f"cross-play: {plan['crossplay_pairings']} pairings ~{_hms(plan['crossplay_s'])}",
+        f"total: ~{_hms(plan['total_s'])}",
+    ]
+    return "\n".join(lines)
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"

@@ -23,9 +23,9 @@ state), and the report: ``study.json``, ``study.md``, ``*.png``.
 Exported models (``<models>/<algorithm>/<run>/<kind>/<species>/``, ``kind`` in
 :data:`EXPORT_KINDS`): one RLlib module folder per species with a ``bioflux.json``
 (:data:`METADATA_FILE`) that describes it, including the env it was trained on. Training and
-the Lotka–Volterra fit write them (:func:`export_modules`, :func:`export_rl_modules`);
-evaluation (:func:`find_module_dir`) and the serve registry (:func:`exported_modules`) read
-them. Nothing here imports Ray at module level.
+the Lotka–Volterra coefficient search write them (:func:`export_modules`,
+:func:`export_rl_modules`); evaluation (:func:`find_module_dir`) and the serve registry
+(:func:`exported_modules`) read them. Nothing here imports Ray at module level.
 """
 
 from __future__ import annotations

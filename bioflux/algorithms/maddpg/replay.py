@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bioflux.algorithms.ring_replay import RingReplayBuffer
+from bioflux.algorithms.shared.ring_replay import RingReplayBuffer
 
 FIELDS = {
     "state": np.float16,

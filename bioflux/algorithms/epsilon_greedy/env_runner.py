@@ -35,7 +35,7 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
+from bioflux.algorithms.shared.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 from bioflux.envs.config import SPECIES
 
 #: the transition columns and their dtypes (``ring_replay.RingReplayBuffer`` fields)

@@ -24,8 +24,8 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
-from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
-from bioflux.algorithms.gae import dense_gae
+from bioflux.algorithms.ppo.gae import dense_gae
+from bioflux.algorithms.shared.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 from bioflux.envs.config import N_ACTIONS, SPECIES
 
 

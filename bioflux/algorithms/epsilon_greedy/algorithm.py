@@ -41,8 +41,8 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from bioflux.algorithms.ring_replay import RingReplayBuffer
-from bioflux.algorithms.transition_env_runner import TRANSITION_FIELDS
+from bioflux.algorithms.epsilon_greedy.env_runner import TRANSITION_FIELDS
+from bioflux.algorithms.shared.ring_replay import RingReplayBuffer
 from bioflux.envs.config import SPECIES
 
 

@@ -21,8 +21,6 @@ import importlib.machinery
 import sys
 from types import ModuleType
 
-from bioflux.algorithms.common import Plugin
-
 #: algorithm name → package implementing it.
 ALGORITHMS: dict[str, str] = {
     "ppo": "bioflux.algorithms.ppo",
@@ -32,7 +30,8 @@ ALGORITHMS: dict[str, str] = {
 }
 
 
-def get_algorithm(name: str) -> Plugin:
+def get_algorithm(name: str):
+    """The algorithm's ``PLUGIN``: a ``common.RLlibPlugin`` or ``common.SelfTrainingPlugin``."""
     if name not in ALGORITHMS:
         raise ValueError(f"algorithm={name!r} is unknown; allowed: {sorted(ALGORITHMS)}")
     return importlib.import_module(ALGORITHMS[name]).PLUGIN

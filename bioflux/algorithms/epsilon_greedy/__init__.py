@@ -75,13 +75,13 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             "flat transitions into a flat replay; 'columnar' is its old name) or 'multi_agent' "
             "(RLlib's MultiAgentEnvRunner and multi-agent episode replay)"
         )
-    columnar = sampler == "transitions"
+    flat = sampler == "transitions"
     specs = {s: RLModuleSpec(module_class=EpsilonGreedyQModule) for s in SPECIES}
     return (
         with_env_and_resources(
-            ColumnarDQNConfig() if columnar else DQNConfig(),
+            ColumnarDQNConfig() if flat else DQNConfig(),
             exp,
-            TransitionEnvRunner if columnar else None,
+            TransitionEnvRunner if flat else None,
             rollout_fragment_length=p.rollout_fragment_length,
         )
         .multi_agent(

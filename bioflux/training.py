@@ -31,16 +31,11 @@ from typing import Any
 
 import yaml
 
-from bioflux.artifacts import (
-    RunFolder,
-    export_modules,
-    export_root,
-    init_ray,
-    plot_learning_curves,
-    save_checkpoint,
-)
+from bioflux.artifacts import RunFolder, export_modules, export_root, save_checkpoint
 from bioflux.config import ConfigError, Experiment
 from bioflux.envs.config import SPECIES
+from bioflux.learning_curves import plot_learning_curves
+from bioflux.ray_session import init_ray
 
 #: Config sections that ``--resume`` may change, because they do not change what is learned:
 #: the stop criteria (raise them to continue a finished run), where it runs (e.g. more

@@ -244,3 +244,45 @@ def test_classes_pickled_by_their_old_paths_still_load():
         loaded = pickle.loads(f"c{module}\n{name}\n.".encode())  # protocol 0: GLOBAL
         home = home if home.startswith("bioflux.") else f"bioflux.algorithms.{home}"
         assert loaded is getattr(importlib.import_module(home), name), path
+
+
+def test_artifacts_is_the_disk_layout_only():
+    """Ray's set-up (``ray_session``) and learning curves (``learning_curves``) live elsewhere;
+    their old names still resolve from ``artifacts`` (lazily, without an import edge)."""
+    import bioflux.artifacts as artifacts
+    import bioflux.learning_curves
+    import bioflux.ray_session
+
+    assert import_graph()["bioflux.artifacts"] <= {"bioflux.envs", "bioflux.envs.config"}
+    source = (PACKAGE / "artifacts.py").read_text()
+    assert "matplotlib" not in source and "import ray" not in source
+    assert artifacts.init_ray is bioflux.ray_session.init_ray
+    assert artifacts.plot_learning_curves is bioflux.learning_curves.plot_learning_curves
+
+
+def test_the_cli_owns_no_ray_lifecycle():
+    """``bioflux serve``'s Ray start, deployment and shutdown live in ``serve.ingress``."""
+    tree = ast.parse((PACKAGE / "cli.py").read_text())
+    calls = {
+        f"{n.func.value.id}.{n.func.attr}"
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and isinstance(n.func, ast.Attribute)
+        and isinstance(n.func.value, ast.Name)
+    }
+    assert not calls & {"ray.init", "ray.shutdown", "serve.run", "serve.delete", "serve.start"}
+
+
+def test_moved_serve_and_ecology_names_still_import():
+    from bioflux.ecology import analysis, cycles, fit, plots, series
+    from bioflux.serve import app, inference, ingress, observations, schemas
+
+    assert app.start is ingress.start and app.SERVE_APP_NAME == ingress.SERVE_APP_NAME
+    assert app.PredictRequest is schemas.PredictRequest
+    assert inference.validate_state is observations.validate_state
+    assert inference.ObservationError is observations.ObservationError
+    assert analysis.fit_lotka_volterra is fit.fit_lotka_volterra
+    assert analysis.cycle_statistics is cycles.cycle_statistics
+    assert analysis.plot_analysis is plots.plot_analysis
+    assert analysis.PopulationSeries is series.PopulationSeries
+    assert analysis.REFERENCE_ALIASES is series.REFERENCE_ALIASES

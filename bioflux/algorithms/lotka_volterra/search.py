@@ -25,18 +25,13 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bioflux.artifacts import (
-    EXPORT_KINDS,
-    RunFolder,
-    export_rl_modules,
-    export_root,
-    init_ray,
-    plot_learning_curves,
-)
+from bioflux.artifacts import EXPORT_KINDS, RunFolder, export_rl_modules, export_root
 from bioflux.envs.config import SPECIES, EnvConfig, other_species
 from bioflux.evaluation import run_episodes, summarize
+from bioflux.learning_curves import plot_learning_curves
 from bioflux.policies import BUILTINS, ModulePolicy, load_policy
 from bioflux.policy_modules.lotka_volterra import DEFAULTS, make_module
+from bioflux.ray_session import init_ray
 
 #: The Tune experiment's folder under ``<run>/tune/`` (its name from before the search was
 #: called a search: runs written then still resume).

@@ -58,7 +58,9 @@ def init_ray(
     address = address or os.environ.get("RAY_ADDRESS")
     quiet_benign_ray_logs()
     workers = {
-        "worker_process_setup_hook": "bioflux.ray_session.quiet_benign_ray_logs",
+        # the hook's path from before this module existed: it resolves in every BioFlux
+        # version (``artifacts`` forwards it here), so workers may run an older install
+        "worker_process_setup_hook": "bioflux.artifacts.quiet_benign_ray_logs",
         "env_vars": {"PYTHONHASHSEED": TRAINING_HASH_SEED},
     }
     if address:

@@ -202,10 +202,10 @@ class CapturedSGDStep:
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            quiet = HeldMetrics(metrics, record=True)
+            warmup = HeldMetrics(metrics, record=True)  # kept, then dropped with it
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_STEPS):
-                    self._run_step(self.buffers, quiet)
+                    self._run_step(self.buffers, warmup)
             torch.cuda.current_stream().wait_stream(side)
             recorder = HeldMetrics(metrics, record=True)
             graph = torch.cuda.CUDAGraph()

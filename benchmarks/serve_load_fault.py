@@ -38,8 +38,8 @@ POLICY = "lotka_volterra/predator@fit"
 
 
 def _models() -> Path:
-    from bioflux.algorithms.lotka_volterra import make_module
     from bioflux.artifacts import export_rl_modules, export_root
+    from bioflux.policy_modules.lotka_volterra import make_module
 
     root = Path(tempfile.mkdtemp(prefix="bioflux-loadfault-"))
     modules = {s: make_module(s) for s in ("predator", "prey")}

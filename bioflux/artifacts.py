@@ -23,23 +23,19 @@ state), and the report: ``study.json``, ``study.md``, ``*.png``.
 Exported models (``<models>/<algorithm>/<run>/<kind>/<species>/``, ``kind`` in
 :data:`EXPORT_KINDS`): one RLlib module folder per species with a ``bioflux.json``
 (:data:`METADATA_FILE`) that describes it, including the env it was trained on. Training and
-the Lotka–Volterra fit write them (:func:`export_modules`, :func:`export_rl_modules`);
-evaluation (:func:`find_module_dir`) and the serve registry (:func:`exported_modules`) read
-them. Nothing here imports Ray at module level.
+the Lotka–Volterra coefficient search write them (:func:`export_modules`,
+:func:`export_rl_modules`); evaluation (:func:`find_module_dir`) and the serve registry
+(:func:`exported_modules`) read them. Nothing here imports Ray at module level.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from bioflux.envs.config import SPECIES
 
@@ -278,134 +274,21 @@ def exported_modules(models: str | Path) -> Iterator[ExportedModule]:
             yield ExportedModule(algorithm, run, kind, species, meta_file.parent)
 
 
-# ---------------------------------------------------------------------------- Ray
-#: Ray log lines that every normal run prints and that need no action: (logger, text).
-BENIGN_RAY_LOGS = (
-    # Ray 2.60's RLModule.__init__ itself builds the deprecated RLModuleConfig, so every module
-    # (ours included, built with observation_space/action_space/model_config) triggers it once
-    ("ray._common.deprecation", "RLModule(config=[RLModuleConfig object])"),
-    # a notice that RLlib's default (the new API stack) is in use
-    ("ray.rllib.algorithms.algorithm_config", "on the new API stack! This is the new default"),
-    ("ray.tune.utils.util", "Install gputil for GPU system monitoring"),
-    # the local Ray that BioFlux starts has token authentication on (the safe default); a
-    # cluster *without* it is still reported
-    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
-)
+#: Names that lived here before (Ray set-up, learning curves) → the modules that hold them now;
+#: ``from bioflux.artifacts import init_ray`` and the like still work.
+_MOVED = {
+    "BENIGN_RAY_LOGS": "bioflux.ray_session",
+    "TRAINING_HASH_SEED": "bioflux.ray_session",
+    "init_ray": "bioflux.ray_session",
+    "quiet_benign_ray_logs": "bioflux.ray_session",
+    "plot_learning_curves": "bioflux.learning_curves",
+    "rolling_mean": "bioflux.learning_curves",
+}
 
 
-class _DropMessage(logging.Filter):
-    def __init__(self, text: str):
-        super().__init__()
-        self.text = text
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        return self.text not in record.getMessage()
-
-
-def quiet_benign_ray_logs() -> None:
-    """Drop ``BENIGN_RAY_LOGS`` from this process's logging (also run in every Ray worker
-    that ``init_ray`` starts, as its setup hook)."""
-    for name, text in BENIGN_RAY_LOGS:
-        logger = logging.getLogger(name)
-        if not any(getattr(f, "text", None) == text for f in logger.filters):
-            logger.addFilter(_DropMessage(text))
-
-
-#: ``PYTHONHASHSEED`` of every process that trains: RLlib iterates sets of agent IDs (e.g. the
-#: agents to act), whose order follows the string-hash seed; fixed, a seed gives the same run.
-TRAINING_HASH_SEED = "0"
-
-
-def init_ray(
-    address: str | None = None, num_cpus: int | None = None, log_to_driver: bool = True
-) -> bool:
-    """Connect to ``address``/``RAY_ADDRESS`` or start a local Ray; True if we started it.
-
-    ``log_to_driver=False`` keeps the workers' stdout/stderr out of this process's output
-    (they stay in Ray's session logs), for callers that log to files of their own."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    quiet_benign_ray_logs()
-    workers = {
-        "worker_process_setup_hook": "bioflux.artifacts.quiet_benign_ray_logs",
-        "env_vars": {"PYTHONHASHSEED": TRAINING_HASH_SEED},
-    }
-    if address:
-        ray.init(address=address, log_to_driver=log_to_driver, runtime_env=workers)
-    else:
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count(),
-            include_dashboard=False,
-            log_to_driver=log_to_driver,
-            runtime_env=workers,
-        )
-    return True
-
-
-# ---------------------------------------------------------------------------- plots
-def rolling_mean(values: list[float | None], window: int) -> np.ndarray:
-    """Trailing mean over the last ``window`` values, skipping missing ones (None/NaN)."""
-    a = np.array([np.nan if v is None else v for v in values], dtype=float)
-    valid = ~np.isnan(a)
-    sums = np.concatenate([[0.0], np.cumsum(np.where(valid, a, 0.0))])
-    counts = np.concatenate([[0], np.cumsum(valid)])
-    end = np.arange(1, len(a) + 1)
-    start = np.maximum(0, end - window)
-    n = counts[end] - counts[start]
-    return np.where(n > 0, (sums[end] - sums[start]) / np.maximum(n, 1), np.nan)
-
-
-def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
-    """Return per species and capture rate per iteration against agent steps (env steps for
-    rows without them), with a rolling mean over ~5% of the run when there are enough
-    iterations to need one."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x_key = "agent_steps" if all(r.get("agent_steps") for r in rows) else "env_steps"
-    steps = [r[x_key] for r in rows]
-    window = max(1, len(rows) // 20)
-    smooth = window > 1
-
-    def draw(ax, ys: list[float | None], colour: str, label: str | None = None) -> None:
-        raw = [np.nan if y is None else y for y in ys]
-        ax.plot(
-            steps,
-            raw,
-            color=colour,
-            alpha=0.3 if smooth else 1.0,
-            lw=1,
-            label=None if smooth else label,
-        )
-        if smooth:
-            ax.plot(steps, rolling_mean(ys, window), color=colour, lw=2, label=label)
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for species, colour in zip(SPECIES, ("#d22", "#2a4")):
-        draw(ax1, [r.get(f"{species}_return") for r in rows], colour, species)
-    ax1.set_xlabel(x_key.replace("_", " "))
-    ax1.set_ylabel("episode return (sum over the species' agents)")
-    ax1.legend()
-    draw(ax2, [r.get("capture_rate") for r in rows], "#333")
-    ax2.set_xlabel(x_key.replace("_", " "))
-    ax2.set_ylabel("capture rate")
-    ax2.set_ylim(0, 1)
-    if smooth:
-        fig.text(
-            0.99,
-            0.01,
-            f"bold: rolling mean of {window} iterations",
-            ha="right",
-            fontsize=8,
-            color="#555",
-        )
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+        return getattr(importlib.import_module(_MOVED[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

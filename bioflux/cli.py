@@ -27,7 +27,7 @@ BUILTIN_POLICIES = ("random", "lotka_volterra")
 #: Ray log messages that say nothing actionable on every run: (logger, text in the message).
 #: Filtered in the CLI's own process (EnvRunner processes still print the deprecation one).
 def _quiet_benign_ray_logs() -> None:
-    from bioflux.artifacts import quiet_benign_ray_logs
+    from bioflux.ray_session import quiet_benign_ray_logs
 
     quiet_benign_ray_logs()
 
@@ -114,222 +114,6 @@ def _policies(args: argparse.Namespace) -> tuple:
     )
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from bioflux import config, training
-
-    _require_at_least("--num-env-runners", args.num_env_runners, 0)
-    exp = config.load(args.config, args.set)  # validated before Ray starts
-    _check_ray_reachable(args.address)
-    try:
-        summary = training.train(
-            exp,
-            output=args.output,
-            models=args.models,
-            resume=args.resume,
-            address=args.address,
-            num_env_runners=args.num_env_runners,
-        )
-    except ConnectionError as err:
-        raise (_ray_connection_error(err, args.address) or err) from None
-    print(
-        json.dumps(
-            {
-                k: summary[k]
-                for k in ("run_dir", "iterations", "env_steps", "models", "learning_curves")
-            },
-            indent=2,
-        )
-    )
-    return 0
-
-
-def _cmd_study(args: argparse.Namespace) -> int:
-    from bioflux.study import load_study, run_study
-
-    overrides = list(args.set)
-    if args.seeds is not None:
-        _require_at_least("--seeds", args.seeds, 1)
-        overrides.append(f"seeds={list(range(args.seeds))}")
-    study = load_study(args.config, overrides)  # every approach validated before Ray starts
-    _check_ray_reachable(args.address)
-    if args.plan:
-        from bioflux.study.plan import plan_study, plan_table
-
-        _require_at_least("--plan-iterations", args.plan_iterations, 2)
-        plan = plan_study(study, iterations=args.plan_iterations, address=args.address)
-        print(plan_table(plan))
-        print(json.dumps(plan, indent=2))
-        return 0
-    doc = run_study(study, output=args.output, resume=args.resume, address=args.address)
-    failed = doc.get("failed_trials", [])
-    out = {"ranking": doc["ranking"], "files": doc["files"]}
-    print(json.dumps({**out, "failed_trials": failed} if failed else out, indent=2))
-    return 1 if failed else 0  # incomplete: `--resume` retries the failed trials
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from bioflux import evaluation
-
-    _require_at_least("--episodes", args.episodes, 1)
-    exp = _experiment_for_policies(args, default="demo")
-    predator, prey = _policies(args)
-    result = evaluation.evaluate(
-        predator,
-        prey,
-        exp.env_config,
-        episodes=exp.evaluation.episodes if args.episodes is None else args.episodes,
-        seed=exp.evaluation.seed if args.seed is None else args.seed,
-        greedy=args.greedy,
-        progress=True,
-    )
-    files = evaluation.write_report([result], args.out)
-    print(evaluation.markdown_table(result))
-    print(json.dumps(files, indent=2))
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from bioflux.demo import run_demo
-
-    run_demo(args.out, args.set)
-    return 0
-
-
-def _cmd_render(args: argparse.Namespace) -> int:
-    from bioflux import evaluation
-    from bioflux.policies import load_policy
-
-    exp = _experiment_for_policies(args, default="demo")
-    predator, prey = _policies(args)
-    out = evaluation.record_episode(
-        load_policy(predator, "predator") if isinstance(predator, str) else predator,
-        load_policy(prey, "prey") if isinstance(prey, str) else prey,
-        exp.env_config,
-        args.out,
-        seed=args.seed,
-    )
-    print(json.dumps(out, indent=2))
-    return 0
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    import signal
-    import threading
-
-    import ray
-    from ray import serve
-
-    from bioflux.serve.app import SERVE_APP_NAME, start
-    from bioflux.serve.storage import check_source, is_uri
-
-    if is_uri(args.models):  # mirrored by each replica; checked here to fail before Ray starts
-        check_source(args.models)
-    elif not Path(args.models).is_dir():
-        raise ValueError(f"--models {args.models} is not a directory")
-    _check_ray_reachable(args.address)
-    port = args.port
-    local = not (args.address or os.environ.get("RAY_ADDRESS"))
-    direct = args.direct_ingress
-    if direct is None:  # the fast mode wherever it works: a local Ray with one replica
-        direct = local and args.replicas == 1 and not args.haproxy
-    if args.haproxy:
-        if direct:
-            raise ValueError("--haproxy and --direct-ingress exclude each other")
-        if not local:
-            raise ValueError(
-                "--haproxy sets up a local Ray; on a cluster set RAY_SERVE_ENABLE_HA_PROXY=1 "
-                "in `ray start`'s environment (README: Serving on the cluster)"
-            )
-        from bioflux.serve.app import enable_haproxy_ingress
-
-        enable_haproxy_ingress()
-    if direct:
-        if not local or args.replicas != 1:
-            raise ValueError("--direct-ingress needs a local Ray (no --address) and 1 replica")
-        from bioflux.serve.app import enable_direct_ingress
-
-        port = enable_direct_ingress(args.port)
-    ray.init(address=args.address, include_dashboard=False)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    try:
-        start(
-            args.models,
-            host=args.host,
-            port=port,
-            max_batch_size=args.max_batch_size,
-            batch_wait_timeout_s=args.batch_wait_timeout_s,
-            num_replicas=args.replicas,
-            admin_token=args.admin_token,
-        )
-        print(
-            f"serving {args.models} on http://{args.host}:{args.port} (docs: /docs; "
-            f"{'direct ingress' if direct else 'HAProxy' if args.haproxy else 'Serve proxy'}); "
-            "Ctrl-C stops",
-            flush=True,
-        )
-        stop.wait()
-    finally:
-        if args.address:  # a shared cluster: remove our app, leave the cluster running
-            serve.delete(SERVE_APP_NAME)
-        # a local Ray started here takes Serve's controller, proxy and replicas down with it in
-        # ~1 s, where serve.shutdown() waits for a graceful drain (35-50 s)
-        ray.shutdown()
-    return 0
-
-
-def _cmd_view(args: argparse.Namespace) -> int:
-    from bioflux.serve.live_routes import run_view
-
-    if not Path(args.models).is_dir():
-        raise ValueError(f"--models {args.models} is not a directory")
-    print(
-        f"live view of {args.models} on http://{args.host}:{args.port}/ ; Ctrl-C stops", flush=True
-    )
-    run_view(args.models, host=args.host, port=args.port)
-    return 0
-
-
-def _cmd_simulate(args: argparse.Namespace) -> int:
-    from bioflux.ecology.simulate import simulate
-
-    _require_at_least("--steps", args.steps, 1)
-    _require_at_least("--seeds", args.seeds, 1)
-    exp = _experiment_for_policies(args, default="ecology", env_updates={"ecology": True})
-    predator, prey = _policies(args)
-    result = simulate(
-        exp.env_config,
-        predator,
-        prey,
-        steps=exp.env_config.max_steps if args.steps is None else args.steps,
-        seeds=range(exp.seed, exp.seed + args.seeds),
-        out_dir=args.out,
-        greedy=args.greedy,
-        progress=True,
-    )
-    print(json.dumps({k: result[k] for k in ("per_seed", "survived", "files")}, indent=2))
-    return 0
-
-
-def _cmd_ecology_analyze(args: argparse.Namespace) -> int:
-    from bioflux.ecology.analysis import REFERENCE_ALIASES, analyze
-    from bioflux.ecology.simulate import load_for_analysis
-
-    ref = args.reference
-    if ref is not None and ref.lower() not in REFERENCE_ALIASES and not Path(ref).is_file():
-        raise ValueError(
-            f"--reference {ref} is neither a packaged reference ({', '.join(REFERENCE_ALIASES)}) "
-            "nor an existing CSV file"
-        )
-    series, source = load_for_analysis(args.series)
-    out = args.out if args.out is not None else source["default_out"]
-    result = analyze(series, reference=args.reference, out_dir=out)
-    result["source"] = {k: v for k, v in source.items() if k != "default_out"}
-    print(json.dumps(result, indent=2))
-    return 0
-
-
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Adds "(default: X)" to an option's help, unless the default is empty (None, False, [])
     or the help already describes it."""
@@ -363,69 +147,69 @@ def served_models_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="bioflux", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
+def _command(parent: argparse._SubParsersAction, name: str, help_text: str):
+    return parent.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        formatter_class=_HelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(parent: argparse._SubParsersAction, name: str, help_text: str):
-        return parent.add_parser(
-            name,
-            help=help_text,
-            description=help_text[0].upper() + help_text[1:] + ".",
-            formatter_class=_HelpFormatter,
-        )
 
+#: Help of --predator/--prey (``{}``: the species).
+POLICY_HELP = (
+    "{} policy: a built-in ("
+    + ", ".join(BUILTIN_POLICIES)
+    + ") or the path of a run folder, checkpoint or exported model"
+)
+
+
+def _config_args(
+    p: argparse.ArgumentParser,
+    default: str | None = "demo",
+    example: str = "env.n_prey=50",
+    model_world: str = "",
+) -> None:
+    """``--config`` and ``--set``. ``model_world``: the option defaults to the world of a
+    trained --predator/--prey (``bioflux.config.load_for_policies``), described so."""
     packaged = _packaged_configs()
-    policy_help = (
-        "{} policy: a built-in ("
-        + ", ".join(BUILTIN_POLICIES)
-        + ") or the path of a run folder, checkpoint or exported model"
+    if model_world:
+        p.add_argument(
+            "--config",
+            default=None,
+            help=f"experiment YAML: a path, or a packaged name ({packaged}) (default: the "
+            f"env a trained --predator/--prey model was trained in{model_world}, with the "
+            f"other sections of {default}; with built-in policies only: {default})",
+        )
+    else:
+        p.add_argument(
+            "--config",
+            default=default,
+            required=default is None,
+            help=f"experiment YAML: a path, or a packaged name ({packaged})",
+        )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config value (repeatable; the value is YAML), e.g. --set {example}",
     )
 
-    def config_args(
-        p: argparse.ArgumentParser,
-        default: str | None = "demo",
-        example: str = "env.n_prey=50",
-        model_world: str = "",
-    ) -> None:
-        """``--config`` and ``--set``. ``model_world``: the option defaults to the world of a
-        trained --predator/--prey (``bioflux.config.load_for_policies``), described so."""
-        if model_world:
-            p.add_argument(
-                "--config",
-                default=None,
-                help=f"experiment YAML: a path, or a packaged name ({packaged}) (default: the "
-                f"env a trained --predator/--prey model was trained in{model_world}, with the "
-                f"other sections of {default}; with built-in policies only: {default})",
-            )
-        else:
-            p.add_argument(
-                "--config",
-                default=default,
-                required=default is None,
-                help=f"experiment YAML: a path, or a packaged name ({packaged})",
-            )
+
+def _policy_args(p: argparse.ArgumentParser, default: str | None) -> None:
+    for species in ("predator", "prey"):
         p.add_argument(
-            "--set",
-            action="append",
-            default=[],
-            metavar="KEY=VALUE",
-            help=f"override a config value (repeatable; the value is YAML), e.g. --set {example}",
+            f"--{species}",
+            default=default,
+            required=default is None,
+            help=POLICY_HELP.format(species),
         )
 
-    def policy_args(p: argparse.ArgumentParser, default: str | None) -> None:
-        for species in ("predator", "prey"):
-            p.add_argument(
-                f"--{species}",
-                default=default,
-                required=default is None,
-                help=policy_help.format(species),
-            )
 
-    train = command(sub, "train", "train an experiment config")
-    config_args(train, default=None, example="training.lr=1e-3")
+def _train_parser(sub: argparse._SubParsersAction) -> None:
+    train = _command(sub, "train", "train an experiment config")
+    _config_args(train, default=None, example="training.lr=1e-3")
     train.add_argument(
         "--output", type=Path, default=Path("runs"), help="folder of the run folders"
     )
@@ -452,8 +236,114 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(func=_cmd_train)
 
-    ev = command(sub, "evaluate", "play any predator policy against any prey policy")
-    policy_args(ev, default=None)
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from bioflux import config, training
+
+    _require_at_least("--num-env-runners", args.num_env_runners, 0)
+    exp = config.load(args.config, args.set)  # validated before Ray starts
+    _check_ray_reachable(args.address)
+    try:
+        summary = training.train(
+            exp,
+            output=args.output,
+            models=args.models,
+            resume=args.resume,
+            address=args.address,
+            num_env_runners=args.num_env_runners,
+        )
+    except ConnectionError as err:
+        raise (_ray_connection_error(err, args.address) or err) from None
+    print(
+        json.dumps(
+            {
+                k: summary[k]
+                for k in ("run_dir", "iterations", "env_steps", "models", "learning_curves")
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+def _study_parser(sub: argparse._SubParsersAction) -> None:
+    study = _command(
+        sub,
+        "study",
+        "train every approach of a study config on one world (Ray Tune trials), evaluate "
+        "them against random opponents and in cross-play, and write the comparison report",
+    )
+    study.add_argument(
+        "--config",
+        default="study_demo",
+        help="study config: a file or a packaged name (study_demo, study)",
+    )
+    study.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a study value, e.g. budget.env_steps=20000",
+    )
+    study.add_argument(
+        "--seeds", type=int, default=None, help="train seeds 0..K-1 (default: the config's seeds)"
+    )
+    study.add_argument(
+        "--output",
+        type=Path,
+        default=Path("outputs/studies"),
+        help="folder of the study folders (the study goes to <output>/<name>/)",
+    )
+    study.add_argument(
+        "--resume", action="store_true", help="continue a study, skipping its finished trials"
+    )
+    study.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)",
+    )
+    study.add_argument(
+        "--plan",
+        action="store_true",
+        help="do not run the study: time a short trial of every approach here and print the "
+        "estimated time per trial, for cross-play and in total, and the peak memory per trial",
+    )
+    study.add_argument(
+        "--plan-iterations",
+        type=int,
+        default=3,
+        help="training iterations each approach's plan trial times (>= 2)",
+    )
+    study.set_defaults(func=_cmd_study)
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from bioflux.study import load_study, run_study
+
+    overrides = list(args.set)
+    if args.seeds is not None:
+        _require_at_least("--seeds", args.seeds, 1)
+        overrides.append(f"seeds={list(range(args.seeds))}")
+    study = load_study(args.config, overrides)  # every approach validated before Ray starts
+    _check_ray_reachable(args.address)
+    if args.plan:
+        from bioflux.study.plan import plan_study, plan_table
+
+        _require_at_least("--plan-iterations", args.plan_iterations, 2)
+        plan = plan_study(study, iterations=args.plan_iterations, address=args.address)
+        print(plan_table(plan))
+        print(json.dumps(plan, indent=2))
+        return 0
+    doc = run_study(study, output=args.output, resume=args.resume, address=args.address)
+    failed = doc.get("failed_trials", [])
+    out = {"ranking": doc["ranking"], "files": doc["files"]}
+    print(json.dumps({**out, "failed_trials": failed} if failed else out, indent=2))
+    return 1 if failed else 0  # incomplete: `--resume` retries the failed trials
+
+
+def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
+    ev = _command(sub, "evaluate", "play any predator policy against any prey policy")
+    _policy_args(ev, default=None)
     ev.add_argument(
         "--episodes",
         type=int,
@@ -471,10 +361,33 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--out", type=Path, default=Path("outputs/evaluation"), help="folder of the report"
     )
-    config_args(ev, model_world=" (the predator's when both are)")
+    _config_args(ev, model_world=" (the predator's when both are)")
     ev.set_defaults(func=_cmd_evaluate)
 
-    demo = command(sub, "demo", "train the demo config, evaluate it and render an episode")
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from bioflux import evaluation
+
+    _require_at_least("--episodes", args.episodes, 1)
+    exp = _experiment_for_policies(args, default="demo")
+    predator, prey = _policies(args)
+    result = evaluation.evaluate(
+        predator,
+        prey,
+        exp.env_config,
+        episodes=exp.evaluation.episodes if args.episodes is None else args.episodes,
+        seed=exp.evaluation.seed if args.seed is None else args.seed,
+        greedy=args.greedy,
+        progress=True,
+    )
+    files = evaluation.write_report([result], args.out)
+    print(evaluation.markdown_table(result))
+    print(json.dumps(files, indent=2))
+    return 0
+
+
+def _demo_parser(sub: argparse._SubParsersAction) -> None:
+    demo = _command(sub, "demo", "train the demo config, evaluate it and render an episode")
     demo.add_argument(
         "--out",
         type=Path,
@@ -490,7 +403,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=_cmd_demo)
 
-    srv = command(sub, "serve", "serve trained policies over HTTP (Ray Serve)")
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from bioflux.demo import run_demo
+
+    run_demo(args.out, args.set)
+    return 0
+
+
+def _render_parser(sub: argparse._SubParsersAction) -> None:
+    render = _command(sub, "render", "record one episode as a GIF or PNG strip")
+    _policy_args(render, default="random")
+    render.add_argument(
+        "--out",
+        type=Path,
+        default=Path("outputs/episode.gif"),
+        help="file to write: .gif (animation) or .png (strip of frames)",
+    )
+    render.add_argument("--seed", type=int, default=0, help="seed of the episode")
+    _config_args(render, model_world=" (the predator's when both are)")
+    served_models_arg(render)
+    render.set_defaults(func=_cmd_render)
+
+
+def _cmd_render(args: argparse.Namespace) -> int:
+    from bioflux import evaluation
+    from bioflux.policies import load_policy
+
+    exp = _experiment_for_policies(args, default="demo")
+    predator, prey = _policies(args)
+    out = evaluation.record_episode(
+        load_policy(predator, "predator") if isinstance(predator, str) else predator,
+        load_policy(prey, "prey") if isinstance(prey, str) else prey,
+        exp.env_config,
+        args.out,
+        seed=args.seed,
+    )
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    srv = _command(sub, "serve", "serve trained policies over HTTP (Ray Serve)")
     srv.add_argument(
         "--models",
         default=serve_settings.MODELS_DIR,
@@ -541,7 +495,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     srv.set_defaults(func=_cmd_serve)
 
-    view = command(sub, "view", "watch an episode live in the browser (no Ray Serve)")
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from bioflux.serve.ingress import serve_until_stopped
+    from bioflux.serve.storage import check_source, is_uri
+
+    if is_uri(args.models):  # mirrored by each replica; checked here to fail before Ray starts
+        check_source(args.models)
+    elif not Path(args.models).is_dir():
+        raise ValueError(f"--models {args.models} is not a directory")
+    _check_ray_reachable(args.address)
+    serve_until_stopped(
+        args.models,
+        address=args.address,
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        direct_ingress=args.direct_ingress,
+        haproxy=args.haproxy,
+        max_batch_size=args.max_batch_size,
+        batch_wait_timeout_s=args.batch_wait_timeout_s,
+        admin_token=args.admin_token,
+    )
+    return 0
+
+
+def _view_parser(sub: argparse._SubParsersAction) -> None:
+    view = _command(sub, "view", "watch an episode live in the browser (no Ray Serve)")
     view.add_argument(
         "--models",
         type=Path,
@@ -552,21 +532,22 @@ def build_parser() -> argparse.ArgumentParser:
     view.add_argument("--port", type=int, default=serve_settings.VIEW_PORT, help="HTTP port")
     view.set_defaults(func=_cmd_view)
 
-    render = command(sub, "render", "record one episode as a GIF or PNG strip")
-    policy_args(render, default="random")
-    render.add_argument(
-        "--out",
-        type=Path,
-        default=Path("outputs/episode.gif"),
-        help="file to write: .gif (animation) or .png (strip of frames)",
-    )
-    render.add_argument("--seed", type=int, default=0, help="seed of the episode")
-    config_args(render, model_world=" (the predator's when both are)")
-    served_models_arg(render)
-    render.set_defaults(func=_cmd_render)
 
-    simulate = command(sub, "simulate", "long ecology-mode episodes: population series per seed")
-    policy_args(simulate, default="lotka_volterra")
+def _cmd_view(args: argparse.Namespace) -> int:
+    from bioflux.serve.live_routes import run_view
+
+    if not Path(args.models).is_dir():
+        raise ValueError(f"--models {args.models} is not a directory")
+    print(
+        f"live view of {args.models} on http://{args.host}:{args.port}/ ; Ctrl-C stops", flush=True
+    )
+    run_view(args.models, host=args.host, port=args.port)
+    return 0
+
+
+def _simulate_parser(sub: argparse._SubParsersAction) -> None:
+    simulate = _command(sub, "simulate", "long ecology-mode episodes: population series per seed")
+    _policy_args(simulate, default="lotka_volterra")
     simulate.add_argument(
         "--steps",
         type=int,
@@ -580,15 +561,38 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument(
         "--out", type=Path, default=Path("outputs/simulate"), help="folder of the series"
     )
-    config_args(
+    _config_args(
         simulate, default="ecology", model_world=" (the predator's when both are), in ecology mode"
     )
     served_models_arg(simulate)
     simulate.set_defaults(func=_cmd_simulate)
 
-    ecology = command(sub, "ecology", "population-cycle analysis")
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from bioflux.ecology.simulate import simulate
+
+    _require_at_least("--steps", args.steps, 1)
+    _require_at_least("--seeds", args.seeds, 1)
+    exp = _experiment_for_policies(args, default="ecology", env_updates={"ecology": True})
+    predator, prey = _policies(args)
+    result = simulate(
+        exp.env_config,
+        predator,
+        prey,
+        steps=exp.env_config.max_steps if args.steps is None else args.steps,
+        seeds=range(exp.seed, exp.seed + args.seeds),
+        out_dir=args.out,
+        greedy=args.greedy,
+        progress=True,
+    )
+    print(json.dumps({k: result[k] for k in ("per_seed", "survived", "files")}, indent=2))
+    return 0
+
+
+def _ecology_parser(sub: argparse._SubParsersAction) -> None:
+    ecology = _command(sub, "ecology", "population-cycle analysis")
     eco_sub = ecology.add_subparsers(dest="ecology_command", required=True, metavar="COMMAND")
-    analyze = command(
+    analyze = _command(
         eco_sub, "analyze", "LV fit, cycle statistics and plots of a series (or a simulate folder)"
     )
     analyze.add_argument(
@@ -604,54 +608,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.set_defaults(func=_cmd_ecology_analyze)
 
-    study = command(
-        sub,
-        "study",
-        "train every approach of a study config on one world (Ray Tune trials), evaluate "
-        "them against random opponents and in cross-play, and write the comparison report",
+
+def _cmd_ecology_analyze(args: argparse.Namespace) -> int:
+    from bioflux.ecology.analysis import REFERENCE_ALIASES, analyze
+    from bioflux.ecology.simulate import load_for_analysis
+
+    ref = args.reference
+    if ref is not None and ref.lower() not in REFERENCE_ALIASES and not Path(ref).is_file():
+        raise ValueError(
+            f"--reference {ref} is neither a packaged reference ({', '.join(REFERENCE_ALIASES)}) "
+            "nor an existing CSV file"
+        )
+    series, source = load_for_analysis(args.series)
+    out = args.out if args.out is not None else source["default_out"]
+    result = analyze(series, reference=args.reference, out_dir=out)
+    result["source"] = {k: v for k, v in source.items() if k != "default_out"}
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bioflux`` parser: each command's options are built beside the command
+    (``_<command>_parser``), in the order ``bioflux --help`` lists them."""
+    parser = argparse.ArgumentParser(
+        prog="bioflux", description=DESCRIPTION, epilog=EPILOG, formatter_class=_HelpFormatter
     )
-    study.add_argument(
-        "--config",
-        default="study_demo",
-        help="study config: a file or a packaged name (study_demo, study)",
-    )
-    study.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a study value, e.g. budget.env_steps=20000",
-    )
-    study.add_argument(
-        "--seeds", type=int, default=None, help="train seeds 0..K-1 (default: the config's seeds)"
-    )
-    study.add_argument(
-        "--output",
-        type=Path,
-        default=Path("outputs/studies"),
-        help="folder of the study folders (the study goes to <output>/<name>/)",
-    )
-    study.add_argument(
-        "--resume", action="store_true", help="continue a study, skipping its finished trials"
-    )
-    study.add_argument(
-        "--address",
-        default=None,
-        help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)",
-    )
-    study.add_argument(
-        "--plan",
-        action="store_true",
-        help="do not run the study: time a short trial of every approach here and print the "
-        "estimated time per trial, for cross-play and in total, and the peak memory per trial",
-    )
-    study.add_argument(
-        "--plan-iterations",
-        type=int,
-        default=3,
-        help="training iterations each approach's plan trial times (>= 2)",
-    )
-    study.set_defaults(func=_cmd_study)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _train_parser,
+        _evaluate_parser,
+        _demo_parser,
+        _serve_parser,
+        _view_parser,
+        _render_parser,
+        _simulate_parser,
+        _ecology_parser,
+        _study_parser,
+    ):
+        add(sub)
     return parser
 
 
@@ -660,15 +654,15 @@ SEEDED_COMMANDS = ("train", "study")
 
 
 def _run_again_with_a_fixed_hash_seed() -> None:
-    """Re-run this command with ``artifacts.TRAINING_HASH_SEED`` as ``PYTHONHASHSEED`` when it
+    """Re-run this command with ``ray_session.TRAINING_HASH_SEED`` as ``PYTHONHASHSEED`` when it
     trains and the variable is unset (a value the user set is kept).
 
     RLlib orders agents by iterating sets of agent IDs, so with Python's per-process random
     string-hash seed two runs of one config and seed were different runs (RLlib's DQN learner
     batches agents in that order in this process). Ray workers get the same seed
-    (``artifacts.init_ray``)."""
+    (``ray_session.init_ray``)."""
     if os.environ.get("PYTHONHASHSEED") is None and sys.argv[1:2] in [[c] for c in SEEDED_COMMANDS]:
-        from bioflux.artifacts import TRAINING_HASH_SEED
+        from bioflux.ray_session import TRAINING_HASH_SEED
 
         os.environ["PYTHONHASHSEED"] = TRAINING_HASH_SEED
         os.execv(sys.executable, [sys.executable, "-m", "bioflux", *sys.argv[1:]])

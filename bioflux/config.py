@@ -41,13 +41,14 @@ class _Section(BaseModel):
 
 
 class Resources(_Section):
-    env_runner: Literal["batched", "columnar", "multi_agent"] = Field(
+    env_runner: Literal["batched", "columnar", "transitions", "multi_agent"] = Field(
         "batched",
-        description="batched: BatchedCoreEnvRunner (the batched numpy core, one episode object "
-        "per agent trajectory); columnar: the same core, flat batches straight to the learner "
-        "(PPO: advantages computed on the EnvRunners; epsilon_greedy: transitions into a flat "
-        "replay); multi_agent: RLlib's MultiAgentEnvRunner "
-        "over the RLlib env adapter",
+        description="the sampler. batched: BatchedCoreEnvRunner (the batched numpy core, one "
+        "episode object per agent trajectory; maddpg: its joint transitions); columnar (ppo): "
+        "the same core, per-species columns with advantages computed on the EnvRunners, "
+        "straight to the learner; transitions (epsilon_greedy): the same core, flat "
+        "transitions into a flat replay (epsilon_greedy still reads 'columnar', its old name, "
+        "as this); multi_agent: RLlib's MultiAgentEnvRunner over the RLlib env adapter",
     )
     env_device: Literal["cpu", "cuda"] | None = Field(
         None,

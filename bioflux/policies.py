@@ -91,7 +91,7 @@ class ModulePolicy:
 
 
 def _lotka_volterra(species: str) -> ModulePolicy:
-    from bioflux.algorithms.lotka_volterra import make_module
+    from bioflux.policy_modules.lotka_volterra import make_module
 
     return ModulePolicy(make_module(species), name="lotka_volterra")
 

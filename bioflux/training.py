@@ -31,16 +31,11 @@ from typing import Any
 
 import yaml
 
-from bioflux.artifacts import (
-    RunFolder,
-    export_modules,
-    export_root,
-    init_ray,
-    plot_learning_curves,
-    save_checkpoint,
-)
+from bioflux.artifacts import RunFolder, export_modules, export_root, save_checkpoint
 from bioflux.config import ConfigError, Experiment
 from bioflux.envs.config import SPECIES
+from bioflux.learning_curves import plot_learning_curves
+from bioflux.ray_session import init_ray
 
 #: Config sections that ``--resume`` may change, because they do not change what is learned:
 #: the stop criteria (raise them to continue a finished run), where it runs (e.g. more
@@ -207,17 +202,17 @@ def env_runner_nodes(algo: Any) -> list[str]:
     return list(group.foreach_env_runner(_node_id, local_env_runner=False))
 
 
-def _device_of(learner: Any) -> str:
+def _learner_device(learner: Any) -> str:
     return str(learner._device)
 
 
 def learner_devices(algo: Any) -> list[str]:
     """Where each of the algorithm's learners trains (``cpu``, ``cuda:0``, ...), in learner
-    order; empty for an algorithm without learners (the Lotka–Volterra fit)."""
+    order; empty for an algorithm without learners (the Lotka–Volterra coefficient search)."""
     group = getattr(algo, "learner_group", None)
     if group is None:
         return []
-    return [result.get() for result in group.foreach_learner(_device_of)]
+    return [result.get() for result in group.foreach_learner(_learner_device)]
 
 
 def _normalized(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -316,7 +311,7 @@ def train(
 
     exp.env_config.require_agent_identity("training")  # before Ray starts
     plugin = get_algorithm(exp.algorithm)
-    if hasattr(plugin, "train"):  # plug-ins that are not an RLlib Algorithm (coefficient search)
+    if not plugin.trains_through_rllib:  # a SelfTrainingPlugin (the coefficient search)
         return plugin.train(
             exp, output=output, models=models, resume=resume, address=address, log=log
         )

@@ -1,13 +1,70 @@
-"""The part of an RLlib config that every BioFlux algorithm shares."""
+"""The plug-in contract, and the part of an RLlib config that every BioFlux algorithm shares.
+
+An algorithm package (``bioflux/algorithms/<name>/``) hands the registry one ``PLUGIN``, an
+instance of one of two kinds:
+
+- ``RLlibPlugin``: trains through RLlib. ``build_config(experiment)`` returns the
+  ``AlgorithmConfig``; training builds the ``Algorithm`` from it and runs, checkpoints and exports
+  it (``bioflux.training``). PPO, epsilon-greedy and MADDPG.
+- ``SelfTrainingPlugin``: trains itself. ``train(experiment, ...)`` runs the whole run (its own
+  search, checkpoints and export) and returns the run's summary. The Lotka–Volterra coefficient
+  search.
+
+Both carry ``Params``: the pydantic model of the algorithm's hyper-parameters (the ``training``
+section of an experiment file), each documented once, in its ``Field`` description.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel
 
 if TYPE_CHECKING:
     from ray.rllib.algorithms.algorithm_config import AlgorithmConfig
 
     from bioflux.config import Experiment
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """What ``bioflux.algorithms.get_algorithm(name)`` returns (see the module docstring)."""
+
+    Params: type[BaseModel]
+    #: True: training builds an RLlib ``Algorithm`` from ``build_config``; False: ``train``.
+    trains_through_rllib: ClassVar[bool]
+
+
+@dataclass(frozen=True)
+class RLlibPlugin(Plugin):
+    """An algorithm that trains through RLlib: ``build_config(experiment) -> AlgorithmConfig``."""
+
+    build_config: Callable[[Experiment], AlgorithmConfig]
+    trains_through_rllib: ClassVar[bool] = True
+
+
+@dataclass(frozen=True)
+class SelfTrainingPlugin(Plugin):
+    """An algorithm that runs its own training: ``train(experiment, *, output, models, resume,
+    address, log) -> summary`` (the arguments of ``bioflux.training.train``)."""
+
+    train: Callable[..., dict[str, Any]]
+    trains_through_rllib: ClassVar[bool] = False
+
+
+def training_args(
+    params: BaseModel, *, skip: Collection[str] = (), rename: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The hyper-parameters that ``AlgorithmConfig.training`` takes as they are: every field of
+    ``params`` but ``skip``, under its RLlib name (``rename``: field → RLlib keyword)."""
+    rename = rename or {}
+    return {
+        rename.get(name, name): getattr(params, name)
+        for name in type(params).model_fields
+        if name not in skip
+    }
 
 
 def require_gpus(needed: float) -> None:
@@ -39,7 +96,7 @@ def with_env_and_resources(
 ) -> AlgorithmConfig:
     """Env (the registered adapter), EnvRunners, learners (count, GPUs, CPUs), fault
     tolerance, episode metrics and seed."""
-    from bioflux.algorithms.callbacks import EpisodeStatsCallback
+    from bioflux.algorithms.shared.callbacks import EpisodeStatsCallback
     from bioflux.envs.rllib_env import register
 
     r = exp.resources

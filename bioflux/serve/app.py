@@ -48,13 +48,12 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 from ray import serve
 
 from bioflux.serve import settings
@@ -67,137 +66,21 @@ from bioflux.serve.inference import (
 )
 from bioflux.serve.live import LiveSessions
 from bioflux.serve.live_routes import add_live_routes
+from bioflux.serve.schemas import (
+    ActRequest,
+    AgentInput,
+    BatchItemError,
+    BatchRequest,
+    EnsembleRequest,
+    Prediction,
+    PredictRequest,
+)
 from bioflux.serve.storage import check_form, is_uri
 
 logger = logging.getLogger("ray.serve")
 
 #: The Prometheus label of every policy name that is not a known module.
 UNKNOWN_POLICY = "unknown"
-
-
-class AgentInput(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid",
-        # the one-of rule, stated in the schema as well as checked by ``_one_input``
-        json_schema_extra={
-            "oneOf": [
-                {"required": ["policy", "observation"], "not": {"required": ["state"]}},
-                {"required": ["policy", "state"], "not": {"required": ["observation"]}},
-            ]
-        },
-    )
-
-    policy: str = Field(
-        max_length=settings.MAX_NAME_CHARS,
-        description="policy name, e.g. 'ppo/predator' or 'random/prey'",
-    )
-    observation: list | None = Field(
-        None,
-        description=f"(S, S, 4) nested list or flat S*S*4 (S <= {settings.MAX_OBSERVATION_SIDE})",
-    )
-    state: dict[str, Any] | None = Field(
-        None,
-        description="raw state: height, width, predators, prey, [walls, energy], agent "
-        f"(height*width <= {settings.MAX_STATE_CELLS})",
-    )
-    id: str | None = Field(
-        None, max_length=settings.MAX_NAME_CHARS, description="echoed back (batch requests)"
-    )
-
-    @model_validator(mode="after")
-    def _one_input(self) -> "AgentInput":
-        if (self.observation is None) == (self.state is None):
-            raise ValueError("give exactly one of 'observation' or 'state'")
-        return self
-
-
-class ActRequest(BaseModel):
-    """One whole world: every listed agent's action in one call (``POST /v1/act``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    state: dict[str, Any] = Field(
-        description="height, width, predators and prey (lists of [row, col]), optional walls "
-        f"and energy (one per predator); height*width <= {settings.MAX_STATE_CELLS}, at most "
-        f"{settings.MAX_REQUEST_AGENTS} agents"
-    )
-    policies: dict[Literal["predator", "prey"], str] = Field(
-        description="the policy per species, e.g. {'predator': 'ppo/predator', 'prey': "
-        "'random/prey'}"
-    )
-    sample: StrictBool = Field(False, description="sample the actions instead of the argmax")
-    details: StrictBool = Field(
-        False, description="also return each agent's probabilities, confidence and reasoning"
-    )
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="seed of the sampling")
-
-
-class EnsembleRequest(BaseModel):
-    """A named ensemble of served policies (``POST /v1/ensembles``, admin)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(max_length=settings.MAX_NAME_CHARS, description="served as <name>/<species>")
-    combine: Literal["average", "vote"] = Field("average", description="how members combine")
-    members: dict[str, float] = Field(
-        min_length=2,
-        max_length=64,
-        description="policy names without the species (e.g. 'ppo', 'lotka_volterra', "
-        "'ppo@<run>') → weights > 0",
-    )
-
-
-class PredictRequest(AgentInput):
-    sample: StrictBool = Field(False, description="sample the action instead of the argmax")
-    fallback: StrictBool = Field(
-        False, description="answer with a safe default if the model is down or fails"
-    )
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    agents: list[AgentInput] = Field(
-        min_length=1, description=f"at most {settings.MAX_REQUEST_AGENTS}"
-    )
-    sample: StrictBool = Field(False, description="sample the actions instead of the argmax")
-    fallback: StrictBool = Field(
-        False,
-        description="an agent whose model is down or fails numerically gets the built-in random "
-        "policy's answer with degraded: true",
-    )
-    partial: StrictBool = Field(
-        False,
-        description="per-agent results: answer 200 with one entry per agent, in order; an agent "
-        "that fails gets {'id', 'policy', 'error': {'status', 'detail'}} (the status it would "
-        "get alone: 404 unknown policy, 422 bad observation or numerical failure, 503 model "
-        "down, 500 internal) and the others their predictions. Default false: the first "
-        "failing agent fails the whole request with its status",
-    )
-
-
-class Prediction(BaseModel):
-    id: str | None = None
-    policy: str
-    action: int
-    action_name: str
-    confidence: float
-    probabilities: dict[str, float]
-    reasoning: str
-    degraded: bool = False
-
-
-class ItemError(BaseModel):
-    status: int = Field(description="the HTTP status this agent alone would have got")
-    detail: str
-
-
-class BatchItemError(BaseModel):
-    """A failed agent's entry in a ``partial`` batch answer."""
-
-    id: str | None = None
-    policy: str = Field(description="the policy name as the request gave it")
-    error: ItemError
 
 
 class ServerMetrics:
@@ -620,10 +503,6 @@ class PolicyServer:
         return self.metrics.text()
 
 
-#: Name of the Serve application ``start`` deploys (and ``bioflux serve`` removes on exit).
-SERVE_APP_NAME = "bioflux"
-
-
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     """Application builder (``serve run bioflux.serve.app:build_app models_dir=models``);
     arguments left out take the defaults of ``bioflux.serve.settings``. ``admin_token``
@@ -656,76 +535,14 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     )
 
 
-def enable_direct_ingress(port: int) -> int:
-    """Make the (single) replica itself listen on ``port``, skipping Serve's HTTP proxy hop.
-
-    Uses Ray Serve 2.60's experimental direct ingress inside its documented
-    ``RAY_SERVE_THROUGHPUT_OPTIMIZED`` mode (user code runs on the replica's main event loop
-    instead of a second thread, no per-request log to stderr, GC frozen after start-up); must
-    run before Ray starts in this process (the flags are read when Serve's actors start).
-    Returns a free port for Serve's own ingress router (``http_options``), which stays
-    available as a slower second door. With several replicas each would need its own port:
-    use the proxy mode then.
-    """
-    import os
-    import socket
-
-    os.environ["RAY_SERVE_THROUGHPUT_OPTIMIZED"] = "1"
-    os.environ["RAY_SERVE_ENABLE_DIRECT_INGRESS"] = "1"
-    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"] = str(port)
-    os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"] = str(port + 1)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+#: Names that lived here before (the ingress launchers) → ``bioflux.serve.ingress``; ``from
+#: bioflux.serve.app import start`` and the like still work.
+_MOVED = ("SERVE_APP_NAME", "enable_direct_ingress", "enable_haproxy_ingress", "start")
 
 
-def enable_haproxy_ingress() -> None:
-    """Serve HTTP through Ray Serve 2.60's HAProxy ingress (experimental there), which replays
-    a request on another replica when its replica dies without answering
-    (``settings.HAPROXY_RETRY_ON``): with 2 or more replicas a SIGKILLed replica loses no
-    request. HAProxy's Prometheus frontend (``:9101``, all interfaces) stays off (the app's own
-    ``/metrics`` remains); its read-only stats page binds ``*:8404`` (Ray's template: firewall
-    it). Must run before Ray starts in this process; on a cluster set the same variables in
-    ``ray start``'s environment on every node."""
-    import os
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
 
-    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = "1"
-    os.environ["RAY_SERVE_HAPROXY_RETRY_ON"] = settings.HAPROXY_RETRY_ON
-    os.environ["RAY_SERVE_HAPROXY_METRICS_ENABLED"] = "0"
-
-
-def start(
-    models_dir: str | Path,
-    host: str = settings.HOST,
-    port: int = settings.PORT,
-    max_batch_size: int = settings.MAX_BATCH_SIZE,
-    batch_wait_timeout_s: float = settings.BATCH_WAIT_TIMEOUT_S,
-    num_replicas: int = settings.NUM_REPLICAS,
-    name: str = SERVE_APP_NAME,
-    admin_token: str | None = None,
-    models_cache: str | Path | None = None,
-) -> None:
-    """Start Serve on ``host:port`` and deploy the app (Ray must be initialised).
-
-    ``admin_token``: bearer token of the admin endpoints (default ``$BIOFLUX_ADMIN_TOKEN``).
-    ``models_dir``: a folder or a URI (``build_app``); ``models_cache``: where a URI is
-    mirrored."""
-    serve.start(
-        http_options={"host": host, "port": port},
-        logging_config={"enable_access_log": False, "log_level": "WARNING"},
-    )
-    serve.run(
-        build_app(
-            {
-                "models_dir": str(models_dir),
-                "max_batch_size": max_batch_size,
-                "batch_wait_timeout_s": batch_wait_timeout_s,
-                "num_replicas": num_replicas,
-                "admin_token": admin_token,
-                "models_cache": str(models_cache) if models_cache else None,
-            }
-        ),
-        name=name,
-        route_prefix="/",
-        blocking=False,
-    )
+        return getattr(importlib.import_module("bioflux.serve.ingress"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,9 +19,9 @@ A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the
 Each (approach, seed) becomes an ``Experiment``: the approach's config with the study's world,
 seed, budget (as ``stop``) and evaluation section, and ``resources.env_runners_per_trial``
 EnvRunners (default 0: a trial samples in its own process, on the CPU Tune gives it). Seeds
-that pick a model (training seeds, the Lotka–Volterra fit's ``selection_seed``) never double
-as the evaluation seed. The Lotka–Volterra approach fits its ``fit_species``' coefficients;
-its other species keeps the default coefficients.
+that pick a model (training seeds, the Lotka–Volterra coefficient search's ``selection_seed``)
+never double as the evaluation seed. The Lotka–Volterra approach fits its ``fit_species``'
+coefficients; its other species keeps the default coefficients.
 
 An ensemble (``bioflux.ensembles``: weighted probability averaging or weighted majority vote)
 trains nothing: for each training seed it is built at evaluation from that seed's exports of

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bioflux.artifacts import RunFolder, StudyFolder, init_ray
+from bioflux.artifacts import RunFolder, StudyFolder
+from bioflux.ray_session import init_ray
 from bioflux.study.config import StudyConfig
 
 

@@ -12,7 +12,7 @@ import torch
 
 from bioflux import config
 from bioflux.algorithms.ppo import build_config
-from bioflux.algorithms.ppo_learner import explained_variance
+from bioflux.algorithms.ppo.loss import explained_variance
 
 STATS = [
     "policy_loss",
@@ -143,7 +143,7 @@ def test_explained_variance_equals_rllibs_and_ignores_padding():
 def test_the_sync_free_kl_equals_torchs_with_impossible_actions():
     from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 
-    from bioflux.algorithms.ppo_learner import kl_divergence
+    from bioflux.algorithms.ppo.loss import kl_divergence
 
     gen = torch.Generator().manual_seed(0)
     prev_logits, curr_logits = torch.randn(6, 5, generator=gen), torch.randn(6, 5, generator=gen)
@@ -186,7 +186,7 @@ def test_the_cuda_graph_trains_like_the_plain_learner(
 
 @pytest.mark.gpu
 def test_a_failed_capture_on_the_gpu_trains_eagerly_and_leaves_random_ops_usable():
-    from bioflux.algorithms.captured_sgd_step import CapturedSGDStep
+    from bioflux.algorithms.ppo.captured_sgd_step import CapturedSGDStep
 
     torch.manual_seed(0)
     net = torch.nn.Linear(4, 1).cuda()

@@ -10,7 +10,7 @@ from ray.rllib.core.columns import Columns
 
 from bioflux import config, training
 from bioflux.algorithms import get_algorithm
-from bioflux.algorithms.ring_replay import RingReplayBuffer
+from bioflux.algorithms.shared.ring_replay import RingReplayBuffer
 from bioflux.envs import BatchedWorld
 from tests.algorithms.test_epsilon_greedy import eg_config
 

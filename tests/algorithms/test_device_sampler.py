@@ -13,9 +13,8 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.postprocessing.value_predictions import compute_value_targets
 
 from bioflux import config
-from bioflux.algorithms.device_sampler import dense_gae_torch
-from bioflux.algorithms.gae import dense_gae
 from bioflux.algorithms.ppo import build_config
+from bioflux.algorithms.ppo.gae import dense_gae, dense_gae_torch
 
 GAMMA, LAMBDA = 0.97, 0.9
 

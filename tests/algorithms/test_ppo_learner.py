@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from bioflux import config, training
-from bioflux.algorithms.bf16_learner import BF16PPOTorchLearner
 from bioflux.algorithms.ppo import build_config
-from bioflux.algorithms.ppo_learner import PerModuleEpochsPPOTorchLearner, minibatch_plan
+from bioflux.algorithms.ppo.bf16_learner import BF16PPOTorchLearner
+from bioflux.algorithms.ppo.learner import PerModuleEpochsPPOTorchLearner, minibatch_plan
 
 
 @pytest.mark.parametrize("num_epochs,minibatch_size", [(3, 64), (1, 500), (6, 7)])
@@ -231,7 +231,7 @@ def test_the_sync_free_ppo_loss_equals_rllibs(ray_session, tiny_config, env_runn
 def test_foreach_clip_equals_rllibs_global_norm_clip():
     from ray.rllib.utils.torch_utils import clip_gradients
 
-    from bioflux.algorithms.ppo_learner import clip_gradients_foreach
+    from bioflux.algorithms.ppo.learner import clip_gradients_foreach
 
     gen = torch.Generator().manual_seed(0)
     for scale, poison in [(0.01, None), (10.0, None), (10.0, float("inf")), (1.0, float("nan"))]:

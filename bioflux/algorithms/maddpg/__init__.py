@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bioflux.algorithms.maddpg.params import Params
+from bioflux.algorithms.common import RLlibPlugin
+from bioflux.algorithms.maddpg.params import MODEL_KEYS, Params
 from bioflux.envs.config import N_ACTIONS, SPECIES
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from bioflux.algorithms.common import with_env_and_resources
+    from bioflux.algorithms.common import training_args, with_env_and_resources
     from bioflux.algorithms.maddpg.algorithm import MADDPGConfig
     from bioflux.algorithms.maddpg.env_runner import JointTransitionEnvRunner
     from bioflux.algorithms.maddpg.learner import critic_id
@@ -82,21 +83,10 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             policies=list(specs), policy_mapping_fn=species_of, policies_to_train=list(specs)
         )
         .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs=specs))
-        .training(
-            gamma=p.gamma,
-            grad_clip=p.grad_clip,
-            actor_lr=p.actor_lr,
-            critic_lr=p.critic_lr,
-            tau=p.tau,
-            gumbel_temperature=p.gumbel_temperature,
-            logit_penalty=p.logit_penalty,
-            replay_capacity=p.replay_capacity,
-            learning_starts=p.learning_starts,
-            batch_size=p.batch_size,
-            updates_per_iteration=p.updates_per_iteration,
-            env_steps_per_iteration=p.env_steps_per_iteration,
-        )
+        .training(**training_args(p, skip=MODEL_KEYS))
     )
 
 
-__all__ = ["Params", "build_config"]
+PLUGIN = RLlibPlugin(Params=Params, build_config=build_config)
+
+__all__ = ["PLUGIN", "Params", "build_config"]

@@ -11,7 +11,7 @@ from ray.rllib.utils.metrics import (
     NUM_ENV_STEPS_SAMPLED_LIFETIME,
 )
 
-from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
+from bioflux.algorithms.shared.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 
 
 class JointTransitionEnvRunner(BatchedCoreEnvRunner):

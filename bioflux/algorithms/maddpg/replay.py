@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bioflux.algorithms.ring_replay import RingReplayBuffer
+from bioflux.algorithms.shared.ring_replay import RingReplayBuffer
 
 FIELDS = {
     "walls": np.uint8,  # numpy.packbits of the row-major (H, W) wall grid

@@ -1,4 +1,8 @@
-"""PPO whose learner only does SGD: batches arrive with their advantages computed.
+"""PPO's algorithm classes: the config whose minibatches count agent rows, and PPO whose
+learner only does SGD (batches arrive with their advantages computed).
+
+``AgentRowMinibatchPPOConfig`` (every PPO path): ``minibatch_size`` counts agent rows even when
+batches count env steps.
 
 ``ColumnarPPO.training_step``: every EnvRunner (``ColumnarEnvRunner``) returns per-species
 columns with advantages and value targets → one ``MultiAgentBatch`` (advantages standardised
@@ -39,7 +43,7 @@ import math
 from typing import Any
 
 import numpy as np
-from ray.rllib.algorithms.ppo import PPO
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
 from ray.rllib.core import ALL_MODULES
 from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
@@ -54,9 +58,27 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from bioflux.algorithms.agent_row_ppo_config import AgentRowMinibatchPPOConfig
-
 _AHEAD = "sample_ahead"
+
+
+class AgentRowMinibatchPPOConfig(PPOConfig):
+    """PPO config for multi-agent batches counted in env steps (``count_steps_by="env_steps"``).
+
+    RLlib's Learner slices each module's batch into ``minibatch_size`` *agent rows*, but PPO's
+    validator compares ``minibatch_size`` with the train batch in the counting unit; with env
+    steps (one env step = up to N agent rows) that check would force minibatches N times
+    smaller than the experiment asks for, and the stock MultiAgentEnvRunner path would do
+    N times more, smaller SGD steps than the batched path with the same config.
+    """
+
+    def validate(self) -> None:
+        if self.count_steps_by != "env_steps":
+            return super().validate()
+        minibatch_size, self.minibatch_size = self.minibatch_size, None
+        try:
+            super().validate()
+        finally:
+            self.minibatch_size = minibatch_size
 
 
 def train_batch(parts: list[dict[str, dict[str, np.ndarray]]]) -> MultiAgentBatch:
@@ -158,7 +180,8 @@ class ColumnarPPO(PPO):
 
     def _device_training_step(self) -> None:
         """``resources.env_device``: sample on the learner's device (``device_sampler``)."""
-        from bioflux.algorithms.device_sampler import DeviceRolloutSampler, sampler_rng_seed
+        from bioflux.algorithms.ppo.device_sampler import DeviceRolloutSampler
+        from bioflux.algorithms.shared.device_world import sampler_rng_seed
         from bioflux.envs.config import EnvConfig
 
         cfg, learner = self.config, self.learner_group._learner

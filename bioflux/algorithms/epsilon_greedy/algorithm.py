@@ -21,7 +21,7 @@ DQN. Replay is uniform on this path.
 With ``resources.env_device`` the EnvRunners are replaced by a ``DeviceTransitionSampler`` in
 the learner's process (the torch world and the learner's Q-modules on its device) and the
 replay by ``DeviceRingReplay`` on that device: the same schedule, no weight sync, no host
-round trip (``device_sampler``).
+round trip (``device_sampler``, ``shared.device_world``).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
-from bioflux.algorithms.ring_replay import RingReplayBuffer
-from bioflux.algorithms.transition_env_runner import TRANSITION_FIELDS
+from bioflux.algorithms.epsilon_greedy.env_runner import TRANSITION_FIELDS
+from bioflux.algorithms.shared.ring_replay import RingReplayBuffer
 from bioflux.envs.config import SPECIES
 
 
@@ -63,7 +63,7 @@ class ColumnarDQN(DQN):
         seed = self.config.seed or 0
         self._device_sampler = None
         if self.config.env_device:
-            from bioflux.algorithms.device_sampler import DeviceRingReplay
+            from bioflux.algorithms.shared.device_world import DeviceRingReplay
 
             device = self.learner_group._learner._device
             self.replay = {
@@ -92,7 +92,8 @@ class ColumnarDQN(DQN):
 
     def _sample_on_device(self) -> list:
         """One fragment of the device sampler's worlds (see the module docstring)."""
-        from bioflux.algorithms.device_sampler import DeviceTransitionSampler, sampler_rng_seed
+        from bioflux.algorithms.epsilon_greedy.device_sampler import DeviceTransitionSampler
+        from bioflux.algorithms.shared.device_world import sampler_rng_seed
         from bioflux.envs.config import EnvConfig
 
         cfg, learner = self.config, self.learner_group._learner

@@ -20,6 +20,7 @@ observation), computed for every trajectory of the fragment at once.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 
 def dense_gae(
@@ -46,4 +47,30 @@ def dense_gae(
         running = np.where(active[t], deltas[t] + gamma * lambda_ * carry, 0.0)
         advantages[t] = running
     targets = np.where(active, advantages + values, 0.0).astype(np.float32)
+    return advantages, targets
+
+
+def dense_gae_torch(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    active: torch.Tensor,
+    terminated: torch.Tensor,
+    continues: torch.Tensor,
+    bootstrap: torch.Tensor,
+    gamma: float,
+    lambda_: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``gae.dense_gae`` on torch tensors ``(T, B, N)`` (same masks, same arithmetic)."""
+    next_values = torch.cat(
+        [torch.where(continues[:-1], values[1:], bootstrap[:-1]), bootstrap[-1:]]
+    )
+    next_values = torch.where(terminated, 0.0, next_values)
+    deltas = (rewards + gamma * next_values - values).double()
+    advantages = torch.zeros_like(rewards)
+    running = torch.zeros(rewards.shape[1:], dtype=torch.float64, device=rewards.device)
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        carry = torch.where(continues[t] & ~terminated[t], running, 0.0)
+        running = torch.where(active[t], deltas[t] + gamma * lambda_ * carry, 0.0)
+        advantages[t] = running.float()
+    targets = torch.where(active, advantages + values, 0.0)
     return advantages, targets

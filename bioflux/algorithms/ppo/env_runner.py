@@ -12,7 +12,7 @@ the rollout columnar instead:
   extinction) is terminal with no bootstrap; the step limit and the fragment's end bootstrap
   from the value of the last observation; newborns and reset worlds start fresh trajectories;
 - it returns flat per-species columns (observations, actions, log-probs, logits, advantages,
-  value targets), so the learner only runs SGD (``columnar_ppo.ColumnarPPO``).
+  value targets), so the learner only runs SGD (``algorithm.ColumnarPPO``).
 
 Select it with ``resources.env_runner: columnar``.
 """
@@ -24,8 +24,8 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
-from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
-from bioflux.algorithms.gae import dense_gae
+from bioflux.algorithms.ppo.gae import dense_gae
+from bioflux.algorithms.shared.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 from bioflux.envs.config import N_ACTIONS, SPECIES
 
 

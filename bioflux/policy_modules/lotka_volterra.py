@@ -25,8 +25,8 @@ The score of an action is the sum of its drives; the policy is
 :math:`\pi(a) = \text{softmax}(s_a / T)` (``temperature`` :math:`T`), or the argmax when
 ``greedy``. ``drives(obs)`` returns each drive per action, which the server shows as the
 decision's reasoning. Coefficients live in the module state, so a fitted set checkpoints and
-loads like any RLModule; ``bioflux train --config configs/lotka_volterra.yaml`` fits them
-(``lotka_volterra_fit``).
+loads like any RLModule; ``bioflux train --config configs/lotka_volterra.yaml`` searches them
+(``bioflux.algorithms.lotka_volterra``).
 """
 
 from __future__ import annotations

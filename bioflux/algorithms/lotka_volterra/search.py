@@ -1,4 +1,7 @@
-"""Fitting the Lotka–Volterra policy's coefficients with Ray Tune (an algorithm plug-in).
+"""The Lotka–Volterra coefficient search: the policy's coefficients chosen with Ray Tune.
+
+(Not to be confused with ``bioflux.ecology``'s fit of the Lotka–Volterra ODE to population
+series: this searches the coefficients of a *policy*, by the returns its agents earn.)
 
 Run: ``bioflux train --config configs/lotka_volterra.yaml``. Each trial draws one
 coefficient set (log-uniform within ``training.bounds``), plays ``training.episodes`` episodes
@@ -22,18 +25,17 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from bioflux.algorithms.lotka_volterra import DEFAULTS, make_module
-from bioflux.artifacts import (
-    EXPORT_KINDS,
-    RunFolder,
-    export_rl_modules,
-    export_root,
-    init_ray,
-    plot_learning_curves,
-)
+from bioflux.artifacts import EXPORT_KINDS, RunFolder, export_rl_modules, export_root
 from bioflux.envs.config import SPECIES, EnvConfig, other_species
 from bioflux.evaluation import run_episodes, summarize
+from bioflux.learning_curves import plot_learning_curves
 from bioflux.policies import BUILTINS, ModulePolicy, load_policy
+from bioflux.policy_modules.lotka_volterra import DEFAULTS, make_module
+from bioflux.ray_session import init_ray
+
+#: The Tune experiment's folder under ``<run>/tune/`` (its name from before the search was
+#: called a search: runs written then still resume).
+TUNE_NAME = "lv_fit"
 
 
 class Params(BaseModel):
@@ -51,7 +53,7 @@ class Params(BaseModel):
     search: Literal["tune", "serial"] = Field(
         "tune",
         description="tune: trials are Ray Tune trials (parallel, resumable); serial: one after "
-        "another in this process, without Ray (for a study, whose trial this fit already is)",
+        "another in this process, without Ray (for a study, whose trial this search already is)",
     )
     selection_seed: int = Field(
         1_000_003,
@@ -167,10 +169,10 @@ def _search_tune(
     try:
         storage = str((run.root / "tune").resolve())
         trainable = tune.with_resources(_tune_trial, {"cpu": 1})
-        if resume and tune.Tuner.can_restore(f"{storage}/lv_fit"):
-            log(f"resuming the coefficient search in {storage}/lv_fit")
+        if resume and tune.Tuner.can_restore(f"{storage}/{TUNE_NAME}"):
+            log(f"resuming the coefficient search in {storage}/{TUNE_NAME}")
             tuner = tune.Tuner.restore(
-                f"{storage}/lv_fit", trainable=trainable, resume_errored=True
+                f"{storage}/{TUNE_NAME}", trainable=trainable, resume_errored=True
             )
         else:
             tuner = tune.Tuner(
@@ -184,7 +186,7 @@ def _search_tune(
                     time_budget_s=exp.stop.time_s,
                 ),
                 run_config=tune.RunConfig(
-                    name="lv_fit",
+                    name=TUNE_NAME,
                     storage_path=storage,
                     verbose=0,
                     callbacks=[_tune_callback(progress)],
@@ -240,7 +242,7 @@ def train(
         raise ValueError(f"training.bounds: unknown coefficient(s) {sorted(unknown)}")
     if p.selection_seed == exp.evaluation.seed:
         raise ValueError(
-            f"training.selection_seed={p.selection_seed} equals evaluation.seed: the fit would "
+            f"training.selection_seed={p.selection_seed} equals evaluation.seed: the search would "
             "pick its winner on the evaluation episodes; choose another seed"
         )
     run = RunFolder(Path(output) / exp.name)

@@ -47,18 +47,11 @@ from typing import Any
 import numpy as np
 import torch
 import tree
-from ray.rllib.algorithms.ppo.ppo import (
-    LEARNER_RESULTS_KL_KEY,
-    LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
-    LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY,
-)
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core import ALL_MODULES
 from ray.rllib.core.columns import Columns
-from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
 from ray.rllib.core.learner.training_data import TrainingData
 from ray.rllib.core.rl_module.torch.torch_rl_module import TorchRLModule
-from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.policy.sample_batch import MultiAgentBatch
 from ray.rllib.utils.metrics import (
     DIFF_NUM_GRAD_UPDATES_VS_SAMPLER_POLICY,
@@ -69,11 +62,14 @@ from ray.rllib.utils.metrics import (
     NUM_MODULE_STEPS_TRAINED_LIFETIME,
     WEIGHTS_SEQ_NO,
 )
-from ray.rllib.utils.numpy import SMALL_NUMBER
 from ray.rllib.utils.torch_utils import clip_gradients
-from torch.distributions import Categorical
 
-from bioflux.algorithms.captured_sgd_step import ROW_VALID, CapturedSGDStep
+from bioflux.algorithms.ppo.captured_sgd_step import (
+    CapturedSGDStep,
+    HeldMetrics,
+    dropped,
+)
+from bioflux.algorithms.ppo.loss import ppo_loss
 
 
 def minibatch_plan(
@@ -155,23 +151,6 @@ def _epoch_parts(n: int, k: int, may_be_empty: bool = False) -> list[slice]:
 
 NUM_SGD_STEPS_CUDA_GRAPH = "num_sgd_steps_cuda_graph"  # metric: steps replayed as a graph
 MAX_CAPTURED_GRAPHS = 4  # graphs kept per learner (one per buffer shape / lr / coefficient)
-
-
-class _QuietMetrics:
-    """Stands in for the learner's ``MetricsLogger`` during the SGD steps whose values RLlib
-    would overwrite (window-1 metrics): logging there is a no-op, everything else delegates."""
-
-    def __init__(self, metrics: Any) -> None:
-        self._metrics = metrics
-
-    def log_value(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def log_dict(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._metrics, name)
 
 
 class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
@@ -323,7 +302,7 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
                 trained[mid] += len(index)
         if self._static_minibatches:
             return trained, len(plan), self._static_sgd(modules, plan, minibatch_size)
-        metrics, quiet = self.metrics, _QuietMetrics(self.metrics)
+        metrics, quiet = self.metrics, HeldMetrics(self.metrics, record=False)
         loss_per_module: dict[str, Any] = {}
         for step, indices in enumerate(plan, start=1):
             minibatch = {mid: _take(columns, indices[mid]) for mid, columns in modules.items()}
@@ -350,7 +329,7 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
         with ``learner_cuda_graph`` on a GPU, else eager); returns the last step's losses."""
         capacity = max([minibatch_size, *(len(ix) for step in plan for ix in step.values())])
         step = self._captured_step_for(modules, capacity)
-        metrics, quiet = self.metrics, _QuietMetrics(self.metrics)
+        metrics, quiet = self.metrics, HeldMetrics(self.metrics, record=False)
         for i, indices in enumerate(plan, start=1):
             step.load(modules, indices)
             step.step(metrics if i == len(plan) else quiet)
@@ -463,63 +442,19 @@ class PerModuleEpochsPPOTorchLearner(PPOTorchLearner):
     def compute_loss_for_module(
         self, *, module_id: str, config: Any, batch: dict[str, Any], fwd_out: dict[str, Any]
     ) -> torch.Tensor:
-        """RLlib's PPO loss (``PPOTorchLearner.compute_loss_for_module``), the same arithmetic
-        without its host syncs: RLlib builds two constants per call with
-        ``torch.tensor(..., device=...)`` (a blocking copy each), masks with boolean
-        indexing, and computes the logged statistics on every minibatch. Here masks multiply,
-        and the statistics are computed only when they are logged (the last minibatch)."""
-        module = self.module[module_id].unwrapped()
-        if Columns.LOSS_MASK in batch:
-            mask = batch[Columns.LOSS_MASK]
-            num_valid = torch.sum(mask)
-
-            def mean(x: torch.Tensor) -> torch.Tensor:
-                return torch.sum(torch.where(mask, x, 0.0)) / num_valid
-        else:
-            mean = torch.mean
-        curr = module.get_train_action_dist_cls().from_logits(fwd_out[Columns.ACTION_DIST_INPUTS])
-        logp_ratio = torch.exp(curr.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP])
-        entropy = curr.entropy()
-        advantages = batch[Postprocessing.ADVANTAGES]
-        surrogate = torch.min(
-            advantages * logp_ratio,
-            advantages * torch.clamp(logp_ratio, 1 - config.clip_param, 1 + config.clip_param),
+        """The PPO loss (``loss.ppo_loss``); its statistics are logged only when the metrics
+        keep them (not during the SGD steps whose values RLlib would overwrite)."""
+        total, stats = ppo_loss(
+            self.module[module_id].unwrapped(),
+            config,
+            batch,
+            fwd_out,
+            entropy_coeff=self.entropy_coeff_schedulers_per_module[module_id].get_current_value(),
+            kl_coeff=self.curr_kl_coeffs_per_module[module_id] if config.use_kl_loss else None,
+            with_stats=not dropped(self.metrics),
         )
-        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
-        per_row = -surrogate - entropy_coeff * entropy
-        values = vf_loss = vf_clipped = None
-        if config.use_critic:
-            values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
-            vf_loss = torch.pow(values - batch[Postprocessing.VALUE_TARGETS], 2.0)
-            vf_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
-            per_row = -surrogate + config.vf_loss_coeff * vf_clipped - entropy_coeff * entropy
-        total = mean(per_row)
-        mean_kl = None
-        if config.use_kl_loss:
-            prev = module.get_exploration_action_dist_cls().from_logits(
-                batch[Columns.ACTION_DIST_INPUTS]
-            )
-            mean_kl = mean(kl_divergence(prev, curr))
-            total = total + self.curr_kl_coeffs_per_module[module_id] * mean_kl
-        if isinstance(self.metrics, _QuietMetrics):
-            return total
-        zero = total.new_zeros(())
-        self.metrics.log_dict(
-            {
-                POLICY_LOSS_KEY: -mean(surrogate),
-                VF_LOSS_KEY: zero if vf_clipped is None else mean(vf_clipped),
-                LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: zero if vf_loss is None else mean(vf_loss),
-                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(
-                    batch[Postprocessing.VALUE_TARGETS],
-                    zero if values is None else values,
-                    batch.get(ROW_VALID),
-                ),
-                ENTROPY_KEY: mean(entropy),
-                LEARNER_RESULTS_KL_KEY: zero if mean_kl is None else mean_kl,
-            },
-            key=module_id,
-            window=1,
-        )
+        if stats is not None:
+            self.metrics.log_dict(stats, key=module_id, window=1)
         return total
 
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
@@ -577,38 +512,6 @@ def clip_gradients_foreach(
     coeff = torch.clamp(grad_clip / torch.clamp(total + 1e-6, min=grad_clip), max=1.0)
     torch._foreach_mul_(grads, coeff)
     return total
-
-
-def explained_variance(
-    y: torch.Tensor, pred: torch.Tensor, valid: torch.Tensor | None = None
-) -> torch.Tensor:
-    """RLlib's ``explained_variance`` (``max(-1, 1 - Var[y - pred] / Var[y])``, unbiased
-    variances), without its host→device copy, over the ``valid`` rows when given (padding)."""
-    y = y.squeeze()
-    diff = y - pred.squeeze()
-    if valid is None:
-        y_var, diff_var = torch.var(y, dim=0), torch.var(diff, dim=0)
-    else:
-        y_var, diff_var = _masked_var(y, valid), _masked_var(diff, valid)
-    return torch.clamp(1 - diff_var / (y_var + SMALL_NUMBER), min=-1.0)
-
-
-def kl_divergence(prev: Any, curr: Any) -> torch.Tensor:
-    """``prev.kl(curr)``; for two categorical distributions torch's formula with ``where``
-    instead of its boolean-mask assignments (each a host sync, not capturable)."""
-    p, q = getattr(prev, "_dist", None), getattr(curr, "_dist", None)
-    if not (isinstance(p, Categorical) and isinstance(q, Categorical)):
-        return prev.kl(curr)
-    t = p.probs * (p.logits - q.logits)
-    t = torch.where((q.probs == 0).expand_as(t), math.inf, t)
-    t = torch.where((p.probs == 0).expand_as(t), 0.0, t)
-    return t.sum(-1)
-
-
-def _masked_var(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    n = torch.sum(valid)
-    mean = torch.sum(torch.where(valid, x, 0.0)) / n
-    return torch.sum(torch.where(valid, (x - mean) ** 2, 0.0)) / (n - 1)
 
 
 def _take(columns: dict[str, Any], index: torch.Tensor) -> dict[str, Any]:

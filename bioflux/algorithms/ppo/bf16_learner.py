@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import tree
 
-from bioflux.algorithms.ppo_learner import PerModuleEpochsPPOTorchLearner
+from bioflux.algorithms.ppo.learner import PerModuleEpochsPPOTorchLearner
 
 
 def _to_float32(x: Any) -> Any:

@@ -6,14 +6,22 @@ chase, their capture rate against random prey rises well above random predators'
 Each species (``predator``, ``prey``) gets its own RLlib default PPO module (MLP policy and value
 networks over the flattened egocentric window); ``species_of`` maps every agent to its species'
 module, so each agent keeps its own trajectory, rewards and termination while sharing weights.
+
+Three samplers (``resources.env_runner``): ``batched`` (``shared.BatchedCoreEnvRunner``: the
+batched core, one episode object per agent trajectory), ``columnar`` (``env_runner``: the same
+core, per-species columns with advantages computed on the EnvRunners, trained by
+``algorithm.ColumnarPPO``) and ``multi_agent`` (RLlib's ``MultiAgentEnvRunner``). Every path
+trains with the same learner (``learner``: per-species epochs; ``loss``: the PPO loss;
+``captured_sgd_step``: the SGD step as a CUDA graph; ``bf16_learner``). The hyper-parameters are
+``params.Params``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from bioflux.algorithms.common import RLlibPlugin
+from bioflux.algorithms.ppo.params import Params
 from bioflux.envs.config import SPECIES
 
 if TYPE_CHECKING:
@@ -22,58 +30,22 @@ if TYPE_CHECKING:
     from bioflux.config import Experiment
 
 
-class Params(BaseModel):
-    """PPO hyper-parameters (the ``training`` section of a PPO experiment file)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lr: float = Field(3e-4, gt=0, description="Adam learning rate")
-    gamma: float = Field(0.99, gt=0, le=1, description="discount factor")
-    gae_lambda: float = Field(0.95, ge=0, le=1, description="GAE lambda")
-    clip_param: float = Field(0.2, gt=0, description="PPO ratio clip")
-    vf_clip_param: float = Field(10.0, gt=0, description="value-loss clip")
-    entropy_coeff: float = Field(0.01, ge=0, description="entropy bonus weight")
-    vf_loss_coeff: float = Field(0.5, ge=0, description="value-loss weight")
-    kl_coeff: float = Field(0.0, ge=0, description="initial KL penalty weight (0: off)")
-    num_epochs: int = Field(
-        5, ge=1, description="SGD passes of each species' module over its own rows per batch"
-    )
-    train_batch_size: int = Field(
-        20000, ge=1, description="agent-steps per training iteration (all agents' steps count)"
-    )
-    minibatch_size: int = Field(
-        512,
-        ge=1,
-        description="agent rows of the largest species per SGD minibatch (other species: "
-        "in proportion to their rows; see ppo_learner)",
-    )
-    hidden: list[int] = Field([128, 128], description="MLP layer sizes (policy and value nets)")
-    activation: str = Field("tanh", description="MLP activation")
-    grad_clip: float | None = Field(0.5, description="global gradient-norm clip")
-    learner_precision: Literal["float32", "bfloat16"] = Field(
-        "float32",
-        description="dtype of the learner's forward pass: 'bfloat16' autocasts the networks "
-        "(float32 weights, optimizer and loss; faster on CPUs with AVX512-BF16/AMX, slightly "
-        "noisier gradients)",
-    )
-    learner_cuda_graph: bool = Field(
-        False,
-        description="GPU learner: capture each SGD step (forward, loss, backward, clip, Adam) "
-        "in a CUDA graph and replay it, so a step costs one launch instead of hundreds (same "
-        "arithmetic; minibatches padded to minibatch_size rows; see captured_sgd_step)",
-    )
-    sample_ahead: bool = Field(
-        False,
-        description="env_runner columnar with remote EnvRunners: sample the next batch while "
-        "the learner trains on this one (each batch is one update old: not synchronous PPO; "
-        "see columnar_ppo)",
-    )
-    train_species: list[str] = Field(list(SPECIES), description="species whose module learns")
-    fixed_modules: dict[str, str] = Field(
-        {},
-        description="species → non-learned module ('lotka_volterra'), e.g. {prey: "
-        "lotka_volterra} trains predators against Lotka–Volterra prey",
-    )
+#: ``resources.env_runner`` values PPO samples with (see the module docstring).
+SAMPLERS = ("batched", "columnar", "multi_agent")
+#: ``Params`` fields that ``AlgorithmConfig.training`` does not take as they are.
+NOT_RLLIB_TRAINING = frozenset(
+    {
+        "train_batch_size",
+        "minibatch_size",
+        "hidden",
+        "activation",
+        "learner_precision",
+        "learner_cuda_graph",
+        "sample_ahead",
+        "train_species",
+        "fixed_modules",
+    }
+)
 
 
 def build_config(exp: Experiment) -> AlgorithmConfig:
@@ -81,16 +53,15 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
     from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
-    from bioflux.algorithms.agent_row_ppo_config import AgentRowMinibatchPPOConfig
-    from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner
-    from bioflux.algorithms.bf16_learner import BF16PPOTorchLearner
-    from bioflux.algorithms.columnar_env_runner import ColumnarEnvRunner
-    from bioflux.algorithms.columnar_ppo import ColumnarPPOConfig
-    from bioflux.algorithms.common import with_env_and_resources
-    from bioflux.algorithms.lotka_volterra import DEFAULTS as LV_DEFAULTS
-    from bioflux.algorithms.lotka_volterra import LotkaVolterraModule
-    from bioflux.algorithms.ppo_learner import PerModuleEpochsPPOTorchLearner
+    from bioflux.algorithms.common import training_args, with_env_and_resources
+    from bioflux.algorithms.ppo.algorithm import AgentRowMinibatchPPOConfig, ColumnarPPOConfig
+    from bioflux.algorithms.ppo.bf16_learner import BF16PPOTorchLearner
+    from bioflux.algorithms.ppo.env_runner import ColumnarEnvRunner
+    from bioflux.algorithms.ppo.learner import PerModuleEpochsPPOTorchLearner
+    from bioflux.algorithms.shared.batched_env_runner import BatchedCoreEnvRunner
     from bioflux.envs.rllib_env import species_of
+    from bioflux.policy_modules.lotka_volterra import DEFAULTS as LV_DEFAULTS
+    from bioflux.policy_modules.lotka_volterra import LotkaVolterraModule
 
     p: Params = exp.params  # type: ignore[assignment]
     r = exp.resources
@@ -109,6 +80,10 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
         else:
             raise ValueError(f"training.fixed_modules.{s}={kind!r}; allowed: 'lotka_volterra'")
     to_train = [s for s in p.train_species if s not in p.fixed_modules]
+    if r.env_runner not in SAMPLERS:
+        raise ValueError(
+            f"resources.env_runner: ppo samples with {sorted(SAMPLERS)}, not {r.env_runner!r}"
+        )
     if p.sample_ahead and (r.env_runner != "columnar" or r.num_env_runners < 1):
         raise ValueError(
             "training.sample_ahead needs resources.env_runner: columnar and "
@@ -138,9 +113,9 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     if p.sample_ahead:
         algo_config.sample_ahead = True
     if r.env_device:
-        from bioflux.algorithms.device_sampler import check_env_device
+        from bioflux.algorithms.shared.device_world import check_env_device
 
-        check_env_device(r)
+        check_env_device(r, ("columnar",))
         algo_config.env_device = r.env_device
     return (
         with_env_and_resources(
@@ -161,19 +136,10 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             ),
         )
         .training(
-            lr=p.lr,
-            gamma=p.gamma,
-            lambda_=p.gae_lambda,
-            clip_param=p.clip_param,
-            vf_clip_param=p.vf_clip_param,
-            entropy_coeff=p.entropy_coeff,
-            vf_loss_coeff=p.vf_loss_coeff,
-            kl_coeff=p.kl_coeff,
+            **training_args(p, skip=NOT_RLLIB_TRAINING, rename={"gae_lambda": "lambda_"}),
             use_kl_loss=p.kl_coeff > 0,
-            num_epochs=p.num_epochs,
             train_batch_size_per_learner=batch_size,
             minibatch_size=minibatch_size,
-            grad_clip=p.grad_clip,
         )
         .learners(
             learner_class=BF16PPOTorchLearner
@@ -182,3 +148,8 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             learner_config_dict={"cuda_graph": p.learner_cuda_graph},
         )
     )
+
+
+PLUGIN = RLlibPlugin(Params=Params, build_config=build_config)
+
+__all__ = ["PLUGIN", "Params", "build_config"]

@@ -11,7 +11,7 @@ How (the recipe of PyTorch's "whole network capture"):
 
 - every module's minibatch lives in *static buffers* of ``capacity`` rows (the learner's
   ``minibatch_size``, which bounds every module's part of a minibatch; see
-  ``ppo_learner.minibatch_plan``). Each step copies its rows in with ``index_select(out=)``;
+  ``learner.minibatch_plan``). Each step copies its rows in with ``index_select(out=)``;
   the rows past the part's size repeat its first row and are masked out of the loss by
   ``LOSS_MASK``, so the loss, its gradients and the logged statistics are those of the
   unpadded minibatch;
@@ -47,25 +47,35 @@ WARMUP_STEPS = 3  # PyTorch's recipe: a few eager steps on a side stream before 
 ROW_VALID = "bioflux_row_valid"  # in a padded minibatch: True for its real rows, not padding
 
 
-class _RecordedMetrics:
-    """Stands in for the learner's ``MetricsLogger`` while a step is captured: keeps every
-    ``log_value`` / ``log_dict`` call (their tensors are the graph's outputs) to be logged
-    after the update's last replay. Tensors are kept detached: a kept autograd graph would keep
-    the parameters' ``AccumulateGrad`` nodes, and with them the stream they were made on, alive
-    into a later capture."""
+class HeldMetrics:
+    """Stands in for the learner's ``MetricsLogger`` during SGD steps whose values are not
+    logged as they come: ``log_value`` / ``log_dict`` calls are dropped (``record=False``: the
+    steps before an update's last, whose window-1 values RLlib would overwrite) or kept in
+    ``calls`` (``record=True``: while a step is captured, their tensors are the graph's outputs,
+    logged after the update's last replay); everything else goes to the logger. Kept tensors
+    are detached: a kept autograd graph would keep the parameters' ``AccumulateGrad`` nodes,
+    and with them the stream they were made on, alive into a later capture."""
 
-    def __init__(self, metrics: Any) -> None:
+    def __init__(self, metrics: Any, *, record: bool) -> None:
         self._metrics = metrics
+        self.record = record
         self.calls: list[tuple[str, tuple, dict]] = []
 
     def log_value(self, *args: Any, **kwargs: Any) -> None:
-        self.calls.append(("log_value", _detached(args), _detached(kwargs)))
+        if self.record:
+            self.calls.append(("log_value", _detached(args), _detached(kwargs)))
 
     def log_dict(self, *args: Any, **kwargs: Any) -> None:
-        self.calls.append(("log_dict", _detached(args), _detached(kwargs)))
+        if self.record:
+            self.calls.append(("log_dict", _detached(args), _detached(kwargs)))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._metrics, name)
+
+
+def dropped(metrics: Any) -> bool:
+    """Whether what is logged to ``metrics`` now is dropped (nothing need be computed for it)."""
+    return isinstance(metrics, HeldMetrics) and not metrics.record
 
 
 def _detached(value: Any) -> Any:
@@ -101,13 +111,15 @@ class CapturedSGDStep:
                     for k, v in cols.items()
                     if k not in (Columns.LOSS_MASK, ROW_VALID)
                 },
-                Columns.LOSS_MASK: torch.zeros(capacity, dtype=torch.bool, device=_device_of(cols)),
-                ROW_VALID: torch.zeros(capacity, dtype=torch.bool, device=_device_of(cols)),
+                Columns.LOSS_MASK: torch.zeros(
+                    capacity, dtype=torch.bool, device=_columns_device(cols)
+                ),
+                ROW_VALID: torch.zeros(capacity, dtype=torch.bool, device=_columns_device(cols)),
             }
             for mid, cols in columns.items()
         }
         self._row = {
-            mid: torch.arange(capacity, device=_device_of(c)) for mid, c in columns.items()
+            mid: torch.arange(capacity, device=_columns_device(c)) for mid, c in columns.items()
         }
         self._graph: torch.cuda.CUDAGraph | None = None
         self.capture_error: str | None = None
@@ -180,7 +192,7 @@ class CapturedSGDStep:
         params, opt_states = self._learner_state()
         saved_params = [p.detach().clone() for p in params]
         saved_states = [_snapshot(s) for s in opt_states]
-        # Drop what this object keeps of earlier steps (see _RecordedMetrics), and collect
+        # Drop what this object keeps of earlier steps (see HeldMetrics), and collect
         # garbage now rather than mid-capture. (A capture after eager SGD steps of the same
         # learner can still fail on a GPU: see the README; training captures first.)
         self.losses = {}
@@ -190,12 +202,12 @@ class CapturedSGDStep:
         try:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
-            quiet = _RecordedMetrics(metrics)
+            warmup = HeldMetrics(metrics, record=True)  # kept, then dropped with it
             with torch.cuda.stream(side):
                 for _ in range(WARMUP_STEPS):
-                    self._run_step(self.buffers, quiet)
+                    self._run_step(self.buffers, warmup)
             torch.cuda.current_stream().wait_stream(side)
-            recorder = _RecordedMetrics(metrics)
+            recorder = HeldMetrics(metrics, record=True)
             graph = torch.cuda.CUDAGraph()
             # A private memory pool per graph (graphs sharing one must replay in capture
             # order); thread_local: other threads of the process (Ray's) may use CUDA meanwhile.
@@ -245,5 +257,5 @@ def _restore(
                 value.zero_()
 
 
-def _device_of(columns: dict[str, Any]) -> torch.device:
+def _columns_device(columns: dict[str, Any]) -> torch.device:
     return next(t for t in tree.flatten(columns) if torch.is_tensor(t)).device

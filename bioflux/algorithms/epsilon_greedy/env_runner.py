@@ -23,7 +23,8 @@ the agent's trajectory ends (a death or the step limit) first, as in RLlib's epi
 or the fragment ends first (where RLlib's replay would reach into the next fragment). The loss
 then bootstraps with ``γ^m``.
 
-Select it with ``resources.env_runner: columnar`` in an epsilon-greedy config.
+Select it with ``resources.env_runner: transitions`` (or ``columnar``, its old name) in an
+epsilon-greedy config.
 """
 
 from __future__ import annotations
@@ -35,10 +36,10 @@ import torch
 from ray.rllib.core.columns import Columns
 from ray.rllib.utils.metrics import NUM_ENV_STEPS_SAMPLED_LIFETIME
 
-from bioflux.algorithms.batched_env_runner import BatchedCoreEnvRunner, CoreStep
+from bioflux.algorithms.shared.batched_env_runner import BatchedCoreEnvRunner, CoreStep
 from bioflux.envs.config import SPECIES
 
-#: the transition columns and their dtypes (``ring_replay.RingReplayBuffer`` fields)
+#: the transition columns and their dtypes (``shared.ring_replay.RingReplayBuffer`` fields)
 TRANSITION_FIELDS = {
     Columns.OBS: np.float32,
     Columns.ACTIONS: np.int64,

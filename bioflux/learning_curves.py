@@ -1,0 +1,75 @@
+"""Learning curves of a run: return per species and capture rate per iteration."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bioflux.envs.config import SPECIES
+
+
+def rolling_mean(values: list[float | None], window: int) -> np.ndarray:
+    """Trailing mean over the last ``window`` values, skipping missing ones (None/NaN)."""
+    a = np.array([np.nan if v is None else v for v in values], dtype=float)
+    valid = ~np.isnan(a)
+    sums = np.concatenate([[0.0], np.cumsum(np.where(valid, a, 0.0))])
+    counts = np.concatenate([[0], np.cumsum(valid)])
+    end = np.arange(1, len(a) + 1)
+    start = np.maximum(0, end - window)
+    n = counts[end] - counts[start]
+    return np.where(n > 0, (sums[end] - sums[start]) / np.maximum(n, 1), np.nan)
+
+
+def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
+    """Return per species and capture rate per iteration against agent steps (env steps for
+    rows without them), with a rolling mean over ~5% of the run when there are enough
+    iterations to need one."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x_key = "agent_steps" if all(r.get("agent_steps") for r in rows) else "env_steps"
+    steps = [r[x_key] for r in rows]
+    window = max(1, len(rows) // 20)
+    smooth = window > 1
+
+    def draw(ax, ys: list[float | None], colour: str, label: str | None = None) -> None:
+        raw = [np.nan if y is None else y for y in ys]
+        ax.plot(
+            steps,
+            raw,
+            color=colour,
+            alpha=0.3 if smooth else 1.0,
+            lw=1,
+            label=None if smooth else label,
+        )
+        if smooth:
+            ax.plot(steps, rolling_mean(ys, window), color=colour, lw=2, label=label)
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for species, colour in zip(SPECIES, ("#d22", "#2a4")):
+        draw(ax1, [r.get(f"{species}_return") for r in rows], colour, species)
+    ax1.set_xlabel(x_key.replace("_", " "))
+    ax1.set_ylabel("episode return (sum over the species' agents)")
+    ax1.legend()
+    draw(ax2, [r.get("capture_rate") for r in rows], "#333")
+    ax2.set_xlabel(x_key.replace("_", " "))
+    ax2.set_ylabel("capture rate")
+    ax2.set_ylim(0, 1)
+    if smooth:
+        fig.text(
+            0.99,
+            0.01,
+            f"bold: rolling mean of {window} iterations",
+            ha="right",
+            fontsize=8,
+            color="#555",
+        )
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -131,6 +131,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     except ConnectionError as err:
         raise (_ray_connection_error(err, args.address) or err) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, and how to continue
+        print(f"bioflux: {training.interrupted(args, exp.name)}", file=sys.stderr, flush=True)
+        return 130
     print(
         json.dumps(
             {

@@ -175,7 +175,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         greedy=args.greedy,
         progress=True,
     )
-    files = evaluation.write_report([result], args.out)
+    out, note = evaluation.report_folder(args.out)
+    print(f"bioflux: {note}", file=sys.stderr, flush=True)
+    files = evaluation.write_report([result], out)
     print(evaluation.markdown_table(result))
     print(json.dumps(files, indent=2))
     return 0
@@ -462,7 +464,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
     served_models_arg(ev)
     ev.add_argument(
-        "--out", type=Path, default=Path("outputs/evaluation"), help="folder of the report"
+        "--out",
+        type=Path,
+        default=None,
+        help="folder of the report (default: outputs/evaluation); without --out, when that "
+        "holds an earlier report, the next free outputs/evaluation_<n>",
     )
     config_args(ev, model_world=" (the predator's when both are)")
     ev.set_defaults(func=_cmd_evaluate)

@@ -232,6 +232,32 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
+#: Where ``bioflux evaluate`` writes without ``--out``.
+DEFAULT_REPORT_DIR = Path("outputs/evaluation")
+
+
+def report_folder(out: str | Path | None, stem: str = "evaluation") -> tuple[Path, str]:
+    """The folder a report goes to, and a line saying so. ``out`` given: that folder (an
+    earlier report there is replaced, and the line says it). None: ``DEFAULT_REPORT_DIR``, or
+    when it holds a report the first ``<DEFAULT_REPORT_DIR>_<n>`` that does not, so that a
+    second evaluation never overwrites the first silently."""
+    if out is not None:
+        out = Path(out)
+        if (out / f"{stem}.json").exists():
+            return out, f"writing the report to {out}/ (replacing the report there)"
+        return out, f"writing the report to {out}/"
+    out, n = DEFAULT_REPORT_DIR, 1
+    while (out / f"{stem}.json").exists():
+        n += 1
+        out = DEFAULT_REPORT_DIR.with_name(f"{DEFAULT_REPORT_DIR.name}_{n}")
+    if n == 1:
+        return out, f"writing the report to {out}/"
+    return out, (
+        f"writing the report to {out}/ ({DEFAULT_REPORT_DIR}/ holds an earlier one; --out "
+        "chooses the folder)"
+    )
+
+
 def write_report(results: list[dict[str, Any]], out_dir: str | Path, stem: str = "evaluation"):
     """Write ``<stem>.json``, ``<stem>.md`` and ``<stem>.png`` into ``out_dir``."""
     out = Path(out_dir)

@@ -125,3 +125,20 @@ def test_means_come_with_bootstrap_intervals_over_episodes():
     lo, hi = many["predator"]["success_rate_ci95"]
     assert f"[{lo:.3f}, {hi:.3f}]" in table
     json.dumps(many)  # the JSON report holds them
+
+
+def test_evaluate_says_where_it_writes_and_never_overwrites_by_default(tmp_path, monkeypatch):
+    from bioflux.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["evaluate", "--predator", "random", "--prey", "random", "--episodes", "2"]
+    for _ in range(2):
+        assert main(argv) == 0
+    for n, folder in ((1, "outputs/evaluation"), (2, "outputs/evaluation_2")):
+        assert (tmp_path / folder / "evaluation.json").is_file(), n
+    notes = [evaluation.report_folder(None)[1], evaluation.report_folder("mine")[1]]
+    assert notes[0].startswith("writing the report to outputs/evaluation_3/")
+    assert "outputs/evaluation/ holds an earlier one" in notes[0]
+    assert notes[1] == "writing the report to mine/"
+    assert main([*argv, "--out", "outputs/evaluation"]) == 0  # explicit: replaced, and said so
+    assert "replacing" in evaluation.report_folder("outputs/evaluation")[1]

@@ -81,6 +81,22 @@ def _ray_connection_error(err: ConnectionError, address: str | None) -> ValueErr
     return ValueError(f"cannot connect to the Ray cluster {where}: {first}")
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """Fail with one line, before anything claims to serve, when ``host:port`` is taken
+    (uvicorn would print the URL first, then "address already in use" and exit 3)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise ValueError(
+                f"cannot listen on {host}:{port}: {err.strerror or err}; another program uses "
+                "the port: choose another with --port"
+            ) from None
+
+
 def _experiment_for_policies(
     args: argparse.Namespace, default: str, env_updates: dict | None = None
 ):
@@ -224,6 +240,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _check_ray_reachable(args.address)
     port = args.port
     local = not (args.address or os.environ.get("RAY_ADDRESS"))
+    if local:  # the port is on this machine: check it before Ray starts
+        _require_free_port(args.host, args.port)
     direct = args.direct_ingress
     if direct is None:  # the fast mode wherever it works: a local Ray with one replica
         direct = local and args.replicas == 1 and not args.haproxy
@@ -279,6 +297,7 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
     if not Path(args.models).is_dir():
         raise ValueError(f"--models {args.models} is not a directory")
+    _require_free_port(args.host, args.port)
     print(
         f"live view of {args.models} on http://{args.host}:{args.port}/ ; Ctrl-C stops", flush=True
     )

@@ -294,3 +294,27 @@ def test_a_world_that_does_not_fit_the_model_exits_2(args, world, tmp_path):
     )
     assert_one_error_line(out, model, "trained with an 11x11 window (obs_radius 5)", world)
     assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("command", ["view", "serve"])
+def test_a_busy_port_fails_with_one_line_before_claiming_to_serve(
+    command, tmp_path, capsys, monkeypatch
+):
+    import socket
+
+    from bioflux.cli import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # serve: a local Ray, the port on this host
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main([command, "--models", str(tmp_path), "--port", str(port)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""  # no "live view ... on http://..." / "serving ..." line
+    assert err.strip().splitlines() == [
+        f"bioflux: error: cannot listen on 127.0.0.1:{port}: Address already in use; another "
+        "program uses the port: choose another with --port"
+    ]

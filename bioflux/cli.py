@@ -661,6 +661,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose process only runs inference (the study's driver evaluates; its trials are
+#: Ray actors with threads of their own): one torch thread each (``bioflux.threads``).
+INFERENCE_COMMANDS = ("evaluate", "render", "simulate", "view", "study")
+
 #: Commands whose result a seed must determine (they train).
 SEEDED_COMMANDS = ("train", "study")
 
@@ -685,6 +689,10 @@ def main(argv: list[str] | None = None) -> int:
         _run_again_with_a_fixed_hash_seed()
     args = build_parser().parse_args(argv)
     _quiet_benign_ray_logs()
+    if args.command in INFERENCE_COMMANDS:  # small-MLP inference: bioflux/threads.py
+        from bioflux.threads import use_inference_threads
+
+        use_inference_threads()
     try:
         return args.func(args)
     except ValueError as err:  # bad input: a clear message, no traceback

@@ -290,6 +290,18 @@ BENIGN_RAY_LOGS = (
     # the local Ray that BioFlux starts has token authentication on (the safe default); a
     # cluster *without* it is still reported
     ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
+    # every command that starts Ray said so; BioFlux prints its own progress instead
+    ("ray._private.worker", "Started a local Ray instance"),
+    # Tune's advice to reuse actors: trials here are one-off trainings, there is nothing to reuse
+    ("ray.tune.trainable.trainable", "consider setting reuse_actors=True"),
+    # Tune's bookkeeping after every search; the run folder already says where results are
+    ("ray.tune.tune", "Wrote the latest version of all result files"),
+    # Ray Serve's start-up notices (`bioflux serve` prints the one address it listens on;
+    # "ready at" names Serve's internal router port, which the user never chose)
+    ("ray.serve", "Throughput optimized Ray Serve enabled"),
+    ("ray.serve", "Started Serve in namespace"),
+    ("ray.serve", "Connecting to existing Serve app in namespace"),
+    ("ray.serve", "is ready at http"),
 )
 
 

@@ -230,6 +230,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import ray
     from ray import serve
 
+    from bioflux.artifacts import init_ray
     from bioflux.serve.app import SERVE_APP_NAME, start
     from bioflux.serve.storage import check_source, is_uri
 
@@ -262,7 +263,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from bioflux.serve.app import enable_direct_ingress
 
         port = enable_direct_ingress(args.port)
-    ray.init(address=args.address, include_dashboard=False)
+    init_ray(args.address)  # as training does: the benign Ray notices are dropped everywhere
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -58,6 +58,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_the_resume_continues(tmp_path, tin
     text = out + err
     assert proc.returncode == 130, text[-3000:]
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text[-3000:]
+    assert "Started a local Ray instance" not in text  # quiet logs: BioFlux's own lines
     lines = [line for line in err.splitlines() if "interrupted" in line]
     assert len(lines) == 1, err[-3000:]
     line = lines[0]

@@ -202,8 +202,12 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def short(policy: str) -> str:  # "outputs/.../ppo_demo/final" -> "ppo_demo/final"
+        path = Path(policy)
+        return f"{path.parent.name}/{path.name}" if path.name in ("final", "best") else path.name
+
     labels = [
-        f"{Path(r['predator_policy']).name}\nvs {Path(r['prey_policy']).name}" for r in results
+        f"predator: {short(r['predator_policy'])}\nprey: {short(r['prey_policy'])}" for r in results
     ]
     x = np.arange(len(results))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
@@ -215,14 +219,19 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
         return values, np.abs(bounds.T - np.array(values))
 
     panels = [
-        ("capture rate", *panel("predator", "success_rate", "success_rate_ci95")),
-        ("predator return", *panel("predator", "return_mean", "return_ci95")),
-        ("prey return", *panel("prey", "return_mean", "return_ci95")),
+        (
+            "capture rate (predators' success)",
+            *panel("predator", "success_rate", "success_rate_ci95"),
+        ),
+        ("predator return per agent", *panel("predator", "return_mean", "return_ci95")),
+        ("prey return per agent", *panel("prey", "return_mean", "return_ci95")),
     ]
     for ax, (title, values, err) in zip(axes, panels):
         ax.bar(x, values, yerr=err, color=["#d22" if "return" not in title else "#467"] * len(x))
         ax.set_xticks(x, labels, fontsize=7)
         ax.set_title(title)
+        if "capture" in title:
+            ax.set_ylim(0, 1)  # a rate: 0.02 must look small
     fig.suptitle("error bars: 95% bootstrap interval over episodes", fontsize=8)
     fig.tight_layout()
     path = Path(path)

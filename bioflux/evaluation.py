@@ -286,18 +286,41 @@ def record_episode(
     greedy: bool = False,
     cell_pixels: int = 8,
 ) -> dict[str, Any]:
-    """Play one episode and write it as a GIF (``.gif``) or PNG strip (``.png``)."""
-    from bioflux.envs.rendering import render_rgb, save_frames
+    """Play one episode and write it as a GIF (``.gif``) or PNG strip (``.png``). Each frame
+    is captioned with the policies, the step, both populations and the captures so far, above
+    a colour legend; a ring marks each prey captured in that step."""
+    from bioflux.envs.rendering import annotate, mark_cells, render_rgb, save_frames
 
     world = BatchedWorld(env_config, num_worlds=1, seed=seed)
     world.reset()
     rng = np.random.default_rng(seed + 1)
     policies = {"predator": predator, "prey": prey}
-    frames = [render_rgb(world, 0, cell_pixels)]
+    cell_pixels = max(cell_pixels, 384 // max(env_config.height, env_config.width))
+
+    def short(policy: Policy) -> str:  # "outputs/.../ppo_demo/final:predator" -> "ppo_demo/final"
+        parts = Path(str(getattr(policy, "name", policy)).rsplit(":", 1)[0]).parts
+        return "/".join(parts[-2:]) if len(parts) > 1 else str(getattr(policy, "name", policy))
+
+    names = f"predator: {short(predator)}   prey: {short(prey)}"
+
+    def frame(captures: int, caught: np.ndarray | None = None) -> np.ndarray:
+        picture = render_rgb(world, 0, cell_pixels)
+        if caught is not None and caught.any():
+            picture = mark_cells(picture, world.pos[0, caught], cell_pixels)
+        alive = world.alive[0]
+        counts = (
+            f"step {int(world.t[0])}/{env_config.max_steps}   predators "
+            f"{int((alive & world.is_predator).sum())}   prey "
+            f"{int((alive & ~world.is_predator).sum())}   captures {captures}"
+        )
+        return annotate(picture, [names, counts])
+
+    frames = [frame(0)]
     actions = np.zeros(world.alive.shape, dtype=np.int64)
     captures = 0
     while not world.done[0]:
-        captures += int(play_step(world, policies, rng, greedy, actions).captured[0])
-        frames.append(render_rgb(world, 0, cell_pixels))
+        result = play_step(world, policies, rng, greedy, actions)
+        captures += int(result.captured[0])
+        frames.append(frame(captures, result.caught[0]))
     saved = save_frames(frames, path)
     return {"path": str(saved), "steps": int(world.t[0]), "captures": captures}

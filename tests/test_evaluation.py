@@ -142,3 +142,23 @@ def test_evaluate_says_where_it_writes_and_never_overwrites_by_default(tmp_path,
     assert notes[1] == "writing the report to mine/"
     assert main([*argv, "--out", "outputs/evaluation"]) == 0  # explicit: replaced, and said so
     assert "replacing" in evaluation.report_folder("outputs/evaluation")[1]
+
+
+def test_the_episode_gif_has_a_caption_a_legend_and_capture_rings(tmp_path):
+    from PIL import Image
+
+    from bioflux.envs.rendering import CAPTURE_COLOUR, annotate
+
+    out = evaluation.record_episode(
+        load_policy("lotka_volterra", "predator"), RandomPolicy(), ENV, tmp_path / "ep.gif", seed=3
+    )
+    gif = Image.open(out["path"])
+    assert min(gif.size) >= 384 // max(ENV.height, ENV.width) * min(ENV.height, ENV.width)
+    band = annotate(np.zeros((8, 8, 3), np.uint8), ["a", "b"]).shape[0] - 8  # caption + legend
+    rings = 0
+    for k in range(gif.n_frames):
+        gif.seek(k)
+        grid = np.asarray(gif.convert("RGB"))[band:]
+        rings += bool((grid == CAPTURE_COLOUR).all(-1).any())
+    assert out["captures"] >= 1 and rings >= 1  # seed 3 captures; each capture is ringed
+    assert gif.n_frames == out["steps"] + 1

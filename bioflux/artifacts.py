@@ -316,7 +316,11 @@ class _DropMessage(logging.Filter):
 
 def quiet_benign_ray_logs() -> None:
     """Drop ``BENIGN_RAY_LOGS`` from this process's logging (also run in every Ray worker
-    that ``init_ray`` starts, as its setup hook)."""
+    that ``init_ray`` starts, as its setup hook), and Ray Tune's console reporter: Tune 2.60's
+    new output prints a "Configuration for experiment" box and a ``tensorboard --logdir`` hint
+    whatever ``verbose`` says; its legacy output honours ``verbose=0``, which BioFlux's
+    searches and studies use (they print their own progress lines). A value you set is kept."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     for name, text in BENIGN_RAY_LOGS:
         logger = logging.getLogger(name)
         if not any(getattr(f, "text", None) == text for f in logger.filters):

@@ -52,3 +52,16 @@ def test_benign_notices_are_dropped_and_others_kept(logger, message):
 
 def test_every_entry_names_a_logger_and_a_text():
     assert all(name.startswith("ray") and text for name, text in BENIGN_RAY_LOGS)
+
+
+def test_tune_console_output_is_the_legacy_one_that_honours_verbose(monkeypatch):
+    """Tune's new console output prints a configuration box and a tensorboard hint even with
+    ``verbose=0``; the legacy one is silent there. A value the user set is kept."""
+    import os
+
+    monkeypatch.delenv("RAY_AIR_NEW_OUTPUT", raising=False)
+    quiet_benign_ray_logs()
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "0"
+    monkeypatch.setenv("RAY_AIR_NEW_OUTPUT", "1")
+    quiet_benign_ray_logs()
+    assert os.environ["RAY_AIR_NEW_OUTPUT"] == "1"

@@ -289,12 +289,16 @@ class LiveSessions:
             trained = [
                 m for m in models if m["species"] == species and not m["builtin"] and not m["error"]
             ]
+            # an exported module before an ensemble, then the shortest name (the newest run)
             names = sorted(
-                ((n, m["observation_window"]) for m in trained for n in (*m["aliases"], m["name"])),
-                key=lambda item: (len(item[0]), item[0]),
+                (
+                    (m["run"] is None, len(n), n, m["observation_window"])
+                    for m in trained
+                    for n in (*m["aliases"], m["name"])
+                ),
             )
             if names:
-                chosen[species], windows[species] = names[0]
+                chosen[species], windows[species] = names[0][2], names[0][3]
         wanted = {w for w in windows.values() if w is not None}
         worlds = [settings.LIVE_DEFAULT_WORLD, *settings.LIVE_WORLDS]
         fits = [w for w in worlds if all(world_config(w).obs_size == x for x in wanted)]

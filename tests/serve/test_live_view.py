@@ -149,6 +149,8 @@ def test_the_live_view_streams_plots_and_explains(browser, view_url, tmp_path):
     driver = browser
     driver.get(view_url)
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#prey option"), what="options")
+    # the page shows a world on load; its first frame sets the seed field, so wait for it
+    _wait(driver, lambda d: d.execute_script("return window.bioflux.frame"), what="first frame")
     driver.execute_script(
         "document.getElementById('predator').value = 'lotka_volterra/predator';"
         "document.getElementById('seed').value = '7';"
@@ -222,6 +224,8 @@ def test_the_page_shows_bad_parameters(browser, view_url):
     driver = browser
     driver.get(view_url)
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#prey option"), what="options")
+    # the page shows a world on load; its first frame sets the seed field, so wait for it
+    _wait(driver, lambda d: d.execute_script("return window.bioflux.frame"), what="first frame")
     driver.execute_script("document.getElementById('seed').value = '-1'")
     driver.find_element(By.ID, "start").click()
     error = _wait(driver, lambda d: d.find_element(By.ID, "error").text, what="error message")

@@ -458,7 +458,12 @@ def train(
             species,
         )
     if rows:
-        plot_learning_curves(rows, run.curves, f"{exp.name} ({exp.algorithm})")
+        title = f"{exp.name} ({exp.algorithm})"
+        if set(species) == set(
+            SPECIES
+        ):  # both learn: the capture rate measures one against the other
+            title += " — self-play: both species learn at once; evaluate against a fixed opponent"
+        plot_learning_curves(rows, run.curves, title)
     summary = {
         "name": exp.name,
         "algorithm": exp.algorithm,

@@ -5,9 +5,9 @@ Run: ``python benchmarks/device_ppo.py [--device cuda] [--worlds 1024]
 [--learner-cuda-graph]``. Prints one JSON object.
 
 Default world (100×100, 20 predators, 100 prey, 300 steps), PPO with 5 epochs per species'
-module. Per iteration: the ``DeviceRolloutSampler`` steps ``--worlds`` torch worlds with the learner's
-own modules until the train batch is full, computes GAE there, and the learner runs SGD on the
-device tensors. "agent-steps trained/s" = agent-steps in an iteration's batch / the
+module. Per iteration: the ``DeviceRolloutSampler`` steps ``--worlds`` torch worlds with the
+learner's own modules until the train batch is full, computes GAE there, and the learner runs
+SGD on the device tensors. "agent-steps trained/s" = agent-steps in an iteration's batch / the
 iteration's wall time (sampling + learning), median over the iterations after the first
 (``timed_iterations.py``), as ``train_throughput.py`` reports it for the EnvRunner paths.
 """

@@ -81,6 +81,22 @@ def _ray_connection_error(err: ConnectionError, address: str | None) -> ValueErr
     return ValueError(f"cannot connect to the Ray cluster {where}: {first}")
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """Fail with one line, before anything claims to serve, when ``host:port`` is taken
+    (uvicorn would print the URL first, then "address already in use" and exit 3)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            s.bind((host, port))
+        except OSError as err:
+            raise ValueError(
+                f"cannot listen on {host}:{port}: {err.strerror or err}; another program uses "
+                "the port: choose another with --port"
+            ) from None
+
+
 def _experiment_for_policies(
     args: argparse.Namespace, default: str, env_updates: dict | None = None
 ):
@@ -254,6 +270,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     except ConnectionError as err:
         raise (_ray_connection_error(err, args.address) or err) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line, no traceback, and how to continue
+        print(f"bioflux: {training.interrupted(args, exp.name)}", file=sys.stderr, flush=True)
+        return 130
     print(
         json.dumps(
             {
@@ -359,7 +378,11 @@ def _evaluate_parser(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--greedy", action="store_true", help="argmax actions instead of sampling")
     served_models_arg(ev)
     ev.add_argument(
-        "--out", type=Path, default=Path("outputs/evaluation"), help="folder of the report"
+        "--out",
+        type=Path,
+        default=None,
+        help="folder of the report (default: outputs/evaluation); without --out, when that "
+        "holds an earlier report, the next free outputs/evaluation_<n>",
     )
     _config_args(ev, model_world=" (the predator's when both are)")
     ev.set_defaults(func=_cmd_evaluate)
@@ -380,7 +403,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         greedy=args.greedy,
         progress=True,
     )
-    files = evaluation.write_report([result], args.out)
+    out, note = evaluation.report_folder(args.out)
+    print(f"bioflux: {note}", file=sys.stderr, flush=True)
+    files = evaluation.write_report([result], out)
     print(evaluation.markdown_table(result))
     print(json.dumps(files, indent=2))
     return 0
@@ -505,6 +530,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     elif not Path(args.models).is_dir():
         raise ValueError(f"--models {args.models} is not a directory")
     _check_ray_reachable(args.address)
+    if not (args.address or os.environ.get("RAY_ADDRESS")):  # a local port: check it first
+        _require_free_port(args.host, args.port)
     serve_until_stopped(
         args.models,
         address=args.address,
@@ -538,6 +565,7 @@ def _cmd_view(args: argparse.Namespace) -> int:
 
     if not Path(args.models).is_dir():
         raise ValueError(f"--models {args.models} is not a directory")
+    _require_free_port(args.host, args.port)
     print(
         f"live view of {args.models} on http://{args.host}:{args.port}/ ; Ctrl-C stops", flush=True
     )
@@ -649,6 +677,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Commands whose process only runs inference (the study's driver evaluates; its trials are
+#: Ray actors with threads of their own): one torch thread each (``bioflux.threads``).
+INFERENCE_COMMANDS = ("evaluate", "render", "simulate", "view", "study")
+
 #: Commands whose result a seed must determine (they train).
 SEEDED_COMMANDS = ("train", "study")
 
@@ -673,6 +705,10 @@ def main(argv: list[str] | None = None) -> int:
         _run_again_with_a_fixed_hash_seed()
     args = build_parser().parse_args(argv)
     _quiet_benign_ray_logs()
+    if args.command in INFERENCE_COMMANDS:  # small-MLP inference: bioflux/threads.py
+        from bioflux.threads import use_inference_threads
+
+        use_inference_threads()
     try:
         return args.func(args)
     except ValueError as err:  # bad input: a clear message, no traceback

@@ -12,6 +12,7 @@ from typing import Any
 
 from bioflux import config, evaluation, training
 from bioflux.policies import load_policy
+from bioflux.threads import use_inference_threads
 
 
 def run_demo(
@@ -28,6 +29,7 @@ def run_demo(
     prey = trained if "prey" in learned else "random"
     env_cfg = exp.env_config
     ev = exp.evaluation
+    use_inference_threads()  # training had every core; evaluation is small-MLP inference
     log(f"evaluating {trained} against random opponents ({ev.episodes} episodes each)")
     matchups = list(
         dict.fromkeys([("random", "random"), (pred, "random"), ("random", prey), (pred, prey)])

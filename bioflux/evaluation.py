@@ -202,8 +202,12 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def short(policy: str) -> str:  # "outputs/.../ppo_demo/final" -> "ppo_demo/final"
+        path = Path(policy)
+        return f"{path.parent.name}/{path.name}" if path.name in ("final", "best") else path.name
+
     labels = [
-        f"{Path(r['predator_policy']).name}\nvs {Path(r['prey_policy']).name}" for r in results
+        f"predator: {short(r['predator_policy'])}\nprey: {short(r['prey_policy'])}" for r in results
     ]
     x = np.arange(len(results))
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
@@ -215,14 +219,19 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
         return values, np.abs(bounds.T - np.array(values))
 
     panels = [
-        ("capture rate", *panel("predator", "success_rate", "success_rate_ci95")),
-        ("predator return", *panel("predator", "return_mean", "return_ci95")),
-        ("prey return", *panel("prey", "return_mean", "return_ci95")),
+        (
+            "capture rate (predators' success)",
+            *panel("predator", "success_rate", "success_rate_ci95"),
+        ),
+        ("predator return per agent", *panel("predator", "return_mean", "return_ci95")),
+        ("prey return per agent", *panel("prey", "return_mean", "return_ci95")),
     ]
     for ax, (title, values, err) in zip(axes, panels):
         ax.bar(x, values, yerr=err, color=["#d22" if "return" not in title else "#467"] * len(x))
         ax.set_xticks(x, labels, fontsize=7)
         ax.set_title(title)
+        if "capture" in title:
+            ax.set_ylim(0, 1)  # a rate: 0.02 must look small
     fig.suptitle("error bars: 95% bootstrap interval over episodes", fontsize=8)
     fig.tight_layout()
     path = Path(path)
@@ -230,6 +239,32 @@ def plot(results: list[dict[str, Any]], path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+#: Where ``bioflux evaluate`` writes without ``--out``.
+DEFAULT_REPORT_DIR = Path("outputs/evaluation")
+
+
+def report_folder(out: str | Path | None, stem: str = "evaluation") -> tuple[Path, str]:
+    """The folder a report goes to, and a line saying so. ``out`` given: that folder (an
+    earlier report there is replaced, and the line says it). None: ``DEFAULT_REPORT_DIR``, or
+    when it holds a report the first ``<DEFAULT_REPORT_DIR>_<n>`` that does not, so that a
+    second evaluation never overwrites the first silently."""
+    if out is not None:
+        out = Path(out)
+        if (out / f"{stem}.json").exists():
+            return out, f"writing the report to {out}/ (replacing the report there)"
+        return out, f"writing the report to {out}/"
+    out, n = DEFAULT_REPORT_DIR, 1
+    while (out / f"{stem}.json").exists():
+        n += 1
+        out = DEFAULT_REPORT_DIR.with_name(f"{DEFAULT_REPORT_DIR.name}_{n}")
+    if n == 1:
+        return out, f"writing the report to {out}/"
+    return out, (
+        f"writing the report to {out}/ ({DEFAULT_REPORT_DIR}/ holds an earlier one; --out "
+        "chooses the folder)"
+    )
 
 
 def write_report(results: list[dict[str, Any]], out_dir: str | Path, stem: str = "evaluation"):
@@ -251,18 +286,41 @@ def record_episode(
     greedy: bool = False,
     cell_pixels: int = 8,
 ) -> dict[str, Any]:
-    """Play one episode and write it as a GIF (``.gif``) or PNG strip (``.png``)."""
-    from bioflux.envs.rendering import render_rgb, save_frames
+    """Play one episode and write it as a GIF (``.gif``) or PNG strip (``.png``). Each frame
+    is captioned with the policies, the step, both populations and the captures so far, above
+    a colour legend; a ring marks each prey captured in that step."""
+    from bioflux.envs.rendering import annotate, mark_cells, render_rgb, save_frames
 
     world = BatchedWorld(env_config, num_worlds=1, seed=seed)
     world.reset()
     rng = np.random.default_rng(seed + 1)
     policies = {"predator": predator, "prey": prey}
-    frames = [render_rgb(world, 0, cell_pixels)]
+    cell_pixels = max(cell_pixels, 384 // max(env_config.height, env_config.width))
+
+    def short(policy: Policy) -> str:  # "outputs/.../ppo_demo/final:predator" -> "ppo_demo/final"
+        parts = Path(str(getattr(policy, "name", policy)).rsplit(":", 1)[0]).parts
+        return "/".join(parts[-2:]) if len(parts) > 1 else str(getattr(policy, "name", policy))
+
+    names = f"predator: {short(predator)}   prey: {short(prey)}"
+
+    def frame(captures: int, caught: np.ndarray | None = None) -> np.ndarray:
+        picture = render_rgb(world, 0, cell_pixels)
+        if caught is not None and caught.any():
+            picture = mark_cells(picture, world.pos[0, caught], cell_pixels)
+        alive = world.alive[0]
+        counts = (
+            f"step {int(world.t[0])}/{env_config.max_steps}   predators "
+            f"{int((alive & world.is_predator).sum())}   prey "
+            f"{int((alive & ~world.is_predator).sum())}   captures {captures}"
+        )
+        return annotate(picture, [names, counts])
+
+    frames = [frame(0)]
     actions = np.zeros(world.alive.shape, dtype=np.int64)
     captures = 0
     while not world.done[0]:
-        captures += int(play_step(world, policies, rng, greedy, actions).captured[0])
-        frames.append(render_rgb(world, 0, cell_pixels))
+        result = play_step(world, policies, rng, greedy, actions)
+        captures += int(result.captured[0])
+        frames.append(frame(captures, result.caught[0]))
     saved = save_frames(frames, path)
     return {"path": str(saved), "steps": int(world.t[0]), "captures": captures}

@@ -49,7 +49,12 @@ def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> 
         if smooth:
             ax.plot(steps, rolling_mean(ys, window), color=colour, lw=2, label=label)
 
+    from matplotlib.ticker import EngFormatter, MaxNLocator
+
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for ax in (ax1, ax2):  # few, short step labels (12k, 1.5M) that never run together
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     for species, colour in zip(SPECIES, ("#d22", "#2a4")):
         draw(ax1, [r.get(f"{species}_return") for r in rows], colour, species)
     ax1.set_xlabel(x_key.replace("_", " "))

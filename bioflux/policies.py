@@ -106,14 +106,34 @@ def module_dir(spec: str | Path, species: str) -> Path:
         raise ValueError(f"species={species!r} is unknown; allowed: {SPECIES}")
     path = Path(spec)
     if not path.exists():
+        hint = ""
+        if len(path.parts) == 1:  # a bare name: perhaps one that `bioflux serve` would answer
+            hint = (
+                f"; if {str(spec)!r} is a served name (an algorithm such as ppo, ppo@<run>, or an "
+                "ensemble), give the models folder with --models DIR"
+            )
         raise ValueError(
-            f"policy {str(spec)!r} is neither a built-in ({sorted(BUILTINS)}) nor an existing path"
+            f"policy {str(spec)!r} is neither a built-in ({sorted(BUILTINS)}) nor an existing "
+            f"path{hint}"
         )
     found = find_module_dir(path, species)
     if found is None:
         looked = [str(c) for c in module_dir_candidates(path, species)[:-1]]
-        raise ValueError(f"no {species} module found under {path} (looked in {looked})")
+        hint = _checkpoint_hint(path, species)
+        raise ValueError(f"no {species} module found under {path} (looked in {looked}){hint}")
     return found
+
+
+def _checkpoint_hint(path: Path, species: str) -> str:
+    """A run folder without a final checkpoint (a run still training, or stopped early) may
+    hold ``checkpoints/best`` or periodic ones: name the one to pass instead."""
+    checkpoints = path / "checkpoints"
+    candidates = [checkpoints / "best", *sorted(checkpoints.glob("iter_[0-9]*[0-9]"), reverse=True)]
+    usable = next((c for c in candidates if find_module_dir(c, species) is not None), None)
+    if usable is None:
+        return ""
+    what = "the best checkpoint so far" if usable.name == "best" else "its newest checkpoint"
+    return f"; the run has no final checkpoint yet: try {usable} ({what})"
 
 
 def load_policy(spec: str | Path, species: str) -> Policy:

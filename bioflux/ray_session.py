@@ -18,6 +18,18 @@ BENIGN_RAY_LOGS = (
     # the local Ray that BioFlux starts has token authentication on (the safe default); a
     # cluster *without* it is still reported
     ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled"),
+    # every command that starts Ray said so; BioFlux prints its own progress instead
+    ("ray._private.worker", "Started a local Ray instance"),
+    # Tune's advice to reuse actors: trials here are one-off trainings, there is nothing to reuse
+    ("ray.tune.trainable.trainable", "consider setting reuse_actors=True"),
+    # Tune's bookkeeping after every search; the run folder already says where results are
+    ("ray.tune.tune", "Wrote the latest version of all result files"),
+    # Ray Serve's start-up notices (`bioflux serve` prints the one address it listens on;
+    # "ready at" names Serve's internal router port, which the user never chose)
+    ("ray.serve", "Throughput optimized Ray Serve enabled"),
+    ("ray.serve", "Started Serve in namespace"),
+    ("ray.serve", "Connecting to existing Serve app in namespace"),
+    ("ray.serve", "is ready at http"),
 )
 
 
@@ -32,7 +44,11 @@ class _DropMessage(logging.Filter):
 
 def quiet_benign_ray_logs() -> None:
     """Drop ``BENIGN_RAY_LOGS`` from this process's logging (also run in every Ray worker
-    that ``init_ray`` starts, as its setup hook)."""
+    that ``init_ray`` starts, as its setup hook), and Ray Tune's console reporter: Tune 2.60's
+    new output prints a "Configuration for experiment" box and a ``tensorboard --logdir`` hint
+    whatever ``verbose`` says; its legacy output honours ``verbose=0``, which BioFlux's
+    searches and studies use (they print their own progress lines). A value you set is kept."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     for name, text in BENIGN_RAY_LOGS:
         logger = logging.getLogger(name)
         if not any(getattr(f, "text", None) == text for f in logger.filters):

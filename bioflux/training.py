@@ -281,6 +281,34 @@ def check_resume(run: RunFolder, exp: Experiment) -> None:
         )
 
 
+def finished_summary(run: RunFolder, exp: Experiment, models: str | Path) -> dict[str, Any] | None:
+    """The saved summary of a run that finished and already meets ``exp``'s stop criteria, with
+    its exports where ``models`` says, or None. Reads only, so ``--resume`` of a finished run
+    answers before Ray starts (building the algorithm only to learn that takes minutes)."""
+    import json
+
+    try:
+        summary = json.loads(run.summary.read_text())
+        rows = run.read_metrics()
+    except (OSError, ValueError):
+        return None
+    if (
+        not rows
+        or not isinstance(summary, dict)
+        or summary.get("iterations") != rows[-1].get("iteration")
+    ):
+        return None  # stopped before its summary (killed, Ctrl-C): resume it
+    if not should_stop(exp, rows[-1]) or not (run.checkpoints / "final").is_dir():
+        return None
+    exports = summary.get("models") or {}
+    expected = export_root(models, exp.algorithm, exp.name) / "final"
+    if not exports.get("final") or Path(exports["final"]).resolve() != expected.resolve():
+        return None  # exported elsewhere before: the slow path exports here
+    if not expected.is_dir():
+        return None
+    return summary
+
+
 def trained_modules(algo: Any) -> list[str]:
     """The species whose module the algorithm trains (``policies_to_train``): fixed modules
     (``training.fixed_modules``) and species left out of ``train_species`` are not."""
@@ -326,6 +354,14 @@ def train(
         )
     if latest is not None:
         check_resume(run, exp)  # before Ray starts; nothing written yet
+        finished = finished_summary(run, exp, models)
+        if finished is not None:
+            log(
+                f"{run.root} already meets its stop criteria at iteration "
+                f"{finished['iterations']}: nothing to train (raise stop, e.g. "
+                "--set stop.iterations=N, to continue)"
+            )
+            return finished
 
     started_ray = init_ray(address)
     import ray
@@ -417,7 +453,12 @@ def train(
             species,
         )
     if rows:
-        plot_learning_curves(rows, run.curves, f"{exp.name} ({exp.algorithm})")
+        title = f"{exp.name} ({exp.algorithm})"
+        if set(species) == set(
+            SPECIES
+        ):  # both learn: the capture rate measures one against the other
+            title += " — self-play: both species learn at once; evaluate against a fixed opponent"
+        plot_learning_curves(rows, run.curves, title)
     summary = {
         "name": exp.name,
         "algorithm": exp.algorithm,
@@ -440,6 +481,32 @@ def train(
     }
     run.write_summary(summary)
     return summary
+
+
+def interrupted(args: Any, name: str) -> str:
+    """The one line ``bioflux train`` prints on Ctrl-C: the newest complete checkpoint of the
+    run and the command that continues it (``args``: the train command's parsed options)."""
+    import shlex
+
+    run = RunFolder(Path(args.output) / name)
+    latest = run.latest()
+    command = ["bioflux", "train", "--config", str(args.config)]
+    for item in args.set or []:
+        command += ["--set", item]
+    if Path(args.output) != Path("runs"):
+        command += ["--output", str(args.output)]
+    if Path(args.models) != Path("models"):
+        command += ["--models", str(args.models)]
+    if args.address:
+        command += ["--address", str(args.address)]
+    if args.num_env_runners is not None:
+        command += ["--num-env-runners", str(args.num_env_runners)]
+    command.append("--resume")
+    if latest is None:
+        return f"interrupted before the first checkpoint of {run.root}; start again with: " + (
+            shlex.join(command)
+        )
+    return f"interrupted; last checkpoint {latest}; continue with: {shlex.join(command)}"
 
 
 def _tensorboard(path: Path):

@@ -294,3 +294,51 @@ def test_a_world_that_does_not_fit_the_model_exits_2(args, world, tmp_path):
     )
     assert_one_error_line(out, model, "trained with an 11x11 window (obs_radius 5)", world)
     assert not (tmp_path / "ev").exists()
+
+
+@pytest.mark.parametrize("command", ["view", "serve"])
+def test_a_busy_port_fails_with_one_line_before_claiming_to_serve(
+    command, tmp_path, capsys, monkeypatch
+):
+    import socket
+
+    from bioflux.cli import main
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # serve: a local Ray, the port on this host
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code = main([command, "--models", str(tmp_path), "--port", str(port)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""  # no "live view ... on http://..." / "serving ..." line
+    assert err.strip().splitlines() == [
+        f"bioflux: error: cannot listen on 127.0.0.1:{port}: Address already in use; another "
+        "program uses the port: choose another with --port"
+    ]
+
+
+def test_a_run_still_training_suggests_its_best_checkpoint(tmp_path):
+    from bioflux.artifacts import MODULES_SUBDIR
+
+    run = tmp_path / "runs" / "ppo_demo"
+    for checkpoint in ("best", "iter_000010"):  # no checkpoints/final yet
+        module = run / "checkpoints" / checkpoint / MODULES_SUBDIR / "predator"
+        module.mkdir(parents=True)
+        (module / "module_state.pkl").write_bytes(b"")
+        (module / "class_and_ctor_args.pkl").write_bytes(b"")
+    out = bioflux("evaluate", "--predator", str(run), "--prey", "random", "--episodes", "1")
+    line = assert_one_error_line(out, f"no predator module found under {run}")
+    assert line.endswith(
+        f"the run has no final checkpoint yet: try {run / 'checkpoints' / 'best'} "
+        "(the best checkpoint so far)"
+    ), line
+
+
+def test_a_served_name_without_models_suggests_models(tmp_path):
+    out = bioflux("evaluate", "--predator", "mix", "--prey", "random", "--episodes", "1")
+    assert_one_error_line(
+        out, "'mix' is neither a built-in", "give the models folder with --models"
+    )

@@ -125,3 +125,40 @@ def test_means_come_with_bootstrap_intervals_over_episodes():
     lo, hi = many["predator"]["success_rate_ci95"]
     assert f"[{lo:.3f}, {hi:.3f}]" in table
     json.dumps(many)  # the JSON report holds them
+
+
+def test_evaluate_says_where_it_writes_and_never_overwrites_by_default(tmp_path, monkeypatch):
+    from bioflux.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["evaluate", "--predator", "random", "--prey", "random", "--episodes", "2"]
+    for _ in range(2):
+        assert main(argv) == 0
+    for n, folder in ((1, "outputs/evaluation"), (2, "outputs/evaluation_2")):
+        assert (tmp_path / folder / "evaluation.json").is_file(), n
+    notes = [evaluation.report_folder(None)[1], evaluation.report_folder("mine")[1]]
+    assert notes[0].startswith("writing the report to outputs/evaluation_3/")
+    assert "outputs/evaluation/ holds an earlier one" in notes[0]
+    assert notes[1] == "writing the report to mine/"
+    assert main([*argv, "--out", "outputs/evaluation"]) == 0  # explicit: replaced, and said so
+    assert "replacing" in evaluation.report_folder("outputs/evaluation")[1]
+
+
+def test_the_episode_gif_has_a_caption_a_legend_and_capture_rings(tmp_path):
+    from PIL import Image
+
+    from bioflux.envs.rendering import CAPTURE_COLOUR, annotate
+
+    out = evaluation.record_episode(
+        load_policy("lotka_volterra", "predator"), RandomPolicy(), ENV, tmp_path / "ep.gif", seed=3
+    )
+    gif = Image.open(out["path"])
+    assert min(gif.size) >= 384 // max(ENV.height, ENV.width) * min(ENV.height, ENV.width)
+    band = annotate(np.zeros((8, 8, 3), np.uint8), ["a", "b"]).shape[0] - 8  # caption + legend
+    rings = 0
+    for k in range(gif.n_frames):
+        gif.seek(k)
+        grid = np.asarray(gif.convert("RGB"))[band:]
+        rings += bool((grid == CAPTURE_COLOUR).all(-1).any())
+    assert out["captures"] >= 1 and rings >= 1  # seed 3 captures; each capture is ringed
+    assert gif.n_frames == out["steps"] + 1

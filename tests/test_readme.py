@@ -1,6 +1,8 @@
-"""The README's commands work as written: every ```bash and ```python block, in README order, in
-a temporary copy of the repository, with the venv's ``bin/`` first on ``PATH`` (what ``source
-.venv/bin/activate`` does) and tiny budgets. Each command must exit 0 without a ``Traceback``.
+"""The documented commands work as written: every ```bash and ```python block of the README and
+then of every docs page (in the site's navigation order, ``mkdocs.yml``), in a temporary copy of
+the repository, with the venv's ``bin/`` first on ``PATH`` (what ``source .venv/bin/activate``
+does) and tiny budgets. Each command must exit 0 without a ``Traceback``. A command that a
+page repeats word for word after an earlier one ran is not run twice.
 
 What is not run is listed in ``SKIP`` and what is rewritten in ``SUBSTITUTIONS``, each with
 its reason; ``test_every_skip_and_substitution_is_used`` keeps both tables honest. Beyond the
@@ -22,6 +24,25 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+MKDOCS = REPO / "mkdocs.yml"
+
+
+def _nav_pages(nav) -> list[str]:
+    """The docs pages of a mkdocs ``nav``, in order."""
+    if isinstance(nav, str):
+        return [nav]
+    if isinstance(nav, dict):
+        return [p for v in nav.values() for p in _nav_pages(v)]
+    return [p for item in nav for p in _nav_pages(item)]
+
+
+def documents() -> list[Path]:
+    """The README, then every page of the docs site in navigation order."""
+    import yaml
+
+    nav = yaml.safe_load(MKDOCS.read_text())["nav"]
+    return [README] + [REPO / "docs" / page for page in _nav_pages(nav)]
+
 
 #: Commands not run: pattern (``re.search`` on the command, trailing comment removed) → why.
 SKIP: dict[str, str] = {
@@ -38,15 +59,17 @@ SKIP: dict[str, str] = {
     r"^python benchmarks/": "long benchmarks (minutes each)",
     r"^python -m pytest": "the test suite itself",
     r"^bioflux study\b": "a study trains every approach on several seeds (minutes)",
+    r"resources\.num_gpus_per_learner=1": "needs a GPU (benchmarks/gpu/learner_cuda_graph.sh "
+    "runs it on one)",
+    r"^python examples/": "tests/test_examples.py runs every example on a tiny budget",
 }
-#: SKIP entries that may match nothing (commands the README may or may not show).
-OPTIONAL_SKIPS = {r"^bioflux study\b", r"^bioflux view\b"}
+#: SKIP entries that may match nothing (commands the docs may or may not show).
+OPTIONAL_SKIPS = {r"^bioflux view\b"}
 
 #: Rewrites applied to each command run, in order: (pattern, replacement, why).
 SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (
-        r'^python3 -m venv \.venv && \.venv/bin/pip install -e "\.\[test\]" && '
-        r"\.venv/bin/bioflux demo$",
+        r"^python3 -m venv \.venv && \.venv/bin/pip install -e \. && \.venv/bin/bioflux demo$",
         "bioflux demo",
         "command 1: the venv exists already; run its demo",
     ),
@@ -56,12 +79,13 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
         "continue the 1-iteration demo run by one iteration, not to 60",
     ),
     (
-        r"--config configs/ppo\.yaml",
-        "--config configs/ppo.yaml --set training.train_batch_size=2000 "
+        r"--config (configs/ppo\.yaml|ppo)(?=\s|$)",
+        r"--config \1 --set training.train_batch_size=2000 "
         "--set training.minibatch_size=1000 --set resources.num_env_runners=0",
         "one iteration of the reference experiment takes about a minute on 2 cores",
     ),
     (r"--episodes 100\b", "--episodes 10", "fewer evaluation episodes"),
+    (r"--episodes 50\b", "--episodes 4", "fewer evaluation episodes (reference world)"),
     (r"--seeds 10\b", "--seeds 1 --steps 200", "one short ecology simulation"),
 ]
 
@@ -76,11 +100,13 @@ class Step:
     source: str  # as written in the README
     run: str  # what the test runs
     skip: str | None  # why it is not run
+    doc: str = "README.md"  # the file it comes from
 
     @property
     def id(self) -> str:
         first = re.sub(r"[^A-Za-z0-9.=_-]+", "-", self.source.split("\n")[0])[:48].strip("-")
-        return f"{self.index:02d}-{self.language}-{first}"
+        page = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(self.doc).with_suffix("").as_posix())
+        return f"{self.index:02d}-{page}-{self.language}-{first}"
 
 
 def readme_blocks(text: str) -> list[tuple[str, str]]:
@@ -117,13 +143,20 @@ def rewrite(command: str) -> str:
 
 def steps() -> list[Step]:
     found: list[Step] = []
-    for language, code in readme_blocks(README.read_text()):
-        items = bash_commands(code) if language == "bash" else [code]
-        for item in items:
-            bare = without_comment(item) if language == "bash" else ""
-            skip = next((why for pat, why in SKIP.items() if re.search(pat, bare)), None)
-            run = rewrite(item) if language == "bash" else item
-            found.append(Step(len(found), language, item, run, skip))
+    ran: set[str] = set()
+    for doc in documents():
+        where = doc.relative_to(REPO).as_posix()
+        for language, code in readme_blocks(doc.read_text()):
+            items = bash_commands(code) if language == "bash" else [code]
+            for item in items:
+                bare = without_comment(item) if language == "bash" else ""
+                skip = next((why for pat, why in SKIP.items() if re.search(pat, bare)), None)
+                run = rewrite(item) if language == "bash" else item
+                if skip is None and run in ran:
+                    skip = "the same command ran earlier"
+                if skip is None:
+                    ran.add(run)
+                found.append(Step(len(found), language, item, run, skip, where))
     return found
 
 
@@ -154,11 +187,12 @@ def workdir(tmp_path_factory) -> Path:
     return root
 
 
-def _env() -> dict[str, str]:
+def _env(workdir: Path) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
     env["RAY_ADDRESS"] = ""  # a local Ray, whatever the shell had
-    env.pop("PYTHONPATH", None)
+    # `import bioflux` is the copy's, whichever checkout the venv was installed from
+    env["PYTHONPATH"] = str(workdir)
     return env
 
 
@@ -173,12 +207,15 @@ def _env() -> dict[str, str]:
 )
 def test_readme_command(step: Step, workdir: Path):
     if step.language == "python":
-        script = workdir / f"readme_block_{step.index:02d}.py"
+        # next to the copy, not in it: `ruff check .` (a docs command) lints the copy
+        script = workdir.parent / f"readme_block_{step.index:02d}.py"
         script.write_text(step.run)
-        argv: list[str] | str = [sys.executable, script.name]
+        argv: list[str] | str = [sys.executable, str(script)]
     else:
         argv = ["bash", "-c", f"set -euo pipefail; {step.run}"]
-    out = subprocess.run(argv, cwd=workdir, env=_env(), capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        argv, cwd=workdir, env=_env(workdir), capture_output=True, text=True, timeout=600
+    )
     text = out.stdout + out.stderr
     assert out.returncode == 0, f"{step.run}\nexit {out.returncode}\n{text[-4000:]}"
     assert "Traceback" not in text, f"{step.run}\n{text[-4000:]}"
@@ -194,11 +231,28 @@ def test_every_skip_and_substitution_is_used():
     ran = [s for s in STEPS if not s.skip]
     assert any(s.run.startswith("bioflux demo --set stop.iterations=1") for s in ran)
     assert sum(s.language == "python" for s in ran) >= 2  # the env and ModelInference snippets
+    docs = {s.doc for s in STEPS}
+    assert "README.md" in docs and "docs/training.md" in docs  # the docs pages are read
+
+
+def test_every_docs_page_is_in_the_navigation():
+    """A page outside ``nav`` would be neither in the site's menu nor run by this test."""
+    listed = {d.relative_to(REPO / "docs").as_posix() for d in documents()[1:]}
+    on_disk = {p.relative_to(REPO / "docs").as_posix() for p in (REPO / "docs").rglob("*.md")}
+    assert on_disk == listed
+
+
+def test_command_1_installs_no_test_extras():
+    lines = README.read_text().splitlines()
+    after = lines[lines.index(next(x for x in lines if re.match(r"^# 1\. ", x))) + 2]
+    assert after.startswith("python3 -m venv .venv && .venv/bin/pip install -e . &&"), after
+    assert "[test" not in after
 
 
 def test_command_2_is_what_ci_reads():
     lines = README.read_text().splitlines()
     after = lines[lines.index(next(x for x in lines if re.match(r"^# 2\. ", x))) + 1]
-    assert after == 'python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && ' + (
-        ".venv/bin/python -m pytest"
+    assert after == (
+        'python3 -m venv .venv && .venv/bin/pip install -e ".[test,docs]" && '
+        ".venv/bin/mkdocs build --strict && .venv/bin/python -m pytest"
     )

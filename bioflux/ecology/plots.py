@@ -57,13 +57,16 @@ def _plot_column(
         except RuntimeError:
             fine = None
 
+    # predators on their own (right) axis: ~300 predators under ~5000 prey on one axis would
+    # be a flat line at the bottom
+    ax_r = ax_t.twinx()
     ax_t.plot(s.time, s.prey, "o-", ms=2.5, lw=1, color="tab:green", label="prey")
-    ax_t.plot(s.time, s.predator, "o-", ms=2.5, lw=1, color="tab:red", label="predator")
+    ax_r.plot(s.time, s.predator, "o-", ms=2.5, lw=1, color="tab:red", label="predator")
     if fine is not None and f is not None:
         ax_t.plot(
             fine.time, fine.prey, "--", color="darkgreen", label=f"LV prey R²={f.r2_prey:.2f}"
         )
-        ax_t.plot(
+        ax_r.plot(
             fine.time,
             fine.predator,
             "--",
@@ -74,8 +77,13 @@ def _plot_column(
         ax_t.axvline(e["time"], color="k", ls=":", lw=1)
     ax_t.set_title(f"{title}: populations (period ≈ {st.period:.3g} {s.time_unit}s)")
     ax_t.set_xlabel(s.time_unit)
-    ax_t.set_ylabel("count")
-    ax_t.legend(fontsize=8)
+    ax_t.set_ylabel("prey", color="tab:green")
+    ax_r.set_ylabel("predators", color="tab:red")
+    ax_t.set_ylim(bottom=0)
+    ax_r.set_ylim(bottom=0)
+    handles = ax_t.get_legend_handles_labels()
+    right = ax_r.get_legend_handles_labels()
+    ax_t.legend(handles[0] + right[0], handles[1] + right[1], fontsize=8)
 
     ax_p.plot(s.prey, s.predator, "o-", ms=2.5, lw=0.8, color="tab:blue", alpha=0.7, label="data")
     if fine is not None and f is not None:

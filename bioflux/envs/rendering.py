@@ -44,6 +44,49 @@ def render_rgb(world: BatchedWorld, b: int = 0, cell_pixels: int = 4) -> np.ndar
     return np.repeat(np.repeat(img, cell_pixels, axis=0), cell_pixels, axis=1)
 
 
+#: Colour (RGB) of the ring that marks a capture in annotated frames.
+CAPTURE_COLOUR = (250, 190, 0)
+
+
+def mark_cells(frame: np.ndarray, cells: np.ndarray, cell_pixels: int) -> np.ndarray:
+    """A copy of ``frame`` with a ring (``CAPTURE_COLOUR``) around each ``(row, col)`` cell."""
+    out = frame.copy()
+    c = cell_pixels
+    w = max(1, c // 4)
+    for r, col in np.asarray(cells, dtype=int).reshape(-1, 2):
+        y0, x0 = max(0, r * c - w), max(0, col * c - w)
+        y1, x1 = min(out.shape[0], (r + 1) * c + w), min(out.shape[1], (col + 1) * c + w)
+        out[y0:y1, x0 : x0 + w] = CAPTURE_COLOUR
+        out[y0:y1, x1 - w : x1] = CAPTURE_COLOUR
+        out[y0 : y0 + w, x0:x1] = CAPTURE_COLOUR
+        out[y1 - w : y1, x0:x1] = CAPTURE_COLOUR
+    return out
+
+
+def annotate(frame: np.ndarray, lines: Sequence[str]) -> np.ndarray:
+    """``frame`` under a white band with ``lines`` of text and a colour legend (predator,
+    prey, wall, capture), for GIFs a reader can follow without the docs."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    line_h = 14
+    legend = [("predator", COLOURS["predator"]), ("prey", COLOURS["prey"]),
+              ("wall", COLOURS["wall"]), ("capture", CAPTURE_COLOUR)]  # fmt: skip
+    band = line_h * (len(lines) + 1) + 8
+    width = max(frame.shape[1], 320)
+    img = Image.new("RGB", (width, frame.shape[0] + band), (255, 255, 255))
+    img.paste(Image.fromarray(frame), (0, band))
+    draw = ImageDraw.Draw(img)
+    for i, text in enumerate(lines):
+        draw.text((4, 4 + i * line_h), text, fill=(20, 20, 20), font=font)
+    x, y = 4, 4 + len(lines) * line_h
+    for name, colour in legend:
+        draw.rectangle((x, y + 2, x + 9, y + 11), fill=colour)
+        draw.text((x + 13, y), name, fill=(20, 20, 20), font=font)
+        x += 13 + int(draw.textlength(name, font=font)) + 12
+    return np.asarray(img)
+
+
 def render_ansi(world: BatchedWorld, b: int = 0) -> str:
     """The grid as text, one line per row (see ``ANSI_CHARS``)."""
     chars = np.array(

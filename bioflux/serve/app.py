@@ -76,6 +76,7 @@ from bioflux.serve.schemas import (
     PredictRequest,
 )
 from bioflux.serve.storage import check_form, is_uri
+from bioflux.threads import use_inference_threads
 
 logger = logging.getLogger("ray.serve")
 
@@ -287,6 +288,7 @@ class PolicyServer:
         models_cache: str | None = None,
         reload_interval_s: float = settings.MODEL_RELOAD_INTERVAL_S,
     ):
+        use_inference_threads()  # small-MLP inference: one torch thread (bioflux/threads.py)
         self.inference = ModelInference(models_dir, preload=preload, cache_dir=models_cache)
         threading.Thread(
             target=self._reload_changed_modules, args=(reload_interval_s,), daemon=True

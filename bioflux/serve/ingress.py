@@ -133,7 +133,9 @@ def serve_until_stopped(
         if not local or replicas != 1:
             raise ValueError("--direct-ingress needs a local Ray (no --address) and 1 replica")
         serve_port = enable_direct_ingress(port)
-    ray.init(address=address, include_dashboard=False)
+    from bioflux.ray_session import init_ray
+
+    init_ray(address)  # as training does: the benign Ray notices are dropped everywhere
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -272,12 +272,42 @@ class LiveSessions:
             "windows": windows,
             "worlds": list(settings.LIVE_WORLDS),
             "world_windows": {w: world_config(w).obs_size for w in settings.LIVE_WORLDS},
-            "default_world": settings.LIVE_DEFAULT_WORLD,
-            "default_policies": {s: f"random/{s}" for s in SPECIES},
+            **self._defaults(models),
             "speed": {"default": settings.LIVE_DEFAULT_SPEED, "max": settings.LIVE_MAX_SPEED},
             "max_sessions": self.max_sessions,
             "idle_timeout_s": self.idle_timeout_s,
         }
+
+    @staticmethod
+    def _defaults(models: list[dict[str, Any]]) -> dict[str, Any]:
+        """What the page opens on: per species, a served trained policy when there is one (its
+        shortest name, e.g. ``ppo/predator``: the newest run), else the random built-in; and a
+        packaged world that gives their observation window (the default world when it does)."""
+        chosen: dict[str, str] = {s: f"random/{s}" for s in SPECIES}
+        windows: dict[str, int | None] = {}
+        for species in SPECIES:
+            trained = [
+                m for m in models if m["species"] == species and not m["builtin"] and not m["error"]
+            ]
+            # an exported module before an ensemble, then the shortest name (the newest run)
+            names = sorted(
+                (
+                    (m["run"] is None, len(n), n, m["observation_window"])
+                    for m in trained
+                    for n in (*m["aliases"], m["name"])
+                ),
+            )
+            if names:
+                chosen[species], windows[species] = names[0][2], names[0][3]
+        wanted = {w for w in windows.values() if w is not None}
+        worlds = [settings.LIVE_DEFAULT_WORLD, *settings.LIVE_WORLDS]
+        fits = [w for w in worlds if all(world_config(w).obs_size == x for x in wanted)]
+        if not fits:  # the trained policies need different worlds: show the built-ins
+            return {
+                "default_world": settings.LIVE_DEFAULT_WORLD,
+                "default_policies": {s: f"random/{s}" for s in SPECIES},
+            }
+        return {"default_world": fits[0], "default_policies": chosen}
 
     def _policy(self, species: str, name: Any, cfg: EnvConfig) -> tuple[str, Policy]:
         from bioflux.serve.inference import ModelLoadError, UnknownModelError

@@ -433,36 +433,52 @@ def plot_learning_curves(study: StudyConfig, trials: list[dict[str, Any]], path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import yaml
 
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     for approach, colour in zip(
         study.approaches, plt.rcParams["axes.prop_cycle"].by_key()["color"]
     ):
         curves = []
+        search = False  # a coefficient search: one row per trial, not a learning curve
         for t in trials:
             if t["approach"] != approach:
                 continue
-            rows = RunFolder(Path(t["metrics"]).parent).read_metrics()
+            run = RunFolder(Path(t["metrics"]).parent)
+            if run.config.is_file():
+                saved = yaml.safe_load(run.config.read_text()) or {}
+                search = search or saved.get("algorithm") == "lotka_volterra"
+            rows = run.read_metrics()
             pts = [
                 (r["env_steps"], r["capture_rate"])
                 for r in rows
                 if r.get("capture_rate") is not None
             ]
             if pts:
-                curves.append(np.array(pts, dtype=float))
+                curve = np.array(pts, dtype=float)
+                if search:  # the best trial so far: what the search has found by then
+                    curve[:, 1] = np.maximum.accumulate(curve[:, 1])
+                curves.append(curve)
         if not curves:
             continue
         end = min(c[-1, 0] for c in curves)
         start = max(c[0, 0] for c in curves)
         grid = np.linspace(start, end, 100) if end > start else np.array([end])
         ys = np.array([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
-        ax.plot(grid, ys.mean(0), color=colour, lw=2, label=f"{approach} ({len(curves)} seeds)")
+        what = "search: best trial so far" if search else "self-play"
+        label = f"{approach} ({what}; {len(curves)} seeds)"
+        ax.plot(grid, ys.mean(0), color=colour, lw=2, label=label)
         ax.fill_between(grid, ys.min(0), ys.max(0), color=colour, alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel("capture rate during training")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    ax.set_title(f"{study.name}: mean over seeds, band min to max")
+    ax.set_title(
+        f"{study.name}: capture rate during training, mean over seeds (band: min to max)\n"
+        "self-play: both species learn at once, so a flat line can hide learning; what each "
+        "learned is\nin the evaluation against random opponents (study.md)",
+        fontsize=9,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -122,3 +122,22 @@ def test_the_serve_app_and_the_cli_carry_the_live_view():
     assert {"/", "/v1/live/options", "/v1/live/ws"} <= paths
     args = build_parser().parse_args(["view", "--models", "m"])
     assert (args.host, args.port) == (settings.HOST, settings.VIEW_PORT)
+
+
+def test_the_page_opens_on_random_policies_without_trained_models(live):
+    opts = live.options()
+    assert opts["default_world"] == settings.LIVE_DEFAULT_WORLD
+    assert opts["default_policies"] == {"predator": "random/predator", "prey": "random/prey"}
+
+
+def test_the_page_opens_on_a_served_trained_model_in_a_world_it_fits(models_dir):
+    sessions = LiveSessions(ModelInference(models_dir), max_sessions=2, idle_timeout_s=60)
+    opts = sessions.options()
+    assert opts["default_policies"] == {"predator": "ppo/predator", "prey": "ppo/prey"}
+    window = opts["windows"]["ppo/predator"]
+    assert opts["world_windows"][opts["default_world"]] == window
+    session = sessions.create(  # what the page asks for on load
+        {"world": opts["default_world"], **opts["default_policies"], "seed": "0"}
+    )
+    played = session.reset_frame()["policies"]  # the full names the aliases resolve to
+    assert played["predator"].startswith("ppo/predator@") and played["prey"].startswith("ppo/prey@")

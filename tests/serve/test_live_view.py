@@ -3,8 +3,10 @@ app (``bioflux view``'s app, uvicorn in a thread) with built-in policies.
 
 Needs Debian's ``chromium`` and ``chromium-driver``: installed here with apt when missing and
 running as root (``.ci/run`` installs them in CI), else the test is skipped with the reason.
-``BIOFLUX_LIVE_SCREENSHOT=docs/live_view.png`` also copies the screenshot there (for the
-README); otherwise it only goes to a temporary folder.
+``BIOFLUX_LIVE_SCREENSHOT=docs/images/live_view_inspect.png`` (the page running, an agent
+inspected) and ``BIOFLUX_LIVE_ONLOAD_SCREENSHOT=docs/images/live_view_on_load.png`` (the page
+as it loads) also copy the screenshots there, for the docs; otherwise they only go to a
+temporary folder.
 """
 
 from __future__ import annotations
@@ -147,6 +149,8 @@ def test_the_live_view_streams_plots_and_explains(browser, view_url, tmp_path):
     driver = browser
     driver.get(view_url)
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#prey option"), what="options")
+    # the page shows a world on load; its first frame sets the seed field, so wait for it
+    _wait(driver, lambda d: d.execute_script("return window.bioflux.frame"), what="first frame")
     driver.execute_script(
         "document.getElementById('predator').value = 'lotka_volterra/predator';"
         "document.getElementById('seed').value = '7';"
@@ -220,8 +224,35 @@ def test_the_page_shows_bad_parameters(browser, view_url):
     driver = browser
     driver.get(view_url)
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#prey option"), what="options")
+    # the page shows a world on load; its first frame sets the seed field, so wait for it
+    _wait(driver, lambda d: d.execute_script("return window.bioflux.frame"), what="first frame")
     driver.execute_script("document.getElementById('seed').value = '-1'")
     driver.find_element(By.ID, "start").click()
     error = _wait(driver, lambda d: d.find_element(By.ID, "error").text, what="error message")
     assert "seed=-1 is out of range" in error
     assert driver.find_element(By.ID, "pause").get_property("disabled")
+
+
+def test_the_page_shows_a_world_on_load(browser, view_url, tmp_path):
+    """No click: the default world appears, paused on its first frame, with its counters."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(view_url)
+    _wait(driver, lambda d: d.execute_script("return window.bioflux.frame"), what="first frame")
+    stats = driver.execute_script(CANVAS_STATS)
+    assert stats["red"] > 0 and stats["green"] > 0  # predators and prey on the grid
+    assert driver.find_element(By.ID, "status").text.startswith(
+        "ppo: 100×100, random/predator vs random/prey"
+    )
+    assert int(driver.find_element(By.ID, "stat-prey").text) == 100
+    assert driver.find_element(By.ID, "pause").text == "Play"  # paused until asked
+    frames = driver.execute_script("return window.bioflux.frames")
+    time.sleep(0.5)
+    assert driver.execute_script("return window.bioflux.frames") == frames
+    shot = tmp_path / "live_view_on_load.png"
+    assert driver.save_screenshot(str(shot))
+    target = os.environ.get("BIOFLUX_LIVE_ONLOAD_SCREENSHOT")
+    if target:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, target)

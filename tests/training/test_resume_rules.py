@@ -93,7 +93,7 @@ def test_an_unreadable_checkpoint_is_refused_untouched(fixed_run, tmp_path):
     assert folder_hashes(tmp_path) == before  # no config.yaml, metrics or models written
 
 
-def test_a_finished_run_continues_to_a_raised_stop(fixed_run):
+def test_a_finished_run_continues_to_a_raised_stop(fixed_run, monkeypatch):
     """Runs last in this module: it extends the shared run to 3 iterations."""
     root, tiny, _ = fixed_run
     run = root / "runs" / "tiny"
@@ -112,10 +112,17 @@ def test_a_finished_run_continues_to_a_raised_stop(fixed_run):
     assert json.loads((final / "predator" / "bioflux.json").read_text())["iteration"] == 3
     assert sorted(p.name for p in final.iterdir()) == ["predator"]
 
-    # the same stop again: nothing to train, said so, metrics unchanged
+    # the same stop again: nothing to train, said so before Ray starts, metrics unchanged
+    def no_ray(*_args, **_kwargs):
+        raise AssertionError("a finished run started Ray")
+
+    monkeypatch.setattr(training, "init_ray", no_ray)
     lines.clear()
-    training.train(exp, output=root / "runs", models=root / "models", resume=True, log=lines.append)
-    assert any("nothing to train" in line for line in lines), lines
+    again = training.train(
+        exp, output=root / "runs", models=root / "models", resume=True, log=lines.append
+    )
+    assert len(lines) == 1 and "nothing to train" in lines[0], lines
+    assert again["iterations"] == 3 and again["models"] == summary["models"]
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in rows] == [1, 2, 3]
 

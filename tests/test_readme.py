@@ -62,6 +62,8 @@ SKIP: dict[str, str] = {
     r"resources\.num_gpus_per_learner=1": "needs a GPU (benchmarks/gpu/learner_cuda_graph.sh "
     "runs it on one)",
     r"^python examples/": "tests/test_examples.py runs every example on a tiny budget",
+    r"--config ppo_gpu\b": "needs a CUDA GPU (benchmarks/gpu/gpu_world.sh runs it on one)",
+    r"^bash benchmarks/gpu/": "runs on a GPU machine (the device recipe)",
 }
 #: SKIP entries that may match nothing (commands the docs may or may not show).
 OPTIONAL_SKIPS = {r"^bioflux view\b"}

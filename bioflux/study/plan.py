@@ -63,7 +63,8 @@ def _plan_trial(study_json: dict[str, Any], label: str, iterations: int, root: s
     wall = time.perf_counter() - t0
     rows = RunFolder(Path(root) / "runs" / exp.name).read_metrics()
     model = summary["models"]["final"]
-    episodes = 2
+    # one batch of worlds, as cross-play plays them (``run_episodes``: up to 16 at once)
+    episodes = min(16, study.evaluation.episodes)
     t0 = time.perf_counter()
     run_episodes(
         load_policy(model, "predator"),

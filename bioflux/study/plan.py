@@ -1,14 +1,15 @@
 """``bioflux study --plan``: what a study will cost on this machine, before it runs.
 
 For every approach, one short trial on the study's first seed: ``--plan-iterations``
-training iterations (the first one also builds the algorithm) in a Ray task with the trial's
-own CPU and GPU share, one approach at a time, so the timings are not shared with anything
-else. From them:
+training iterations, after the iterations an off-policy approach samples before it learns
+(``learning_starts``), in a Ray task with the trial's own CPU and GPU share, one approach at
+a time, so the timings are not shared with anything else. From them:
 
-- **time per trial** = the setup (everything but the iterations) + the iterations the budget
-  needs × the median time of an iteration after the first. For an ``episodes`` budget, the
-  env steps it needs are the episodes × the mean episode length seen (the step limit when no
-  episode ended during the plan; episodes that end earlier make that an overestimate);
+- **time per trial** = the setup (everything but the iterations) + the warm-up iterations as
+  timed + the other iterations the budget needs × the median time of a learning iteration.
+  For an ``episodes`` budget, the env steps it needs are the episodes × the mean episode
+  length seen (the step limit when no episode ended during the plan; episodes that end
+  earlier make that an overestimate);
 - **peak memory per trial** = the trial process's peak RSS (its EnvRunners, if any, are
   other processes and are not counted);
 - **trials in total**: the trials scheduled greedily, in the study's order, on as many slots
@@ -44,6 +45,8 @@ def _plan_trial(study_json: dict[str, Any], label: str, iterations: int, root: s
 
     study = StudyConfig(**study_json)
     exp = study.experiment(label, study.seeds[0])
+    warmup = warmup_iterations(exp)
+    iterations += warmup
     exp = exp.model_copy(
         update={
             "stop": exp.stop.model_copy(
@@ -75,7 +78,22 @@ def _plan_trial(study_json: dict[str, Any], label: str, iterations: int, root: s
     )
     episode_s = (time.perf_counter() - t0) / episodes
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux -> GB
-    return {"wall_s": wall, "rows": rows, "episode_s": episode_s, "peak_rss_gb": peak}
+    return {
+        "wall_s": wall,
+        "rows": rows,
+        "warmup": warmup,
+        "episode_s": episode_s,
+        "peak_rss_gb": peak,
+    }
+
+
+def warmup_iterations(exp: Any) -> int:
+    """Iterations an off-policy approach samples before it learns (``learning_starts`` over
+    the env steps an iteration samples): their time is not a learning iteration's."""
+    p = exp.params
+    starts = getattr(p, "learning_starts", 0) or 0
+    per = getattr(p, "env_steps_per_iteration", None) or getattr(p, "steps_per_iteration", None)
+    return math.ceil(starts / per) if starts and per else 0
 
 
 def _trial_estimate(study: StudyConfig, label: str, measured: dict[str, Any]) -> dict[str, Any]:
@@ -86,8 +104,11 @@ def _trial_estimate(study: StudyConfig, label: str, measured: dict[str, Any]) ->
         r.get("iteration_time_s") or (t - (total[i - 1] if i else 0.0))
         for i, (r, t) in enumerate(zip(rows, total))
     ]
-    per_iteration = statistics.median(times[1:] if len(times) > 1 else times)
+    warm = measured.get("warmup", 0)
+    learning = times[max(1, warm) :] or times[-1:]  # after the first and the warm-up ones
+    per_iteration = statistics.median(learning)
     setup = max(0.0, measured["wall_s"] - sum(times))
+    warm_s = sum(times[:warm])
     steps_per_iteration = rows[-1]["env_steps"] / len(rows)
     budget = study.budget
     if budget.env_steps is not None:
@@ -109,11 +130,12 @@ def _trial_estimate(study: StudyConfig, label: str, measured: dict[str, Any]) ->
         iterations = min(iterations, cap)
     return {
         "approach": label,
+        "warmup_iterations": warm,
         "setup_s": round(setup, 1),
         "s_per_iteration": round(per_iteration, 3),
         "env_steps_per_iteration": round(steps_per_iteration),
         "iterations": iterations,
-        "trial_s": round(setup + iterations * per_iteration, 1),
+        "trial_s": round(setup + warm_s + max(0, iterations - warm) * per_iteration, 1),
         "peak_rss_gb": round(measured["peak_rss_gb"], 2),
         "eval_episode_s": round(measured["episode_s"], 3),
     }

@@ -7,9 +7,14 @@ Every statistic says what it is over:
   approach's result depends on its training seed (n/a with one seed);
 - **std across episodes**: the std of the per-episode values, pooled over seeds — how much one
   episode varies;
-- **95% CI**: a t-interval over the per-seed means, ``mean ± t(0.975, n − 1) · sd / √n``
-  with ``n`` seeds (with one seed, e.g. a baseline, which has no training seed: the t-interval
-  over that seed's episodes);
+- **95% CI**: a t-interval over the per-seed means with the episodes' sampling error added,
+  ``mean ± t(0.975, n − 1) · √(sd² / n + s_e² / m)`` with ``n`` seeds, ``sd`` the std of the
+  per-seed means, ``s_e²`` the mean within-seed episode variance and ``m`` episodes per seed
+  (with one seed, e.g. a baseline, which has no training seed: the t-interval over that
+  seed's episodes). Every seed plays the same evaluation episodes (one evaluation seed), so
+  their sampling error is common to all seeds and does not average out over them: without
+  the second term, a player whose policy is the same on every seed (the Lotka–Volterra
+  prey keeps its default coefficients) would get a zero-width interval;
 - **the verdict's difference**: the leader's mean minus the runner-up's, with the paired
   t-interval over the per-seed differences of episode means (seed ``i`` of each player, which
   played the same evaluation episodes). A lead holds when that interval excludes 0 **and**
@@ -19,12 +24,14 @@ Every statistic says what it is over:
 
 Why t-intervals over per-seed means, not the two-level bootstrap this report used before:
 what a study claims is about a new training seed, so the unit of replication is the seed.
-The per-seed means are independent draws whose variance already holds both levels
-(seed-to-seed ``σ_s²`` plus episode noise ``σ_e² / m``), so Student's t over them is exact for
-normal per-seed means at any number of seeds ≥ 2, and close for the mildly skewed means of
-50+ episodes. The bootstrap is not: with ``n`` seeds it sees at most ``C(2n − 1, n)``
-distinct seed draws and its variance is biased by ``(n − 1) / n``, so with 2–5 seeds its
-percentile interval is too narrow (simulated coverage of a nominal 95% interval: 0.66 with 2
+Were the per-seed means independent draws, their variance would already hold both levels
+(seed-to-seed ``σ_s²`` plus episode noise ``σ_e² / m``) and Student's t over them would be
+exact for normal per-seed means at any number of seeds ≥ 2; the shared evaluation episodes
+make the episode noise common to the seeds, hence the added ``s_e² / m`` (conservative: at
+most a factor √2 wider when the episodes are in fact independent). The bootstrap is not
+valid here: with ``n`` seeds it sees at most ``C(2n − 1, n)`` distinct seed draws and its
+variance is biased by ``(n − 1) / n``, so with 2–5 seeds its percentile interval is too
+narrow (simulated coverage of a nominal 95% interval: 0.66 with 2
 seeds at seed sd 0.10, episode sd 0.2). A hierarchical model would also be valid but needs a
 prior on ``σ_s`` that 3–5 seeds cannot inform, and a sampler in the report. The t-interval's
 coverage is checked by ``tests/study/test_interval_coverage.py`` on simulated studies with
@@ -84,6 +91,17 @@ def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def seeds_interval(per_seed: list[np.ndarray], level: float = 0.95) -> tuple[float, float]:
+    """The t-interval over per-seed means widened by the shared episodes' sampling error
+    (module docstring): ``mean ± t(n − 1) · √(sd² / n + s_e² / m)``."""
+    means = np.array([np.mean(v) for v in per_seed])
+    n = len(means)
+    within = float(np.mean([np.var(v, ddof=1) / len(v) for v in per_seed if len(v) > 1] or [0]))
+    se = np.sqrt(float(means.var(ddof=1)) / n + within)
+    half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * se
+    return float(means.mean()) - half, float(means.mean()) + half
+
+
 @dataclass(frozen=True)
 class Stat:
     mean: float
@@ -104,7 +122,7 @@ class Stat:
             mean=float(means.mean()),
             std_seeds=float(means.std(ddof=1)) if len(means) > 1 else None,
             std_episodes=float(pooled.std()),
-            ci=t_interval(means) if len(means) > 1 else t_interval(per_seed[0]),
+            ci=seeds_interval(per_seed) if len(means) > 1 else t_interval(per_seed[0]),
             seeds=len(per_seed),
             episodes=len(pooled),
             per_seed=tuple(per_seed),
@@ -120,7 +138,9 @@ class Stat:
             "std_across_seeds": self.std_seeds,
             "std_across_episodes": self.std_episodes,
             "ci95": list(self.ci),
-            "ci_method": "t over per-seed means" if self.seeds > 1 else "t over episodes",
+            "ci_method": "t over per-seed means, plus the shared episodes' error"
+            if self.seeds > 1
+            else "t over episodes",
             "seeds": self.seeds,
             "episodes": self.episodes,
         }

@@ -109,8 +109,13 @@ def test_stat_definitions_on_a_hand_built_case():
     assert s.std_episodes == pytest.approx(np.std([1, 3, 5, 7, 9]))
     lo, hi = bootstrap_ci(seeds)
     assert 1.0 <= lo < s.mean < hi <= 9.0
-    half = 12.706 * np.std([2.0, 7.0], ddof=1) / np.sqrt(2)  # t(0.975, 1 df) over seed means
+    # t(0.975, 1 df) over the seed means, with the shared episodes' error added
+    within = np.mean([np.var([1.0, 3.0], ddof=1) / 2, np.var([5.0, 7.0, 9.0], ddof=1) / 3])
+    half = 12.706 * np.sqrt(np.var([2.0, 7.0], ddof=1) / 2 + within)
     assert s.ci == pytest.approx((s.mean - half, s.mean + half), rel=1e-4)
+    # a policy that is the same on every seed: the episodes' error, not a zero-width interval
+    same_policy = Stat.of([np.array([0.0, 1.0, 0.0, 1.0])] * 3)
+    assert same_policy.std_seeds == 0 and same_policy.ci[1] - same_policy.ci[0] > 0.5
     same = [np.full(10, 0.5), np.full(10, 0.5)]
     assert bootstrap_ci(same) == pytest.approx((0.5, 0.5))
 

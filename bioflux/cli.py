@@ -250,6 +250,15 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         help="Ray workers that sample, 0 = the driver (default: the config's "
         "resources.num_env_runners)",
     )
+    train.add_argument(
+        "--init-from",
+        action="append",
+        default=[],
+        metavar="[SPECIES=]PATH",
+        help="start the modules from a trained model (an exported model, run folder or "
+        "checkpoint): PATH for every species, or species=PATH (repeatable); the same as "
+        "--set training.init_from=...",
+    )
     train.set_defaults(func=_cmd_train)
 
 
@@ -257,6 +266,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from bioflux import config, training
 
     _require_at_least("--num-env-runners", args.num_env_runners, 0)
+    if args.init_from:  # a --set, so the resume command Ctrl-C prints carries it too
+        from bioflux.transfer import parse_init_from
+
+        args.set = [*args.set, f"training.init_from={json.dumps(parse_init_from(args.init_from))}"]
     exp = config.load(args.config, args.set)  # validated before Ray starts
     _check_ray_reachable(args.address)
     try:

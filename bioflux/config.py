@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from bioflux.envs.config import EnvConfig
+from bioflux.envs.config import SPECIES, EnvConfig
 
 
 class ConfigError(ValueError):
@@ -121,7 +121,16 @@ class Experiment(_Section):
         """The algorithm's validated hyper-parameters."""
         from bioflux.algorithms import get_algorithm
 
-        return get_algorithm(self.algorithm).Params(**self.training)
+        training = {k: v for k, v in self.training.items() if k != "init_from"}
+        return get_algorithm(self.algorithm).Params(**training)
+
+    @property
+    def init_from(self) -> dict[str, str]:
+        """``training.init_from`` as ``{species: path}`` (``bioflux.transfer``); a plain path
+        names every species."""
+        from bioflux.transfer import init_from_spec
+
+        return init_from_spec(self.training.get("init_from"), list(SPECIES))
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -166,6 +175,10 @@ def validate(data: dict[str, Any], source: str = "config") -> Experiment:
         exp.params  # noqa: B018 - validates the training section
     except ValidationError as err:
         raise ConfigError(f"{source}: " + _describe(err, prefix="training")) from None
+    try:
+        exp.init_from  # noqa: B018 - validates training.init_from
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
     return exp
 
 

@@ -22,6 +22,7 @@ first use, so importing this module does not import Ray Serve.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import shutil
 import time
@@ -41,6 +42,8 @@ from bioflux.ray_session import init_ray
 #: the stop criteria (raise them to continue a finished run), where it runs (e.g. more
 #: EnvRunners on a cluster), checkpointing and evaluation settings.
 RESUMABLE_SECTIONS = ("stop", "resources", "checkpoint", "evaluation")
+#: a run's lineage: where its modules started (``bioflux.transfer``), written once at its start
+INIT_FROM_FILE = "init_from.json"
 
 #: Keys of each metrics.jsonl row. ``predator_return``, ``prey_return``, ``capture_rate``,
 #: ``first_capture_step`` and ``episode_length`` are windowed means over the last
@@ -380,6 +383,14 @@ def train(
                 ) from err
             rows = [r for r in run.read_metrics() if r["iteration"] <= algo.iteration]
             log(f"resumed {run.root} from {latest.name} at iteration {algo.iteration}")
+        elif exp.init_from:  # a new run that starts from trained modules (bioflux.transfer)
+            from bioflux.transfer import initialize_modules
+
+            lineage = initialize_modules(algo, exp.init_from, exp.algorithm)
+            run.root.mkdir(parents=True, exist_ok=True)
+            (run.root / INIT_FROM_FILE).write_text(json.dumps(lineage, indent=2))
+            for s, line in lineage.items():
+                log(f"{s} starts from {line['module']} ({line['tensors_copied']} tensors)")
         elif resume:
             log(f"nothing to resume in {run.root}: starting a new run")
         # validated (and restored): from here on the run folder is ours to change
@@ -432,9 +443,12 @@ def train(
         if started_ray:
             ray.shutdown()
 
+    lineage_file = run.root / INIT_FROM_FILE
+    lineage = json.loads(lineage_file.read_text()) if lineage_file.is_file() else None
     meta = {
         "algorithm": exp.algorithm,
         "run": exp.name,
+        **({"init_from": lineage} if lineage else {}),
         "env": exp.env_config.to_dict(),
         "observation": "flattened (row, col, channel) window, see predator_prey_v0",
         "iteration": rows[-1]["iteration"] if rows else None,
@@ -471,6 +485,7 @@ def train(
         "env_runner_nodes": runner_nodes,
         "learner_devices": devices,
         "trained_species": species,
+        "init_from": lineage,
         "checkpoints": {
             "final": str(run.checkpoints / "final"),
             "best": str(run.checkpoints / "best"),

@@ -51,6 +51,7 @@ the verdict and the cross-play, and have no training cost of their own.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +60,7 @@ from typing import Any
 import numpy as np
 from scipy import stats as scipy_stats
 
+from bioflux.algorithms import get_algorithm
 from bioflux.artifacts import RunFolder, StudyFolder
 from bioflux.envs.config import SPECIES
 from bioflux.study.config import StudyConfig
@@ -167,7 +169,11 @@ def species_stats(
                     )
                     for p in members
                 ]
-                per_metric[metric] = Stat.of(per_seed)
+                stat = Stat.of(per_seed)
+                if metric == "success rate":  # a rate: its interval stays within [0, 1]
+                    lo, hi = stat.ci
+                    stat = dataclasses.replace(stat, ci=(max(0.0, lo), min(1.0, hi)))
+                per_metric[metric] = stat
             out[approach][species] = per_metric
     return out
 
@@ -453,7 +459,6 @@ def plot_learning_curves(study: StudyConfig, trials: list[dict[str, Any]], path:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import yaml
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
     for approach, colour in zip(
@@ -465,9 +470,8 @@ def plot_learning_curves(study: StudyConfig, trials: list[dict[str, Any]], path:
             if t["approach"] != approach:
                 continue
             run = RunFolder(Path(t["metrics"]).parent)
-            if run.config.is_file():
-                saved = yaml.safe_load(run.config.read_text()) or {}
-                search = search or saved.get("algorithm") == "lotka_volterra"
+            # a plug-in that trains itself (the coefficient search) reports one row per trial
+            search = search or not get_algorithm(t["algorithm"]).trains_through_rllib
             rows = run.read_metrics()
             pts = [
                 (r["env_steps"], r["capture_rate"])

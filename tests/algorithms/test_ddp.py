@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from bioflux import config
-from bioflux.algorithms import columnar_ppo
+from bioflux.algorithms.ppo import algorithm as columnar_ppo
 from bioflux.algorithms.ppo import build_config
-from bioflux.algorithms.ppo_learner import minibatch_plan
+from bioflux.algorithms.ppo.learner import minibatch_plan
 from tests.conftest import TINY
 
 

@@ -33,8 +33,8 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.evaluation.postprocessing import Postprocessing
 
 from bioflux import config
-from bioflux.algorithms.columnar_ppo import train_batch
 from bioflux.algorithms.ppo import build_config
+from bioflux.algorithms.ppo.algorithm import train_batch
 from tests.conftest import TINY
 
 CLIP, VF_CLIP, KL_COEFF = 0.2, 0.5, 0.5

@@ -16,7 +16,7 @@ from ray.rllib.core.columns import Columns
 
 from bioflux import config
 from bioflux.algorithms.ppo import build_config
-from bioflux.algorithms.ppo_learner import minibatch_plan
+from bioflux.algorithms.ppo.learner import minibatch_plan
 from tests.conftest import TINY
 
 

@@ -39,7 +39,12 @@ def model(tmp_path_factory):
 
 
 def _notes(out: subprocess.CompletedProcess) -> list[str]:
-    return [line for line in out.stderr.splitlines() if line.startswith("bioflux: ")]
+    """The world notes (``evaluate`` also says where its report goes: not one of them)."""
+    return [
+        line
+        for line in out.stderr.splitlines()
+        if line.startswith("bioflux: ") and "the report" not in line
+    ]
 
 
 def test_evaluate_defaults_to_the_models_world(model, tmp_path):

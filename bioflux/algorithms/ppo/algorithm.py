@@ -58,6 +58,8 @@ from ray.rllib.utils.metrics import (
     TIMERS,
 )
 
+from bioflux.envs.config import SPECIES
+
 _AHEAD = "sample_ahead"
 
 
@@ -152,24 +154,7 @@ class ColumnarPPO(PPO):
             shared["num_total_minibatches"] = shared_minibatch_count(
                 batch, cfg.num_learners, cfg.num_epochs, cfg.minibatch_size
             )
-        with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-            learner_results = self.learner_group.update(
-                batch=batch,
-                timesteps={
-                    NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
-                        (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
-                    ),
-                    NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
-                        (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME),
-                        default=0,
-                    ),
-                },
-                num_epochs=cfg.num_epochs,
-                minibatch_size=cfg.minibatch_size,
-                shuffle_batch_per_epoch=cfg.shuffle_batch_per_epoch,
-                **shared,
-            )
-            self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        learner_results = self._update(batch, **shared)
         with self.metrics.log_time((TIMERS, SYNCH_WORKER_WEIGHTS_TIMER)):
             modules = set(learner_results[0].keys()) - {ALL_MODULES}
             runners.sync_weights(
@@ -194,7 +179,7 @@ class ColumnarPPO(PPO):
                 gamma=float(cfg.gamma),
                 lambda_=float(cfg.lambda_),
                 seed=sampler_rng_seed(cfg.seed),
-                train_species=tuple(cfg.policies_to_train or ()),
+                train_species=tuple(cfg.policies_to_train or SPECIES),
                 episodes_window=cfg.metrics_num_episodes_for_smoothing,
             )
         sampler = self._device_sampler
@@ -203,6 +188,11 @@ class ColumnarPPO(PPO):
             self.metrics.aggregate([sampler.get_metrics()], key=ENV_RUNNER_RESULTS)
         if not batch.policy_batches:
             return
+        self._update(batch)  # the sampler acts with the learner's own modules: no sync
+
+    def _update(self, batch: MultiAgentBatch, **shared: Any) -> list[dict[str, Any]]:
+        """One learner update on ``batch`` (``num_epochs`` × minibatches), logged."""
+        cfg = self.config
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             learner_results = self.learner_group.update(
                 batch=batch,
@@ -210,12 +200,18 @@ class ColumnarPPO(PPO):
                     NUM_ENV_STEPS_SAMPLED_LIFETIME: self.metrics.peek(
                         (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME)
                     ),
+                    NUM_MODULE_STEPS_TRAINED_LIFETIME: self.metrics.peek(
+                        (LEARNER_RESULTS, ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME),
+                        default=0,
+                    ),
                 },
                 num_epochs=cfg.num_epochs,
                 minibatch_size=cfg.minibatch_size,
                 shuffle_batch_per_epoch=cfg.shuffle_batch_per_epoch,
+                **shared,
             )
             self.metrics.aggregate(learner_results, key=LEARNER_RESULTS)
+        return learner_results
 
 
 class ColumnarPPOConfig(AgentRowMinibatchPPOConfig):

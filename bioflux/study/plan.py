@@ -172,11 +172,13 @@ def plan_study(
 
     from bioflux.artifacts import init_ray
     from bioflux.study.crossplay import players
+    from bioflux.study.trials import check_trial_fits
 
     if iterations < 2:
         raise ValueError(f"--plan-iterations={iterations} is out of range; allowed: >= 2")
     started = init_ray(address, log_to_driver=False)
     try:
+        check_trial_fits(study)
         r = study.resources
         task = ray.remote(max_calls=1)(_plan_trial).options(
             num_cpus=r.cpus_per_trial,

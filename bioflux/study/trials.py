@@ -73,6 +73,22 @@ def trial_resources(study: StudyConfig):
     return tune.PlacementGroupFactory([trial] + [{"CPU": 1.0}] * r.env_runners_per_trial)
 
 
+def check_trial_fits(study: StudyConfig) -> None:
+    """Refuse, in one line, a trial that no node of the running Ray cluster could hold: Tune
+    (and a plan trial's EnvRunners) would otherwise wait for the CPUs forever."""
+    import ray
+
+    r = study.resources
+    need = r.cpus_per_trial + r.env_runners_per_trial
+    have = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]), default=0.0)
+    if need > have:
+        raise ValueError(
+            f"resources: one trial needs {need:g} CPUs (cpus_per_trial {r.cpus_per_trial:g} + "
+            f"env_runners_per_trial {r.env_runners_per_trial}) and the largest node has "
+            f"{have:g}; lower them, e.g. --set resources.env_runners_per_trial=0"
+        )
+
+
 def _progress(total: int, done_before: int, log: Callable[[str], None]):
     """One line per trial event: done/running counts and the study's elapsed time."""
     from ray import tune
@@ -136,6 +152,7 @@ def run_trials(
         import ray
 
         try:
+            check_trial_fits(study)
             space = {
                 "trial": tune.grid_search([{"approach": a, "seed": s} for a, s in pending]),
                 "study": study.model_dump(mode="json"),

@@ -72,8 +72,10 @@ def test_critic_input_masks_dead_agents():
 
 
 def test_split_first_layer_critic_equals_the_critic_on_critic_input():
-    """critic_q (shared state term once per transition) = q(critic_input(...)): same values,
-    same gradients for the critic's weights and for the joint action (the actor's path)."""
+    """critic_q (state and joint-action terms once per transition) = q(critic_input(...)):
+    same values, same gradients for the critic's weights; the actor's form (each agent's own
+    slot replaced by its differentiable action) equals the concatenated critic on that joint
+    action, with the same gradient for the actions and none for the critic."""
     torch.manual_seed(0)
     T, N, S, D, slots = 16, 6, 30, 8, torch.tensor([2, 3, 5])
     K = len(slots)
@@ -81,35 +83,73 @@ def test_split_first_layer_critic_equals_the_critic_on_critic_input():
     state, own = torch.randn(T, S), torch.randn(T, K, D)
     alive = (torch.rand(T, N) > 0.3).float()
     actions = torch.nn.functional.one_hot(torch.randint(0, 5, (T, N)), 5).float()
-    joint = actions[:, None].expand(T, K, N, 5).clone().requires_grad_(True)
+    weights = torch.randn(T, K, generator=torch.Generator().manual_seed(1))
 
-    def grads(out):
+    def grads(out, *inputs):
         q.zero_grad()
-        joint.grad = None
-        (out * torch.randn(T, K, generator=torch.Generator().manual_seed(1))).sum().backward()
-        return [p.grad.clone() for p in q.parameters()] + [joint.grad.clone()]
+        for x in inputs:
+            x.grad = None
+        (out * weights).sum().backward()
+        return [p.grad.clone() for p in q.parameters()] + [x.grad.clone() for x in inputs]
 
-    reference = q(critic_input(state, joint, alive, slots, own)).squeeze(-1)
-    split = critic_q(q, state, joint, alive, slots, own)
+    expanded = actions[:, None].expand(T, K, N, 5)
+    reference = q(critic_input(state, expanded, alive, slots, own)).squeeze(-1)
+    split = critic_q(q, state, actions, alive, slots, own)
     assert split.shape == (T, K)
     torch.testing.assert_close(split, reference, rtol=1e-5, atol=1e-6)
-    reference_grads = grads(reference)
-    for a, b in zip(grads(split), reference_grads, strict=True):
+    for a, b in zip(grads(split), grads(reference), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    # the actor loss's form: the critic's context, detached, with the critic frozen: the same
-    # values and joint-action gradient, and nothing for the critic's weights
+    # the actor loss's form: soft own actions in their own slots, the critic frozen
+    soft = torch.softmax(torch.randn(T, K, 5), -1).requires_grad_(True)
+    eye = torch.eye(N)[slots][None, :, :, None]  # (1, K, N, 1)
+    swapped = expanded * (1 - eye) + eye * soft[:, :, None, :]
+    dense = q(critic_input(state, swapped, alive, slots, own)).squeeze(-1)
+    dense_soft_grad = grads(dense, soft)[-1]
     context = critic_context(q, state, alive, slots, own)
-    q.zero_grad()
-    joint.grad = None
     q.requires_grad_(False)
-    actor_form = critic_q_in_context(q, context.detach(), joint, alive)
+    actor_form = critic_q_in_context(q, context.detach(), actions, alive, soft, slots)
     q.requires_grad_(True)
-    torch.testing.assert_close(actor_form, reference, rtol=1e-5, atol=1e-6)
-    (actor_form * torch.randn(T, K, generator=torch.Generator().manual_seed(1))).sum().backward()
+    torch.testing.assert_close(actor_form, dense, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(actor_form, split)  # the swap reaches the output
+    q.zero_grad()
+    soft.grad = None
+    (actor_form * weights).sum().backward()
     assert all(p.grad is None for p in q.parameters())
-    torch.testing.assert_close(joint.grad, reference_grads[-1], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(soft.grad, dense_soft_grad, rtol=1e-5, atol=1e-6)
     alive[:, 3] = 1 - alive[:, 3]  # the alive mask reaches the shared term: the output moves
-    assert not torch.allclose(critic_q(q, state, joint, alive, slots, own), split)
+    assert not torch.allclose(critic_q(q, state, actions, alive, slots, own), split)
+
+
+def test_pooled_state_critic_has_the_same_width_on_any_grid_and_counts_per_region():
+    from bioflux.algorithms.maddpg.modules import StatePooling
+    from bioflux.algorithms.maddpg.params import Params, critic_state_mode
+
+    widths = []
+    for side in (40, 100):
+        exp = config.validate(
+            maddpg_config(critic_state="pooled", critic_state_grid=4)
+            | {"env": {**TINY["env"], "height": side, "width": side}}
+        )
+        spec = get_algorithm("maddpg").build_config(exp).rl_module_spec.rl_module_specs
+        critic = spec["predator_critic"].build()
+        widths.append(critic.q[0].in_features)
+        # its forward on critic_input rows pools the state block
+        raw = spec["predator_critic"].observation_space.shape[0]
+        x = torch.rand(3, raw)
+        o = critic.obs_dim
+        pooled = critic.state_encoder(x[:, o : o + side * side * 3])
+        rows = torch.cat([x[:, :o], pooled, x[:, o + side * side * 3 :]], -1)
+        torch.testing.assert_close(critic({"obs": x})["q"], critic.q(rows).squeeze(-1))
+    assert widths[0] == widths[1]
+    # region sums: one predator in the top-left region, two prey in the bottom-right one
+    state = torch.zeros(1, 8, 8, 3)
+    state[0, 1, 1, 1] = 1.0
+    state[0, 6, 7, 2] = 2.0
+    features = StatePooling(8, 8, 2)(state.reshape(1, -1)).reshape(3, 2, 2)
+    assert features[1, 0, 0] == 1.0 and features[2, 1, 1] == 2.0 and features.sum() == 3.0
+    assert critic_state_mode(Params(), 24 * 24 * 3) == "flat"
+    assert critic_state_mode(Params(), 100 * 100 * 3) == "pooled"
+    assert critic_state_mode(Params(critic_state="flat"), 100 * 100 * 3) == "flat"
 
 
 def test_the_critic_spec_is_as_wide_as_critic_input(algo):

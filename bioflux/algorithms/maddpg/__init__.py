@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bioflux.algorithms.common import RLlibPlugin
-from bioflux.algorithms.maddpg.params import MODEL_KEYS, Params
+from bioflux.algorithms.maddpg.params import MODEL_KEYS, Params, critic_state_mode
 from bioflux.envs.config import N_ACTIONS, SPECIES
 
 if TYPE_CHECKING:
@@ -60,7 +60,15 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
     obs_dim = env.obs_size**2 * len(OBS_CHANNELS)
     obs_space = gymnasium.spaces.Box(0.0, np.inf, (obs_dim,), np.float32)
     act_space = gymnasium.spaces.Discrete(N_ACTIONS)
-    critic_dim = critic_input_dim(obs_dim, env.height * env.width * 3, env.n_agents_max)
+    state_size = env.height * env.width * 3
+    critic_dim = critic_input_dim(obs_dim, state_size, env.n_agents_max)
+    critic_model: dict = {"hidden": p.critic_hidden}
+    if critic_state_mode(p, state_size) == "pooled":
+        critic_model.update(
+            obs_dim=obs_dim,
+            state_shape=[env.height, env.width],
+            state_grid=p.critic_state_grid,
+        )
     critic_space = gymnasium.spaces.Box(-np.inf, np.inf, (critic_dim,), np.float32)
     specs = {}
     for s in SPECIES:
@@ -75,7 +83,7 @@ def build_config(exp: Experiment) -> AlgorithmConfig:
             observation_space=critic_space,
             action_space=act_space,
             learner_only=True,
-            model_config={"hidden": p.critic_hidden},
+            model_config=critic_model,
         )
     return (
         with_env_and_resources(MADDPGConfig(), exp, JointTransitionEnvRunner)

@@ -77,17 +77,15 @@ class MADDPGTorchLearner(TorchLearner):
         losses = {}
         for species, idx in slots.items():
             critic = self.module[critic_id(species)]
-            K = obs[species].shape[1]
             # critic
-            context = critic_context(critic.q, b["state"], alive, idx, obs[species])  # (T,K,H)
-            q = critic_q_in_context(
-                critic.q, context, onehot[:, None].expand(T, K, N, N_ACTIONS), alive
-            )  # (T, K)
+            state = critic.encode_state(b["state"])
+            context = critic_context(critic.q, state, alive, idx, obs[species])  # (T,K,H)
+            q = critic_q_in_context(critic.q, context, onehot, alive)  # (T, K)
             with torch.no_grad():
                 q_next = critic_q(
                     critic.q_target,
-                    b["next_state"],
-                    next_onehot[:, None].expand(T, K, N, N_ACTIONS),
+                    critic.encode_state(b["next_state"]),
+                    next_onehot,
                     next_alive,
                     idx,
                     next_obs[species],
@@ -104,10 +102,8 @@ class MADDPGTorchLearner(TorchLearner):
             actor = self.module[species]
             logits = actor.pi(obs[species])  # (T, K, N_ACTIONS)
             soft = F.gumbel_softmax(logits, tau=cfg.gumbel_temperature, hard=True)
-            eye = torch.eye(N, device=onehot.device)[idx][None, :, :, None]  # (1, K, N, 1)
-            joint = onehot[:, None] * (1 - eye) + eye * soft[:, :, None, :]
             critic.q.requires_grad_(False)
-            q_pi = critic_q_in_context(critic.q, context.detach(), joint, alive)
+            q_pi = critic_q_in_context(critic.q, context.detach(), onehot, alive, soft, idx)
             critic.q.requires_grad_(True)
             reg = cfg.logit_penalty * (logits**2).mean(-1)
             losses[species] = ((-q_pi + reg) * mask).sum() / denom

@@ -9,7 +9,9 @@
   which one is ``i``, so without ``o_i`` the critic cannot tell where ``i`` stands), the global
   state ``s`` (flattened ``state()``), the joint action ``a`` (one-hot per slot, zero for
   absent agents), the alive mask ``m`` over all slots, and ``i``'s slot one-hot ``e_i``.
-  Fixed-size slots plus the mask handle deaths and births. Holds ``q_target``.
+  Fixed-size slots plus the mask handle deaths and births. Holds ``q_target``. The state
+  enters either flat or through ``StatePooling`` (``Params.critic_state``), which keeps the
+  critic's size fixed as the grid grows.
 """
 
 from __future__ import annotations
@@ -57,17 +59,53 @@ class GumbelActorModule(TorchRLModule):
         return {Columns.ACTION_DIST_INPUTS: self.pi(batch[Columns.OBS])}
 
 
+class StatePooling(nn.Module):
+    """Flattened global states ``(T, H·W·3)`` → ``(T, 3·grid²)``: each channel (walls,
+    predators, prey) summed over a ``grid × grid`` partition of the world (adaptive average
+    pooling times the mean region's area). Its width does not depend on the world's size, so
+    neither does the critic's first layer; the agent's own observation keeps the local detail."""
+
+    def __init__(self, height: int, width: int, grid: int):
+        super().__init__()
+        self.height, self.width = height, width
+        self.pool = nn.AdaptiveAvgPool2d(grid)
+        self.area = height * width / grid**2
+        self.out_dim = 3 * grid * grid
+
+    def forward(self, state: torch.Tensor) -> torch.Tensor:
+        x = state.reshape(-1, self.height, self.width, 3).permute(0, 3, 1, 2)
+        return self.pool(x).flatten(1) * self.area
+
+
 class CentralCriticModule(TorchRLModule):
-    """Centralised critic; ``model_config``: ``hidden``. Input size = observation_space."""
+    """Centralised critic. Input (``observation_space``): ``critic_input``'s rows with the
+    raw flattened state. ``model_config``: ``hidden``; for a pooled state also ``obs_dim``,
+    ``state_shape`` ``[H, W]`` and ``state_grid``."""
 
     def setup(self) -> None:
-        hidden = list((self.model_config or {}).get("hidden", [128, 128]))
-        self.q = mlp([int(self.observation_space.shape[0]), *hidden, 1])
+        cfg = self.model_config or {}
+        hidden = list(cfg.get("hidden", [128, 128]))
+        width = int(self.observation_space.shape[0])
+        self.state_encoder: StatePooling | None = None
+        if cfg.get("state_shape"):
+            h, w = cfg["state_shape"]
+            self.obs_dim, self.state_size = int(cfg["obs_dim"]), h * w * 3
+            self.state_encoder = StatePooling(h, w, int(cfg["state_grid"]))
+            width += self.state_encoder.out_dim - self.state_size
+        self.q = mlp([width, *hidden, 1])
         self.q_target = copy.deepcopy(self.q)
         self.q_target.requires_grad_(False)
 
+    def encode_state(self, state: torch.Tensor) -> torch.Tensor:
+        """The state as the first layer reads it: itself (flat) or pooled."""
+        return state if self.state_encoder is None else self.state_encoder(state)
+
     def _forward(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        return {"q": self.q(batch[Columns.OBS]).squeeze(-1)}
+        x = batch[Columns.OBS]
+        if self.state_encoder is not None:
+            o, s = self.obs_dim, self.state_size
+            x = torch.cat([x[:, :o], self.encode_state(x[:, o : o + s]), x[:, o + s :]], -1)
+        return {"q": self.q(x).squeeze(-1)}
 
 
 def critic_input_dim(obs_dim: int, state_dim: int, n_slots: int) -> int:
@@ -111,14 +149,15 @@ def critic_q(
     slots: torch.Tensor | slice,
     own_obs: torch.Tensor,
 ) -> torch.Tensor:
-    """``q(critic_input(...)).squeeze(-1)``, (T, K), without building ``critic_input``.
+    """``q(critic_input(...)).squeeze(-1)``, (T, K), for one joint action per transition
+    (``joint_onehot`` (T, N, N_ACTIONS)), without building ``critic_input``.
 
-    The first layer is linear, so it splits by input block: ``W x = W_s s + W_m m`` (the same
-    for every agent of a transition, computed once per transition) ``+ W_o o_i + W_e e_i`` (per
-    agent, without the action: ``critic_context``) ``+ W_a a`` (``critic_q_in_context``). The
-    global state is most of the input (3 values per cell), so this skips repeating it, and its
-    product, for each of the K agents evaluated: ~K× fewer FLOPs in the layer that dominates the
-    critic's cost. Same parameters and result as the concatenated form.
+    The first layer is linear, so it splits by input block: ``W x = W_s s + W_m m + W_a a``
+    (the same for every agent of a transition, computed once per transition) ``+ W_o o_i +
+    W_e e_i`` (per agent). The state and the joint action are most of the input, so this skips
+    repeating them, and their products, for each of the K agents evaluated: ~K× fewer FLOPs in
+    the layer that dominates the critic's cost. Same parameters and result as the
+    concatenated form.
     """
     context = critic_context(q, state, alive, slots, own_obs)
     return critic_q_in_context(q, context, joint_onehot, alive)
@@ -143,10 +182,25 @@ def critic_context(
 
 
 def critic_q_in_context(
-    q: nn.Sequential, context: torch.Tensor, joint_onehot: torch.Tensor, alive: torch.Tensor
+    q: nn.Sequential,
+    context: torch.Tensor,
+    joint_onehot: torch.Tensor,
+    alive: torch.Tensor,
+    own_actions: torch.Tensor | None = None,
+    slots: torch.Tensor | slice | None = None,
 ) -> torch.Tensor:
-    """``critic_q`` from its ``critic_context`` and the joint actions, (T, K)."""
-    T, K, N, _ = joint_onehot.shape
-    w_act = q[0].weight[:, -(N * N_ACTIONS + 2 * N) : -2 * N]  # a, before the last blocks m, e_i
-    joint = (joint_onehot * alive[:, None, :, None]).reshape(T, K, N * N_ACTIONS)
-    return q[1:](context + F.linear(joint, w_act)).squeeze(-1)
+    """``critic_q`` from its ``critic_context`` and the joint action ``joint_onehot``
+    (T, N, N_ACTIONS), (T, K).
+
+    With ``own_actions`` (T, K, N_ACTIONS), agent ``k`` (slot ``slots[k]``) is evaluated with
+    its own slot's action replaced by ``own_actions[:, k]`` (the actor loss's differentiable
+    action): the joint term is shared, plus ``W_a[slot k] (own_k − a_k)`` per agent."""
+    T, N, A = joint_onehot.shape
+    w_act = q[0].weight[:, -(N * A + 2 * N) : -2 * N]  # a, before the last blocks m, e_i
+    joint = (joint_onehot * alive[..., None]).reshape(T, N * A)
+    pre = context + F.linear(joint, w_act)[:, None]
+    if own_actions is not None:
+        w_own = w_act.reshape(-1, N, A)[:, slots]  # (H, K, A)
+        delta = (own_actions - joint_onehot[:, slots]) * alive[:, slots, None]
+        pre = pre + torch.einsum("tka,hka->tkh", delta, w_own)
+    return q[1:](pre).squeeze(-1)

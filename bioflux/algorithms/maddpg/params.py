@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -24,7 +26,30 @@ class Params(BaseModel):
     grad_clip: float = Field(10.0, gt=0, description="gradient-norm clip per optimizer")
     actor_hidden: list[int] = Field([128, 128], description="actor MLP layer sizes")
     critic_hidden: list[int] = Field([256, 256], description="critic MLP layer sizes")
+    critic_state: Literal["auto", "flat", "pooled"] = Field(
+        "auto",
+        description=(
+            "how the critics read the global state (H×W×3): 'flat' feeds every cell to the "
+            "first layer, whose width then grows with the grid (30,000 inputs on 100×100); "
+            "'pooled' sums each channel over a critic_state_grid × critic_state_grid partition "
+            "of the world, a fixed width whatever its size; "
+            "'auto': flat up to 4,096 state values (about 36×36), pooled above"
+        ),
+    )
+    critic_state_grid: int = Field(16, ge=1, description="pooled state: regions per side")
 
 
 #: ``Params`` fields that configure the module specs rather than the ``AlgorithmConfig``.
-MODEL_KEYS: frozenset[str] = frozenset({"actor_hidden", "critic_hidden"})
+MODEL_KEYS: frozenset[str] = frozenset(
+    {"actor_hidden", "critic_hidden", "critic_state", "critic_state_grid"}
+)
+
+#: ``critic_state: auto`` pools the state above this many values (3 per cell).
+AUTO_POOLED_ABOVE = 4096
+
+
+def critic_state_mode(params: Params, state_size: int) -> str:
+    """``flat`` or ``pooled``: ``params.critic_state`` with ``auto`` resolved for the world."""
+    if params.critic_state != "auto":
+        return params.critic_state
+    return "pooled" if state_size > AUTO_POOLED_ABOVE else "flat"

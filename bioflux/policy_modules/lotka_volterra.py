@@ -76,7 +76,7 @@ class LotkaVolterraModule(RLModule):
         self.coefficients = {k: float(cfg.get(k, DEFAULTS[k])) for k in COEFFICIENTS}
         self.species = cfg.get("species")
         self.greedy = bool(cfg.get("greedy", False))
-        self._weights: dict[int, torch.Tensor] = {}
+        self._weights: dict[tuple[int, torch.device], torch.Tensor] = {}
 
     # -- the rule ---------------------------------------------------------------
     def _window(self, obs: Any) -> torch.Tensor:
@@ -90,15 +90,16 @@ class LotkaVolterraModule(RLModule):
         """Each drive per action, ``(B, N_ACTIONS)``, for ``(B, S, S, 4)`` or flattened
         observations."""
         o = self._window(obs)
-        side = o.shape[1]
-        if side not in self._weights:
-            self._weights[side] = direction_weights(side)
-        w = self._weights[side]
+        side, dev = o.shape[1], o.device
+        if (side, dev) not in self._weights:
+            self._weights[side, dev] = direction_weights(side).to(dev)
+        w = self._weights[side, dev]
+        opposite = _OPPOSITE.to(dev)
         x = torch.einsum("bij,aij->ba", o[..., 2], w)  # prey per direction
         y = torch.einsum("bij,aij->ba", o[..., 1], w)  # predators per direction
         energy = o[:, side // 2, side // 2, 3]
         c = self.coefficients
-        moves = torch.ones(N_ACTIONS)
+        moves = torch.ones(N_ACTIONS, device=dev)
         moves[0] = 0.0
         is_predator = (
             torch.full_like(energy, self.species == "predator", dtype=torch.bool)
@@ -106,9 +107,9 @@ class LotkaVolterraModule(RLModule):
             else energy > 0
         )
         hunger = (1.0 - energy).clamp(0, 1)[:, None]
-        pursuit = c["delta"] * (1 + hunger) * (x - x[:, _OPPOSITE])
+        pursuit = c["delta"] * (1 + hunger) * (x - x[:, opposite])
         search = c["gamma"] * hunger * moves
-        flight = c["beta"] * (y[:, _OPPOSITE] - y)
+        flight = c["beta"] * (y[:, opposite] - y)
         dispersal = c["alpha"] * moves / (1 + x)
         zero = torch.zeros_like(x)
         p = is_predator[:, None]

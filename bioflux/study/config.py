@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -84,6 +84,12 @@ class Budget(_Section):
 class StudyEvaluation(_Section):
     episodes: int = Field(100, ge=1, description="episodes per (predator, prey) pairing")
     seed: int = Field(900_001, ge=0, description="episode seed shared by every pairing")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto",
+        description="where cross-play runs: 'cpu' (the numpy core, 16 worlds at a time), "
+        "'cuda' (the torch core: each pairing's episodes at once, world and policies on the "
+        "GPU; bioflux.device_rollout), 'auto': cuda when the driver sees a GPU",
+    )
 
 
 class StudyResources(_Section):

@@ -16,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bioflux.config import ConfigError, trained_env
+from bioflux.device_rollout import evaluation_device, run_episodes_on_device
 from bioflux.ensembles import EnsembleError, EnsembleSpec, build_ensemble
 from bioflux.envs.config import SPECIES, EnvConfig
 from bioflux.evaluation import run_episodes
@@ -138,14 +139,16 @@ def cross_play(
         f"cross-play: {len(everyone)} predators x {len(everyone)} prey, "
         f"{study.evaluation.episodes} episodes each, seed {study.evaluation.seed}"
     )
+    device = evaluation_device(study.evaluation.device)
+    if device is not None:
+        log(f"cross-play on {device}: each pairing's episodes at once (bioflux.device_rollout)")
     out: dict[tuple[str, str], EpisodeArrays] = {}
     for pred, prey in tqdm(pairs, desc="cross-play", disable=not progress):
-        records = run_episodes(
-            loaded[(pred.key, "predator")],
-            loaded[(prey.key, "prey")],
-            env,
-            study.evaluation.episodes,
-            seed=study.evaluation.seed,
-        )
+        policies = loaded[(pred.key, "predator")], loaded[(prey.key, "prey")]
+        ev = study.evaluation
+        if device is None:
+            records = run_episodes(*policies, env, ev.episodes, seed=ev.seed)
+        else:
+            records = run_episodes_on_device(*policies, env, ev.episodes, ev.seed, device)
         out[(pred.key, prey.key)] = EpisodeArrays.of(records)
     return out

@@ -16,7 +16,8 @@ a time, so the timings are not shared with anything else. From them:
   as run at once: ``max_concurrent``, or as the cluster's CPUs (and GPUs, with
   ``gpus_per_trial``) allow;
 - **cross-play**: the mean time of an evaluation episode (each approach's plan model
-  against itself) × the episodes every pairing plays.
+  against itself) × the episodes every pairing plays; on a GPU (``evaluation.device``), the
+  time of one pairing's episodes played at once, timed in this process after a warm-up.
 
 Nothing is written to the study folder: ``bioflux study`` then starts as usual.
 """
@@ -84,6 +85,7 @@ def _plan_trial(study_json: dict[str, Any], label: str, iterations: int, root: s
         "warmup": warmup,
         "episode_s": episode_s,
         "peak_rss_gb": peak,
+        "model": str(model),
     }
 
 
@@ -141,6 +143,21 @@ def _trial_estimate(study: StudyConfig, label: str, measured: dict[str, Any]) ->
     }
 
 
+def _device_episode_s(study: StudyConfig, label: str, model: str) -> float:
+    """Seconds per episode of one cross-play pairing on the GPU (every episode at once), after
+    one warm-up pairing."""
+    from bioflux.device_rollout import evaluation_device, run_episodes_on_device
+    from bioflux.policies import load_policy
+
+    ev, env = study.evaluation, study.experiment(label, study.seeds[0]).env_config
+    policies = load_policy(model, "predator"), load_policy(model, "prey")
+    device = evaluation_device(ev.device)
+    run_episodes_on_device(*policies, env, ev.episodes, ev.seed, device)
+    t0 = time.perf_counter()
+    run_episodes_on_device(*policies, env, ev.episodes, ev.seed, device)
+    return (time.perf_counter() - t0) / ev.episodes
+
+
 def _slots(study: StudyConfig) -> int:
     import ray
 
@@ -171,6 +188,7 @@ def plan_study(
     import ray
 
     from bioflux.artifacts import init_ray
+    from bioflux.device_rollout import evaluation_device
     from bioflux.study.crossplay import players
     from bioflux.study.trials import check_trial_fits
 
@@ -186,12 +204,15 @@ def plan_study(
             max_retries=0,  # max_calls=1 above: a fresh process per approach (its peak RSS)
         )
         per_approach = {}
+        device = evaluation_device(study.evaluation.device)
         with tempfile.TemporaryDirectory(prefix="bioflux-plan-") as root:
             for label in study.approaches:
                 log(f"plan: timing {iterations} iterations of {label} ...")
                 measured = ray.get(
                     task.remote(study.model_dump(mode="json"), label, iterations, root)
                 )
+                if device is not None:  # cross-play runs in this process, on its GPU
+                    measured["episode_s"] = _device_episode_s(study, label, measured["model"])
                 per_approach[label] = _trial_estimate(study, label, measured)
         slots = _slots(study)
     finally:

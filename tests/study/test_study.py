@@ -375,3 +375,27 @@ def test_plan_times_every_approach_and_writes_nothing(ray_session, study_file, t
     assert plan["total_s"] >= plan["trials_s"]
     assert "total: ~" in plan_table(plan)
     assert not (tmp_path / "out").exists() and not (study_file.parent / "tiny_study").exists()
+
+
+def test_crossplay_on_the_torch_core_plays_every_player(finished, monkeypatch):
+    """evaluation.device's path (``bioflux.device_rollout``; here on the CPU, which ``auto``
+    never picks): every pairing, ensembles included (their probabilities cross to the host),
+    plays its episodes; an ensemble of copies of ppo still plays exactly as ppo."""
+    import torch
+
+    from bioflux.study import crossplay
+
+    _, path, doc, _ = finished
+    study = load_study(path)
+    models = {(t["approach"], t["seed"]): t["model"] for t in doc["trials"]}
+    everyone = crossplay.players(study, models)
+    monkeypatch.setattr(crossplay, "evaluation_device", lambda choice: torch.device("cpu"))
+    lines: list[str] = []
+    out = crossplay.cross_play(study, everyone, progress=False, log=lines.append)
+    assert any("cross-play on cpu" in line for line in lines)
+    assert len(out) == len(everyone) ** 2
+    episodes = study.evaluation.episodes
+    assert all(len(arrays.capture_rate) == episodes for arrays in out.values())
+    for other in ("random", "lotka_volterra/s0"):
+        assert out["ppo_twice/s0", other].to_dict() == out["ppo/s0", other].to_dict(), other
+    assert out["lotka_volterra/s0", "random"].to_dict() != out["ppo/s0", "random"].to_dict()

@@ -1,10 +1,11 @@
 """The MADDPG learner alone: milliseconds and FLOPs per gradient step on the study's world.
 
-Run: ``python benchmarks/maddpg_update.py [--num-gpus-per-learner 1] [--batch-size 128]``.
-Prints one JSON object.
+Run: ``python benchmarks/maddpg_update.py [--num-gpus-per-learner 1] [--batch-size 128]
+[--world study] [--critic-state flat]``. Prints one JSON object.
 
 It builds ``configs/maddpg.yaml``'s algorithm on ``configs/study_demo.yaml``'s world (24×24,
-2 predators, 10 prey), samples until the joint replay holds ``--replay`` transitions, then
+2 predators, 10 prey; ``--world study``: the reference world, 100×100, 20 + 100), samples
+until the joint replay holds ``--replay`` transitions, then
 times ``update_joint`` on replayed batches of ``--batch-size`` transitions: one gradient step
 for both species' actors and critics plus the soft target updates. "ms_per_step" is the median,
 over ``--repeats`` passes, of a pass's wall time per step (a pass = ``--steps`` steps in one
@@ -28,13 +29,14 @@ from bioflux import config
 from bioflux.algorithms import get_algorithm
 
 
-def build(batch_size: int, gpus: float, seed: int):
-    study_world = config.read_sections(config.resolve_path("study_demo"))["env"]
+def build(batch_size: int, gpus: float, seed: int, world: str, critic_state: str):
+    study_world = config.read_sections(config.resolve_path(world))["env"]
     exp = config.load(
         "maddpg",
         [
             f"env={json.dumps(study_world)}",
             f"training.batch_size={batch_size}",
+            f"training.critic_state={critic_state}",
             f"resources.num_gpus_per_learner={gpus}",
             "resources.num_env_runners=0",
             f"seed={seed}",
@@ -51,10 +53,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8, help="timed passes")
     parser.add_argument("--num-gpus-per-learner", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--world", default="study_demo", help="the world of this study config (study: 100×100)"
+    )
+    parser.add_argument("--critic-state", default="auto", choices=["auto", "flat", "pooled"])
     args = parser.parse_args()
     ray.init(include_dashboard=False, log_to_driver=False, num_gpus=torch.cuda.device_count())
     try:
-        algo = build(args.batch_size, args.num_gpus_per_learner, args.seed)
+        algo = build(
+            args.batch_size, args.num_gpus_per_learner, args.seed, args.world, args.critic_state
+        )
         while len(algo.replay) < args.replay:
             algo.train()
         learner = algo.learner_group._learner
@@ -80,6 +88,8 @@ def main() -> None:
                     "device": device,
                     "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
                 },
+                "world": args.world,
+                "critic_state": args.critic_state,
                 "batch_size": args.batch_size,
                 "ms_per_step": round(statistics.median(per_step) * 1e3, 2),
                 "ms_per_step_min": round(min(per_step) * 1e3, 2),

@@ -336,10 +336,26 @@ def train(
     address: str | None = None,
     num_env_runners: int | None = None,
     log: Callable[[str], None] = print,
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``exp`` to its stop criteria; returns the summary (also written to summary.json)."""
+    """Train ``exp`` to its stop criteria; returns the summary (also written to summary.json).
+
+    An experiment with ``stages`` trains its curriculum (``bioflux.curriculum``). ``on_row``
+    is called with the run's metrics rows after each iteration (and once after a resume)."""
     from bioflux.algorithms import get_algorithm
 
+    if exp.stages:
+        from bioflux.curriculum import train_curriculum
+
+        return train_curriculum(
+            exp,
+            output=output,
+            models=models,
+            resume=resume,
+            address=address,
+            num_env_runners=num_env_runners,
+            log=log,
+        )
     exp.env_config.require_agent_identity("training")  # before Ray starts
     plugin = get_algorithm(exp.algorithm)
     if not plugin.trains_through_rllib:  # a SelfTrainingPlugin (the coefficient search)
@@ -397,6 +413,8 @@ def train(
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
         run.write_metrics(rows)
+        if on_row is not None:
+            on_row(rows)
         runner_nodes = env_runner_nodes(algo)
         devices = learner_devices(algo)
         if devices:
@@ -421,6 +439,8 @@ def train(
             row = iteration_row(result, rows, time.perf_counter() - t0)
             rows.append(row)
             run.append_metrics(row)
+            if on_row is not None:
+                on_row(rows)
             log(format_row(row, exp.stop.iterations))
             if writer is not None:
                 for k, v in row.items():
@@ -503,8 +523,10 @@ def interrupted(args: Any, name: str) -> str:
     run and the command that continues it (``args``: the train command's parsed options)."""
     import shlex
 
+    from bioflux.curriculum import latest_checkpoint
+
     run = RunFolder(Path(args.output) / name)
-    latest = run.latest()
+    latest = latest_checkpoint(run.root)  # a curriculum's: the newest of any stage
     command = ["bioflux", "train", "--config", str(args.config)]
     for item in args.set or []:
         command += ["--set", item]

@@ -74,7 +74,7 @@ def check_stages(exp: Any) -> None:
     if twice:
         raise ValueError(f"stages: stage names must differ; {twice} appear more than once")
     radius = None
-    for i, (name, stage) in enumerate(zip(names, exp.stages), start=1):
+    for i, name in enumerate(names, start=1):
         try:
             env = EnvConfig.from_kwargs(stage_env(exp, i - 1))
         except ValueError as err:
@@ -241,8 +241,11 @@ def train_curriculum(
     best = last.get("best") or {}
     if (last_run.checkpoints / "best" / MODULES_SUBDIR).is_dir():
         best_iteration = next(
-            (r["iteration"] for r in rows if r["stage"] == len(names)
-             and r["stage_iteration"] == best.get("iteration")),
+            (
+                r["iteration"]
+                for r in rows
+                if r["stage"] == len(names) and r["stage_iteration"] == best.get("iteration")
+            ),
             None,
         )
         exports["best"] = training._export(

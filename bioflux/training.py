@@ -234,6 +234,8 @@ def _normalized(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if prefix == "stages" and isinstance(data, list):  # a curriculum: stages.N.key
+        data = {str(i): stage for i, stage in enumerate(data, start=1)}
     if not isinstance(data, Mapping):
         return {prefix: data}
     flat: dict[str, Any] = {}
@@ -242,14 +244,21 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _resumable(key: str) -> bool:
+    parts = key.split(".")
+    # a curriculum stage's stop (stages.N.stop...) may change like the top-level stop
+    return parts[0] in RESUMABLE_SECTIONS or (parts[0] == "stages" and parts[2:3] == ["stop"])
+
+
 def config_differences(saved: Mapping[str, Any], exp: Experiment) -> dict[str, tuple[Any, Any]]:
     """Dotted keys whose value differs between a run's saved config and ``exp`` (``RESUMABLE_
-    SECTIONS`` left out) → (saved value, new value); a missing key reads as ``None``."""
+    SECTIONS`` and curriculum stages' ``stop`` left out) → (saved value, new value); a missing
+    key reads as ``None``."""
     old, new = _flatten(_normalized(saved)), _flatten(_normalized(exp.to_dict()))
     return {
         key: (old.get(key), new.get(key))
         for key in sorted(set(old) | set(new))
-        if key.split(".")[0] not in RESUMABLE_SECTIONS and old.get(key) != new.get(key)
+        if not _resumable(key) and old.get(key) != new.get(key)
     }
 
 
@@ -278,9 +287,9 @@ def check_resume(run: RunFolder, exp: Experiment) -> None:
         changes = "; ".join(f"{k}: {shown(a)} -> {shown(b)}" for k, (a, b) in diff.items())
         raise ValueError(
             f"cannot resume {run.root}: the config differs from the run's config.yaml in "
-            f"{', '.join(diff)} ({changes}); only {', '.join(RESUMABLE_SECTIONS)} may change "
-            "on --resume: resume with the run's config, or start a new run under another name or "
-            "output folder"
+            f"{', '.join(diff)} ({changes}); only {', '.join(RESUMABLE_SECTIONS)} (and a "
+            "stage's stop) may change on --resume: resume with the run's config, or start a new "
+            "run under another name or output folder"
         )
 
 

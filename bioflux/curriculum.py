@@ -162,11 +162,12 @@ def train_curriculum(
         log(f"nothing to resume in {run.root}: starting a new run")
     if num_env_runners is not None:
         exp.resources.num_env_runners = num_env_runners
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
 
     def init_from(index: int) -> str | None:
-        return None if index == 0 else str(stage_runs[index - 1].checkpoints / "final")
+        # absolute: a resume given the output folder another way still names the same one
+        if index == 0:
+            return None
+        return str((stage_runs[index - 1].checkpoints / "final").resolve())
 
     stage_exps = [stage_experiment(exp, i, init_from(i)) for i in range(len(names))]
     pending = [
@@ -174,6 +175,17 @@ def train_curriculum(
         for i, (r, e) in enumerate(zip(stage_runs, stage_exps))
         if training.finished_summary(r, e, stage_models) is None
     ]
+    later = [j for j in range(min(pending, default=len(names)) + 1, len(names))]
+    started_later = [names[j] for j in later if stage_runs[j].latest() is not None]
+    if started_later:  # its weights would no longer be the ones the later stages started from
+        first = pending[0]
+        raise ValueError(
+            f"cannot resume {run.root}: stage {first + 1} ({names[first]}) would train again "
+            f"but {', '.join(started_later)} already started from its weights; raise only the "
+            "stop of the last stage that started, or start a new run"
+        )
+    run.root.mkdir(parents=True, exist_ok=True)  # checked: from here on the folder is ours
+    run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
     started_ray = init_ray(address) if pending else False
     summaries: list[dict[str, Any]] = []
     try:

@@ -90,7 +90,7 @@ def test_each_stage_starts_from_the_previous_stages_final_weights(curriculum_run
     assert len(started) == 2  # stage 1 starts fresh; stages 2 and 3 from the stage before
     for before, start in zip(("small", "short"), started):
         final = stages / before / "checkpoints" / "final"
-        assert set(start["init_from"].values()) == {str(final)}
+        assert set(start["init_from"].values()) == {str(final.resolve())}
         for species in ("predator", "prey"):
             want = _module_state(final / "learner_group" / "learner" / "rl_module", species)
             for where in ("learner", "runner"):
@@ -282,6 +282,10 @@ def test_a_curriculum_interrupted_in_stage_2_resumes_there_and_goes_on(tmp_path)
     summary = json.loads((runs / "killed/summary.json").read_text())
     assert [s["iterations"] for s in summary["curriculum"]] == [2, done + 2, 1]
     assert (models / "ppo/killed/final/predator/bioflux.json").is_file()
+    # raising an earlier stage's stop now would leave the later stages' start stale: refused
+    cfg["stages"][0]["stop"] = {"iterations": 3}
+    with pytest.raises(ValueError, match=r"stage 1 \(small\) would train again but short, wide"):
+        training.train(config.validate(cfg), output=runs, models=models, resume=True)
 
 
 def test_evaluate_shows_where_each_module_started(curriculum_run, tmp_path, capsys):
@@ -299,11 +303,13 @@ def test_evaluate_shows_where_each_module_started(curriculum_run, tmp_path, caps
         "(max_steps=7; 1 it) -> wide (width=14, n_prey=6; 1 it)" in printed
     )
     small = root / "runs/curric/stages/small/checkpoints/final"
-    assert f"- prey module: from {small} (run small, ppo, " in printed
+    assert f"- prey module: from {small.resolve()} (run small, ppo, " in printed
     report = json.loads((out / "evaluation.json").read_text())[0]["lineage"]
     assert report["predator"]["run"] == "curric" and report["predator"]["init_from"] is None
     assert [s["name"] for s in report["predator"]["curriculum"]] == ["small", "short", "wide"]
-    assert report["prey"]["run"] == "short" and report["prey"]["init_from"]["path"] == str(small)
+    assert report["prey"]["run"] == "short" and report["prey"]["init_from"]["path"] == str(
+        small.resolve()
+    )
     assert "- prey module: from" in (out / "evaluation.md").read_text()
 
 

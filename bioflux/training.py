@@ -354,8 +354,6 @@ def train(
     from bioflux.algorithms import get_algorithm
 
     if exp.stages:
-        from bioflux.curriculum import train_curriculum
-
         return train_curriculum(
             exp,
             output=output,
@@ -518,6 +516,201 @@ def train(
         "checkpoints": {
             "final": str(run.checkpoints / "final"),
             "best": str(run.checkpoints / "best"),
+        },
+        "models": exports,
+        "learning_curves": str(run.curves),
+        "metrics": str(run.metrics),
+    }
+    run.write_summary(summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------- curricula
+def stage_experiment(exp: Any, index: int, init_from: str | None) -> Any:
+    """Stage ``index`` (0-based) as a plain experiment: its world, its stop, its name, and
+    ``training.init_from`` = ``init_from`` (stage 1 keeps the experiment's own)."""
+    from bioflux import config
+    from bioflux.curriculum import stage_env, stage_names
+
+    data = exp.to_dict()
+    data.pop("stages", None)
+    stage = exp.stages[index]
+    data["name"] = stage_names(exp)[index]
+    data["env"] = stage_env(exp, index)
+    data["stop"] = (stage.stop or exp.stop).model_dump(mode="json", exclude_none=True)
+    if index > 0:
+        data["training"] = {**data["training"], "init_from": init_from}
+    return config.validate(data, source=f"stage {index + 1} ({data['name']})")
+
+
+def _copy_checkpoint(source: Path, target: Path) -> None:
+    from bioflux.artifacts import _fresh_tmp, _swap_in
+
+    tmp = _fresh_tmp(target)
+    shutil.copytree(source, tmp)
+    _swap_in(tmp, target)
+
+
+def train_curriculum(
+    exp: Any,
+    output: str | Path = "runs",
+    models: str | Path = "models",
+    resume: bool = False,
+    address: str | None = None,
+    num_env_runners: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the stages of ``exp`` (``stages:``) in ``<output>/<name>/``, each from the previous
+    stage's weights; returns the curriculum's summary (see ``bioflux.curriculum``)."""
+    from bioflux.artifacts import MODULES_SUBDIR
+    from bioflux.curriculum import (
+        STAGE_MODELS_DIR,
+        STAGES_DIR,
+        combine_rows,
+        latest_checkpoint,
+        shift_rows,
+        stage_names,
+    )
+
+    run = RunFolder(Path(output) / exp.name)
+    stages_root, stage_models = run.root / STAGES_DIR, run.root / STAGE_MODELS_DIR
+    names = stage_names(exp)
+    stage_runs = [RunFolder(stages_root / n) for n in names]
+    started = latest_checkpoint(run.root) is not None
+    if started and not resume:
+        raise ValueError(
+            f"run folder {run.root} already has checkpoints; pass --resume to continue it or "
+            "choose another --output / name"
+        )
+    if started:
+        check_resume(run, exp)  # before Ray starts; nothing written yet
+    elif resume:
+        log(f"nothing to resume in {run.root}: starting a new run")
+    if num_env_runners is not None:
+        exp.resources.num_env_runners = num_env_runners
+
+    def init_from(index: int) -> str | None:
+        # absolute: a resume given the output folder another way still names the same one
+        if index == 0:
+            return None
+        return str((stage_runs[index - 1].checkpoints / "final").resolve())
+
+    stage_exps = [stage_experiment(exp, i, init_from(i)) for i in range(len(names))]
+    pending = [
+        i
+        for i, (r, e) in enumerate(zip(stage_runs, stage_exps))
+        if finished_summary(r, e, stage_models) is None
+    ]
+    later = [j for j in range(min(pending, default=len(names)) + 1, len(names))]
+    started_later = [names[j] for j in later if stage_runs[j].latest() is not None]
+    if started_later:  # its weights would no longer be the ones the later stages started from
+        first = pending[0]
+        raise ValueError(
+            f"cannot resume {run.root}: stage {first + 1} ({names[first]}) would train again "
+            f"but {', '.join(started_later)} already started from its weights; raise only the "
+            "stop of the last stage that started, or start a new run"
+        )
+    run.root.mkdir(parents=True, exist_ok=True)  # checked: from here on the folder is ours
+    run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
+    started_ray = init_ray(address) if pending else False
+    summaries: list[dict[str, Any]] = []
+    try:
+        for i, (name, stage_run, stage_exp) in enumerate(zip(names, stage_runs, stage_exps)):
+            done = combine_rows([r.read_metrics() for r in stage_runs[:i]], names[:i])
+
+            def on_row(rows: list[dict[str, Any]], i: int = i, done: list = done) -> None:
+                run.write_metrics(done + shift_rows(done, rows, i + 1, names[i]))
+
+            prefix = f"stage {i + 1}/{len(names)} {name}: "
+            summaries.append(
+                train(
+                    stage_exp,
+                    output=stages_root,
+                    models=stage_models,
+                    resume=stage_run.latest() is not None,
+                    address=address,
+                    log=lambda line, prefix=prefix: log(prefix + line),
+                    on_row=on_row,
+                )
+            )
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+    rows = combine_rows([r.read_metrics() for r in stage_runs], names)
+    run.write_metrics(rows)
+    last_run, last = stage_runs[-1], summaries[-1]
+    _copy_checkpoint(last_run.checkpoints / "final", run.checkpoints / "final")
+    lineage = summaries[0].get("init_from")
+    if lineage:
+        (run.root / INIT_FROM_FILE).write_text(json.dumps(lineage, indent=2))
+    else:
+        (run.root / INIT_FROM_FILE).unlink(missing_ok=True)
+    curriculum = [
+        {
+            "stage": number,
+            "name": name,
+            "env": dict(stage.env),
+            "stop": (stage.stop or exp.stop).model_dump(mode="json", exclude_none=True),
+            "iterations": s["iterations"],
+            "env_steps": s["env_steps"],
+            "run_dir": s["run_dir"],
+        }
+        for number, (name, stage, s) in enumerate(zip(names, exp.stages, summaries), start=1)
+    ]
+    meta = {
+        "algorithm": exp.algorithm,
+        "run": exp.name,
+        **({"init_from": lineage} if lineage else {}),
+        "curriculum": curriculum,
+        "env": stage_exps[-1].env_config.to_dict(),
+        "observation": "flattened (row, col, channel) window, see predator_prey_v0",
+        "iteration": rows[-1]["iteration"] if rows else None,
+    }
+    species = last["trained_species"]
+    exports_at = export_root(models, exp.algorithm, exp.name)
+    exports = {
+        "final": _export(
+            run.checkpoints / "final", exports_at / "final", {**meta, "kind": "final"}, species
+        )
+    }
+    best = last.get("best") or {}
+    if (last_run.checkpoints / "best" / MODULES_SUBDIR).is_dir():
+        best_iteration = next(
+            (
+                r["iteration"]
+                for r in rows
+                if r["stage"] == len(names) and r["stage_iteration"] == best.get("iteration")
+            ),
+            None,
+        )
+        exports["best"] = _export(
+            last_run.checkpoints / "best",
+            exports_at / "best",
+            {**meta, "kind": "best", "iteration": best_iteration},
+            species,
+        )
+    if rows:
+        plot_learning_curves(rows, run.curves, f"{exp.name} ({exp.algorithm}, curriculum)")
+    summary = {
+        "name": exp.name,
+        "algorithm": exp.algorithm,
+        "iterations": rows[-1]["iteration"] if rows else 0,
+        "env_steps": rows[-1]["env_steps"] if rows else 0,
+        "time_s": rows[-1]["time_s"] if rows else 0.0,
+        "last": rows[-1] if rows else None,
+        "best": {**best, "stage": len(names)},
+        "run_dir": str(run.root),
+        "env_runner_nodes": last.get("env_runner_nodes", []),
+        "learner_devices": last.get("learner_devices", []),
+        "trained_species": species,
+        "init_from": lineage,
+        "curriculum": curriculum,
+        "checkpoints": {
+            "final": str(run.checkpoints / "final"),
+            "best": str(last_run.checkpoints / "best"),
         },
         "models": exports,
         "learning_curves": str(run.curves),

@@ -15,6 +15,10 @@ checked and the checkpoint restored. Each metrics row has the keys ``ITERATION_K
 and ``learner_devices`` (where each learner trains, ``cpu`` or ``cuda:N``; also logged when
 training starts).
 
+An experiment with ``stages:`` (a curriculum) trains stage after stage in one run folder, each
+stage from the previous stage's weights (``train_curriculum``; the layout, metrics and resume
+rules are in ``bioflux.curriculum``).
+
 ``ModelInference`` (``bioflux.serve.inference``) can be imported from here too; it is loaded on
 first use, so importing this module does not import Ray Serve.
 """

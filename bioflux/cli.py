@@ -236,7 +236,8 @@ def _train_parser(sub: argparse._SubParsersAction) -> None:
         "--resume",
         action="store_true",
         help="continue the run from its newest checkpoint up to the stop criteria given now "
-        "(the config must be the run's own config.yaml; only stop may change)",
+        "(the config must be the run's own config.yaml; only stop, and a curriculum stage's "
+        "stop, may change; a curriculum continues the stage that was running)",
     )
     train.add_argument(
         "--address",

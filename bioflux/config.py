@@ -11,6 +11,12 @@ An experiment file has these sections (unknown keys anywhere are rejected, namin
     stop: {...}               # iterations / env_steps / episodes / time_s (first reached wins)
     checkpoint: {...}         # frequency, keep, score
     evaluation: {...}         # episodes and seed used by `bioflux evaluate` / `bioflux demo`
+    stages: [...]             # optional curriculum: [{name, env: {...}, stop: {...}}, ...]
+
+A curriculum (``stages``) trains stage after stage in one run folder, each stage in the world
+``env`` updated with the stage's ``env`` (merged into the top-level ``env``, not into the
+previous stage's) until the stage's ``stop`` (the top-level ``stop`` when it gives none); see
+``bioflux.curriculum``. Every stage must keep stage 1's observation window (``obs_radius``).
 
 ``--set section.key=value`` overrides any value (the value is parsed as YAML).
 
@@ -95,6 +101,20 @@ class Evaluation(_Section):
     seed: int = 1000
 
 
+class Stage(_Section):
+    """One stage of a curriculum (``stages:``): an env override and a stop criterion."""
+
+    name: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$", description="default: stageN (N counts from 1)"
+    )
+    env: dict[str, Any] = Field(
+        default_factory=dict, description="merged into the experiment's env for this stage"
+    )
+    stop: Stop | None = Field(
+        None, description="when this stage ends, counted within the stage (default: stop)"
+    )
+
+
 class Experiment(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     algorithm: str
@@ -105,6 +125,9 @@ class Experiment(_Section):
     stop: Stop
     checkpoint: Checkpointing = Field(default_factory=Checkpointing)
     evaluation: Evaluation = Field(default_factory=Evaluation)
+    stages: list[Stage] | None = Field(
+        None, description="a curriculum: train stage after stage (bioflux.curriculum)"
+    )
 
     @field_validator("env")
     @classmethod
@@ -133,7 +156,8 @@ class Experiment(_Section):
         return init_from_spec(self.training.get("init_from"), list(SPECIES))
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The experiment as a config dict (``stages`` left out when there are none)."""
+        return self.model_dump(mode="json", exclude={"stages"} if self.stages is None else None)
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -179,6 +203,13 @@ def validate(data: dict[str, Any], source: str = "config") -> Experiment:
         exp.init_from  # noqa: B018 - validates training.init_from
     except ValueError as err:
         raise ConfigError(f"{source}: {err}") from None
+    if exp.stages is not None:
+        from bioflux.curriculum import check_stages
+
+        try:
+            check_stages(exp)
+        except ValueError as err:
+            raise ConfigError(f"{source}: {err}") from None
     return exp
 
 
@@ -261,7 +292,12 @@ def trained_env(spec: str | Path, species: str) -> dict[str, Any] | None:
         run = RunFolder(parent)
         if run.config.is_file() and run.checkpoints.is_dir():
             try:
-                return load(run.config).env_config.to_dict()
+                exp = load(run.config)
+                if exp.stages:  # a curriculum's checkpoint: the last stage's world
+                    from bioflux.curriculum import stage_env
+
+                    return EnvConfig.from_kwargs(stage_env(exp, -1)).to_dict()
+                return exp.env_config.to_dict()
             except ConfigError:
                 return None
     return None

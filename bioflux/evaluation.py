@@ -161,6 +161,8 @@ def evaluate(
     records = run_episodes(
         pred_policy, prey_policy, env_config, episodes, seed=seed, greedy=greedy, progress=progress
     )
+    from bioflux.transfer import module_lineage
+
     return {
         "predator_policy": getattr(predator, "name", str(predator)),
         "prey_policy": getattr(prey, "name", str(prey)),
@@ -168,16 +170,30 @@ def evaluate(
         "seed": seed,
         "greedy": greedy,
         "env": env_config.to_dict(),
+        # where each trained module started (None for built-ins): bioflux.transfer
+        "lineage": {
+            "predator": module_lineage(predator, "predator"),
+            "prey": module_lineage(prey, "prey"),
+        },
         "metrics": summarize(records),
     }
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """The evaluation table (one row per species) as Markdown."""
+    """The evaluation table (one row per species) as Markdown, after a line per trained module
+    saying where it started (its lineage)."""
+    from bioflux.transfer import lineage_text
+
     lines = [
         f"Predator: `{result['predator_policy']}` vs prey: `{result['prey_policy']}` "
         f"({result['episodes']} episodes, seed {result['seed']})",
         "",
+        *[
+            f"- {species} module: {text}  "
+            for species, lineage in (result.get("lineage") or {}).items()
+            if (text := lineage_text(lineage))
+        ],
+        *([""] if any((result.get("lineage") or {}).values()) else []),
         "| species | return per agent: mean ± std over episodes (std over agents) [95% CI] "
         "| success rate [95% CI] | capture rate | episode length | first capture (step) |",
         "|---|---|---|---|---|---|",

@@ -22,10 +22,26 @@ def rolling_mean(values: list[float | None], window: int) -> np.ndarray:
     return np.where(n > 0, (sums[end] - sums[start]) / np.maximum(n, 1), np.nan)
 
 
+def stage_boundaries(rows: list[dict[str, Any]], x_key: str) -> list[tuple[float, str]]:
+    """Where each stage of a curriculum starts on the ``x_key`` axis (the value at the end of
+    the stage before; 0 for the first) and its label (``"2: large"``); empty for rows of one
+    stage or without stages."""
+    out: list[tuple[float, str]] = []
+    previous = None
+    for row in rows:
+        stage = row.get("stage")
+        if stage is not None and stage != (previous or {}).get("stage"):
+            x = previous[x_key] if previous else 0
+            out.append((x, f"{stage}: {row.get('stage_name') or stage}"))
+        previous = row
+    return out if len(out) > 1 else []
+
+
 def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     """Return per species and capture rate per iteration against agent steps (env steps for
     rows without them), with a rolling mean over ~5% of the run when there are enough
-    iterations to need one."""
+    iterations to need one. A curriculum's rows (with ``stage``) get a vertical line and a
+    label where each stage starts."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,6 +80,20 @@ def plot_learning_curves(rows: list[dict[str, Any]], path: Path, title: str) -> 
     ax2.set_xlabel(x_key.replace("_", " "))
     ax2.set_ylabel("capture rate")
     ax2.set_ylim(0, 1)
+    for x, label in stage_boundaries(rows, x_key):
+        for ax in (ax1, ax2):
+            ax.axvline(x, color="#888", lw=1, ls="--")
+            ax.text(
+                x,
+                1.0,
+                f" {label}",
+                transform=ax.get_xaxis_transform(),
+                va="top",
+                ha="left",
+                fontsize=8,
+                color="#555",
+                rotation=90,
+            )
     if smooth:
         fig.text(
             0.99,

@@ -15,6 +15,10 @@ checked and the checkpoint restored. Each metrics row has the keys ``ITERATION_K
 and ``learner_devices`` (where each learner trains, ``cpu`` or ``cuda:N``; also logged when
 training starts).
 
+An experiment with ``stages:`` (a curriculum) trains stage after stage in one run folder, each
+stage from the previous stage's weights (``train_curriculum``; the layout, metrics and resume
+rules are in ``bioflux.curriculum``).
+
 ``ModelInference`` (``bioflux.serve.inference``) can be imported from here too; it is loaded on
 first use, so importing this module does not import Ray Serve.
 """
@@ -234,6 +238,8 @@ def _normalized(data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if prefix == "stages" and isinstance(data, list):  # a curriculum: stages.N.key
+        data = {str(i): stage for i, stage in enumerate(data, start=1)}
     if not isinstance(data, Mapping):
         return {prefix: data}
     flat: dict[str, Any] = {}
@@ -242,14 +248,21 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _resumable(key: str) -> bool:
+    parts = key.split(".")
+    # a curriculum stage's stop (stages.N.stop...) may change like the top-level stop
+    return parts[0] in RESUMABLE_SECTIONS or (parts[0] == "stages" and parts[2:3] == ["stop"])
+
+
 def config_differences(saved: Mapping[str, Any], exp: Experiment) -> dict[str, tuple[Any, Any]]:
     """Dotted keys whose value differs between a run's saved config and ``exp`` (``RESUMABLE_
-    SECTIONS`` left out) → (saved value, new value); a missing key reads as ``None``."""
+    SECTIONS`` and curriculum stages' ``stop`` left out) → (saved value, new value); a missing
+    key reads as ``None``."""
     old, new = _flatten(_normalized(saved)), _flatten(_normalized(exp.to_dict()))
     return {
         key: (old.get(key), new.get(key))
         for key in sorted(set(old) | set(new))
-        if key.split(".")[0] not in RESUMABLE_SECTIONS and old.get(key) != new.get(key)
+        if not _resumable(key) and old.get(key) != new.get(key)
     }
 
 
@@ -278,9 +291,9 @@ def check_resume(run: RunFolder, exp: Experiment) -> None:
         changes = "; ".join(f"{k}: {shown(a)} -> {shown(b)}" for k, (a, b) in diff.items())
         raise ValueError(
             f"cannot resume {run.root}: the config differs from the run's config.yaml in "
-            f"{', '.join(diff)} ({changes}); only {', '.join(RESUMABLE_SECTIONS)} may change "
-            "on --resume: resume with the run's config, or start a new run under another name or "
-            "output folder"
+            f"{', '.join(diff)} ({changes}); only {', '.join(RESUMABLE_SECTIONS)} (and a "
+            "stage's stop) may change on --resume: resume with the run's config, or start a new "
+            "run under another name or output folder"
         )
 
 
@@ -336,10 +349,24 @@ def train(
     address: str | None = None,
     num_env_runners: int | None = None,
     log: Callable[[str], None] = print,
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``exp`` to its stop criteria; returns the summary (also written to summary.json)."""
+    """Train ``exp`` to its stop criteria; returns the summary (also written to summary.json).
+
+    An experiment with ``stages`` trains its curriculum (``bioflux.curriculum``). ``on_row``
+    is called with the run's metrics rows after each iteration (and once after a resume)."""
     from bioflux.algorithms import get_algorithm
 
+    if exp.stages:
+        return train_curriculum(
+            exp,
+            output=output,
+            models=models,
+            resume=resume,
+            address=address,
+            num_env_runners=num_env_runners,
+            log=log,
+        )
     exp.env_config.require_agent_identity("training")  # before Ray starts
     plugin = get_algorithm(exp.algorithm)
     if not plugin.trains_through_rllib:  # a SelfTrainingPlugin (the coefficient search)
@@ -397,6 +424,8 @@ def train(
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
         run.write_metrics(rows)
+        if on_row is not None:
+            on_row(rows)
         runner_nodes = env_runner_nodes(algo)
         devices = learner_devices(algo)
         if devices:
@@ -421,6 +450,8 @@ def train(
             row = iteration_row(result, rows, time.perf_counter() - t0)
             rows.append(row)
             run.append_metrics(row)
+            if on_row is not None:
+                on_row(rows)
             log(format_row(row, exp.stop.iterations))
             if writer is not None:
                 for k, v in row.items():
@@ -498,13 +529,210 @@ def train(
     return summary
 
 
+# ---------------------------------------------------------------------------- curricula
+def stage_experiment(exp: Any, index: int, init_from: str | None) -> Any:
+    """Stage ``index`` (0-based) as a plain experiment: its world, its stop, its name, and
+    ``training.init_from`` = ``init_from`` (stage 1 keeps the experiment's own)."""
+    from bioflux import config
+    from bioflux.curriculum import stage_env, stage_names
+
+    data = exp.to_dict()
+    data.pop("stages", None)
+    stage = exp.stages[index]
+    data["name"] = stage_names(exp)[index]
+    data["env"] = stage_env(exp, index)
+    data["stop"] = (stage.stop or exp.stop).model_dump(mode="json", exclude_none=True)
+    if index > 0:
+        data["training"] = {**data["training"], "init_from": init_from}
+    return config.validate(data, source=f"stage {index + 1} ({data['name']})")
+
+
+def _copy_checkpoint(source: Path, target: Path) -> None:
+    from bioflux.artifacts import _fresh_tmp, _swap_in
+
+    tmp = _fresh_tmp(target)
+    shutil.copytree(source, tmp)
+    _swap_in(tmp, target)
+
+
+def train_curriculum(
+    exp: Any,
+    output: str | Path = "runs",
+    models: str | Path = "models",
+    resume: bool = False,
+    address: str | None = None,
+    num_env_runners: int | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train the stages of ``exp`` (``stages:``) in ``<output>/<name>/``, each from the previous
+    stage's weights; returns the curriculum's summary (see ``bioflux.curriculum``)."""
+    from bioflux.artifacts import MODULES_SUBDIR
+    from bioflux.curriculum import (
+        STAGE_MODELS_DIR,
+        STAGES_DIR,
+        combine_rows,
+        latest_checkpoint,
+        shift_rows,
+        stage_names,
+    )
+
+    run = RunFolder(Path(output) / exp.name)
+    stages_root, stage_models = run.root / STAGES_DIR, run.root / STAGE_MODELS_DIR
+    names = stage_names(exp)
+    stage_runs = [RunFolder(stages_root / n) for n in names]
+    started = latest_checkpoint(run.root) is not None
+    if started and not resume:
+        raise ValueError(
+            f"run folder {run.root} already has checkpoints; pass --resume to continue it or "
+            "choose another --output / name"
+        )
+    if started:
+        check_resume(run, exp)  # before Ray starts; nothing written yet
+    elif resume:
+        log(f"nothing to resume in {run.root}: starting a new run")
+    if num_env_runners is not None:
+        exp.resources.num_env_runners = num_env_runners
+
+    def init_from(index: int) -> str | None:
+        # absolute: a resume given the output folder another way still names the same one
+        if index == 0:
+            return None
+        return str((stage_runs[index - 1].checkpoints / "final").resolve())
+
+    stage_exps = [stage_experiment(exp, i, init_from(i)) for i in range(len(names))]
+    pending = [
+        i
+        for i, (r, e) in enumerate(zip(stage_runs, stage_exps))
+        if finished_summary(r, e, stage_models) is None
+    ]
+    later = [j for j in range(min(pending, default=len(names)) + 1, len(names))]
+    started_later = [names[j] for j in later if stage_runs[j].latest() is not None]
+    if started_later:  # its weights would no longer be the ones the later stages started from
+        first = pending[0]
+        raise ValueError(
+            f"cannot resume {run.root}: stage {first + 1} ({names[first]}) would train again "
+            f"but {', '.join(started_later)} already started from its weights; raise only the "
+            "stop of the last stage that started, or start a new run"
+        )
+    run.root.mkdir(parents=True, exist_ok=True)  # checked: from here on the folder is ours
+    run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
+    started_ray = init_ray(address) if pending else False
+    summaries: list[dict[str, Any]] = []
+    try:
+        for i, (name, stage_run, stage_exp) in enumerate(zip(names, stage_runs, stage_exps)):
+            done = combine_rows([r.read_metrics() for r in stage_runs[:i]], names[:i])
+
+            def on_row(rows: list[dict[str, Any]], i: int = i, done: list = done) -> None:
+                run.write_metrics(done + shift_rows(done, rows, i + 1, names[i]))
+
+            prefix = f"stage {i + 1}/{len(names)} {name}: "
+            summaries.append(
+                train(
+                    stage_exp,
+                    output=stages_root,
+                    models=stage_models,
+                    resume=stage_run.latest() is not None,
+                    address=address,
+                    log=lambda line, prefix=prefix: log(prefix + line),
+                    on_row=on_row,
+                )
+            )
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+    rows = combine_rows([r.read_metrics() for r in stage_runs], names)
+    run.write_metrics(rows)
+    last_run, last = stage_runs[-1], summaries[-1]
+    _copy_checkpoint(last_run.checkpoints / "final", run.checkpoints / "final")
+    lineage = summaries[0].get("init_from")
+    if lineage:
+        (run.root / INIT_FROM_FILE).write_text(json.dumps(lineage, indent=2))
+    else:
+        (run.root / INIT_FROM_FILE).unlink(missing_ok=True)
+    curriculum = [
+        {
+            "stage": number,
+            "name": name,
+            "env": dict(stage.env),
+            "stop": (stage.stop or exp.stop).model_dump(mode="json", exclude_none=True),
+            "iterations": s["iterations"],
+            "env_steps": s["env_steps"],
+            "run_dir": s["run_dir"],
+        }
+        for number, (name, stage, s) in enumerate(zip(names, exp.stages, summaries), start=1)
+    ]
+    meta = {
+        "algorithm": exp.algorithm,
+        "run": exp.name,
+        **({"init_from": lineage} if lineage else {}),
+        "curriculum": curriculum,
+        "env": stage_exps[-1].env_config.to_dict(),
+        "observation": "flattened (row, col, channel) window, see predator_prey_v0",
+        "iteration": rows[-1]["iteration"] if rows else None,
+    }
+    species = last["trained_species"]
+    exports_at = export_root(models, exp.algorithm, exp.name)
+    exports = {
+        "final": _export(
+            run.checkpoints / "final", exports_at / "final", {**meta, "kind": "final"}, species
+        )
+    }
+    best = last.get("best") or {}
+    if (last_run.checkpoints / "best" / MODULES_SUBDIR).is_dir():
+        best_iteration = next(
+            (
+                r["iteration"]
+                for r in rows
+                if r["stage"] == len(names) and r["stage_iteration"] == best.get("iteration")
+            ),
+            None,
+        )
+        exports["best"] = _export(
+            last_run.checkpoints / "best",
+            exports_at / "best",
+            {**meta, "kind": "best", "iteration": best_iteration},
+            species,
+        )
+    if rows:
+        plot_learning_curves(rows, run.curves, f"{exp.name} ({exp.algorithm}, curriculum)")
+    summary = {
+        "name": exp.name,
+        "algorithm": exp.algorithm,
+        "iterations": rows[-1]["iteration"] if rows else 0,
+        "env_steps": rows[-1]["env_steps"] if rows else 0,
+        "time_s": rows[-1]["time_s"] if rows else 0.0,
+        "last": rows[-1] if rows else None,
+        "best": {**best, "stage": len(names)},
+        "run_dir": str(run.root),
+        "env_runner_nodes": last.get("env_runner_nodes", []),
+        "learner_devices": last.get("learner_devices", []),
+        "trained_species": species,
+        "init_from": lineage,
+        "curriculum": curriculum,
+        "checkpoints": {
+            "final": str(run.checkpoints / "final"),
+            "best": str(last_run.checkpoints / "best"),
+        },
+        "models": exports,
+        "learning_curves": str(run.curves),
+        "metrics": str(run.metrics),
+    }
+    run.write_summary(summary)
+    return summary
+
+
 def interrupted(args: Any, name: str) -> str:
     """The one line ``bioflux train`` prints on Ctrl-C: the newest complete checkpoint of the
     run and the command that continues it (``args``: the train command's parsed options)."""
     import shlex
 
+    from bioflux.curriculum import latest_checkpoint
+
     run = RunFolder(Path(args.output) / name)
-    latest = run.latest()
+    latest = latest_checkpoint(run.root)  # a curriculum's: the newest of any stage
     command = ["bioflux", "train", "--config", str(args.config)]
     for item in args.set or []:
         command += ["--set", item]

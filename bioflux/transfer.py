@@ -109,7 +109,7 @@ def initialize_modules(algo: Any, init_from: dict[str, str], algorithm: str) -> 
         lineage[species] = {
             "path": str(path),
             "module": str(folder),
-            "run": meta.get("run"),
+            "run": meta.get("run") or _run_name(folder),
             "algorithm": meta.get("algorithm", algorithm),
             "tensors_copied": copied,
             "tensors_fresh": fresh,
@@ -120,3 +120,133 @@ def initialize_modules(algo: Any, init_from: dict[str, str], algorithm: str) -> 
         from_worker_or_learner_group=algo.learner_group, policies=list(init_from)
     )
     return lineage
+
+
+def _run_name(folder: Path) -> str | None:
+    """The name of the run folder holding a checkpoint's module folder (its config.yaml's)."""
+    import yaml
+
+    from bioflux.artifacts import RunFolder
+
+    for parent in Path(folder).resolve().parents:
+        run = RunFolder(parent)
+        if run.config.is_file() and run.checkpoints.is_dir():
+            try:
+                return str(yaml.safe_load(run.config.read_text()).get("name") or parent.name)
+            except (OSError, yaml.YAMLError, AttributeError):
+                return parent.name
+    return None
+
+
+# ---------------------------------------------------------------------------- lineage, read back
+def module_lineage(spec: Any, species: str) -> dict[str, Any] | None:
+    """Where a trained module started: ``{"run", "algorithm", "init_from", "curriculum"}``
+    (``init_from``: this species' entry of the run's lineage, None when it started from
+    scratch; ``curriculum``: the stages it went through, None for a plain run). Read from the
+    export's ``bioflux.json``, else from the run folder holding the checkpoint
+    (``init_from.json``, ``summary.json``). None for built-ins and paths that hold no module."""
+    import json
+
+    from bioflux.artifacts import RunFolder
+
+    if not isinstance(spec, str | Path) or not Path(spec).exists():
+        return None
+    folder = find_module_dir(spec, species)
+    if folder is None:
+        return None
+    try:
+        meta = read_metadata(folder)
+    except ValueError:
+        meta = {}
+    if meta.get("run"):  # an export: its bioflux.json says it all
+        return lineage_from_metadata(meta, species)
+    for parent in folder.resolve().parents:  # a checkpoint inside a run folder
+        run = RunFolder(parent)
+        if not (run.config.is_file() and run.checkpoints.is_dir()):
+            continue
+
+        def read(path: Path) -> dict[str, Any]:
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError):
+                return {}
+            return data if isinstance(data, dict) else {}
+
+        summary = read(run.summary)
+        return {
+            "run": summary.get("name", parent.name),
+            "algorithm": summary.get("algorithm"),
+            "init_from": read(parent / "init_from.json").get(species),
+            "curriculum": summary.get("curriculum"),
+        }
+    return None
+
+
+def lineage_from_metadata(meta: dict[str, Any], species: str) -> dict[str, Any] | None:
+    """``module_lineage`` from an export's ``bioflux.json``; None unless it is a trained run's
+    (built-ins and ensembles have no lineage)."""
+    if not isinstance(meta, dict) or not meta.get("run") or meta.get("ensemble"):
+        return None
+    init_from = meta.get("init_from")
+    curriculum = meta.get("curriculum")
+    return {
+        "run": meta["run"],
+        "algorithm": meta.get("algorithm"),
+        "init_from": init_from.get(species) if isinstance(init_from, dict) else None,
+        "curriculum": curriculum if isinstance(curriculum, list) else None,
+    }
+
+
+def public_lineage(lineage: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A lineage without file paths (what ``GET /v1/models`` shows): the source run, its
+    algorithm and tensors copied; each stage's number, name, env override and iterations;
+    ``text``: the one-line summary."""
+    if lineage is None:
+        return None
+    source = lineage.get("init_from") if isinstance(lineage.get("init_from"), dict) else None
+    stages = [s for s in lineage.get("curriculum") or [] if isinstance(s, dict)]
+    return {
+        "init_from": None
+        if source is None
+        else {k: source.get(k) for k in ("run", "algorithm", "tensors_copied")},
+        "curriculum": [
+            {k: s.get(k) for k in ("stage", "name", "env", "iterations")} for s in stages
+        ]
+        or None,
+        "text": lineage_text(lineage, paths=False),
+    }
+
+
+def lineage_text(lineage: dict[str, Any] | None, paths: bool = True) -> str | None:
+    """One line for a module's lineage (``module_lineage``): ``from <path> (run r, ppo, 6
+    tensors)`` (``paths`` False: ``from run r (ppo, 6 tensors)``) or ``from scratch``, then
+    the curriculum's stages; None when unknown."""
+    if lineage is None:
+        return None
+    source = lineage.get("init_from")
+    if isinstance(source, dict):
+        run = source.get("run")
+        what = ", ".join(
+            str(x)
+            for x in (
+                f"run {run}" if run and paths else None,
+                source.get("algorithm"),
+                f"{source.get('tensors_copied')} tensors",
+            )
+            if x
+        )
+        where = source.get("path") if paths else f"run {run or '?'}"
+        text = f"from {where} ({what})"
+    else:
+        text = "from scratch"
+    stages = lineage.get("curriculum")
+    if stages:
+
+        def stage(s: dict[str, Any]) -> str:
+            env = ", ".join(f"{k}={v}" for k, v in (s.get("env") or {}).items())
+            its = s.get("iterations")
+            detail = "; ".join(x for x in (env, f"{its} it" if its is not None else "") if x)
+            return f"{s.get('name')}" + (f" ({detail})" if detail else "")
+
+        text += f", then a {len(stages)}-stage curriculum: " + " -> ".join(map(stage, stages))
+    return text

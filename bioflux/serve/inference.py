@@ -43,6 +43,7 @@ from bioflux.serve.registry import (
     escaping_path,
     shown,
 )
+from bioflux.transfer import lineage_from_metadata, public_lineage
 
 
 class PolicyOutputError(ObservationError):
@@ -367,6 +368,8 @@ class ModelInference:
                     "reload_error": self.reload_errors.get(name),
                     "iteration": iteration if isinstance(iteration, int) else None,
                     "observation_window": observation_window(e),
+                    # where the module started (bioflux.transfer; None: built-in, ensemble)
+                    "lineage": public_lineage(lineage_from_metadata(e.metadata, e.species)),
                 }
             )
         return out

@@ -261,15 +261,20 @@ class LiveSessions:
         models = self.inference.list_models()
         policies: dict[str, list[str]] = {s: [] for s in SPECIES}
         windows: dict[str, int | None] = {}
+        lineage: dict[str, str] = {}
         for m in models:
             if m["error"]:
                 continue
             names = [*m["aliases"], m["name"]] if not m["builtin"] else [m["name"]]
             policies[m["species"]].extend(n for n in names if n not in policies[m["species"]])
             windows.update({n: m["observation_window"] for n in names if n not in windows})
+            text = (m.get("lineage") or {}).get("text")
+            if text:  # where the module started: "from scratch, then a 3-stage curriculum…"
+                lineage.update({n: text for n in names if n not in lineage})
         return {
             "policies": policies,
             "windows": windows,
+            "lineage": lineage,
             "worlds": list(settings.LIVE_WORLDS),
             "world_windows": {w: world_config(w).obs_size for w in settings.LIVE_WORLDS},
             **self._defaults(models),

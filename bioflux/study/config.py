@@ -224,6 +224,13 @@ class StudyConfig(_Section):
         approach = self.approaches[label]
         path = resolve_path(approach.config)
         data = apply_overrides(read_sections(path), approach.set)
+        if data.get("stages") is not None:  # not yet: see docs/study.md
+            raise ConfigError(
+                f"study approach {label!r} ({path}): its config has stages (a curriculum), "
+                "which a study does not run: every approach trains on the study's one world "
+                "and budget; train the curriculum with `bioflux train` and compare its export "
+                "with `bioflux evaluate`"
+            )
         data.update(
             name=f"{self.name}_{label}_s{seed}",
             seed=seed,

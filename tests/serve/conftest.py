@@ -85,11 +85,48 @@ def export(models: Path, algorithm: str, run: str, kind: str, modules: dict, met
     return target
 
 
+#: The lineage a curriculum run started from another run writes into its exports' bioflux.json
+#: (``bioflux.transfer``, ``bioflux.curriculum``): the tiny exports carry it.
+TINY_LINEAGE = {
+    "init_from": {
+        "predator": {
+            "path": "/private/models/ppo/source/final",
+            "module": "/private/models/ppo/source/final/predator",
+            "run": "source",
+            "algorithm": "ppo",
+            "tensors_copied": 10,
+            "tensors_fresh": [],
+        }
+    },
+    "curriculum": [
+        {
+            "stage": 1,
+            "name": "small",
+            "env": {"height": 8},
+            "stop": {"iterations": 2},
+            "iterations": 2,
+            "env_steps": 80,
+            "run_dir": "/private/runs/tiny/stages/small",
+        },
+        {
+            "stage": 2,
+            "name": "full",
+            "env": {},
+            "stop": {"iterations": 1},
+            "iterations": 1,
+            "env_steps": 40,
+            "run_dir": "/private/runs/tiny/stages/full",
+        },
+    ],
+}
+
+
 @pytest.fixture(scope="session")
 def models_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     models = root / "models"
     modules, meta = tiny_ppo_modules()
+    meta = {**meta, **TINY_LINEAGE}
     export(models, "ppo", "tiny", "final", modules, meta)
     export(models, "ppo", "tiny", "best", modules, meta)
     broken = models / "ppo" / "broken" / "final" / "predator"

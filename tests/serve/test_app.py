@@ -44,6 +44,25 @@ def test_models_listing(server):
     assert models["ppo/prey@tiny:final"]["observation_window"] == 5
 
 
+def test_models_listing_shows_each_models_lineage_without_paths(server):
+    r = requests.get(server + "/v1/models", timeout=10)
+    models = {m["name"]: m for m in r.json()["models"]}
+    predator = models["ppo/predator@tiny:final"]["lineage"]
+    assert predator["init_from"] == {"run": "source", "algorithm": "ppo", "tensors_copied": 10}
+    assert [(s["stage"], s["name"], s["env"], s["iterations"]) for s in predator["curriculum"]] == [
+        (1, "small", {"height": 8}, 2),
+        (2, "full", {}, 1),
+    ]
+    assert predator["text"] == (
+        "from run source (ppo, 10 tensors), then a 2-stage curriculum: small (height=8; 2 it) "
+        "-> full (1 it)"
+    )
+    prey = models["ppo/prey@tiny:best"]["lineage"]
+    assert prey["init_from"] is None and prey["text"].startswith("from scratch, then a 2-stage")
+    assert models["random/predator"]["lineage"] is None  # built-ins have none
+    assert "/private" not in r.text  # the server's own paths stay private
+
+
 def test_predict_matches_local_model_inference(server, models_dir):
     r = post(
         server, "/v1/predict", json={"policy": "ppo/predator@tiny", "observation": OBS.tolist()}

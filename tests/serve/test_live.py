@@ -134,6 +134,9 @@ def test_the_page_opens_on_a_served_trained_model_in_a_world_it_fits(models_dir)
     sessions = LiveSessions(ModelInference(models_dir), max_sessions=2, idle_timeout_s=60)
     opts = sessions.options()
     assert opts["default_policies"] == {"predator": "ppo/predator", "prey": "ppo/prey"}
+    assert opts["lineage"]["ppo/predator"].startswith("from run source (ppo, 10 tensors), then")
+    assert opts["lineage"]["ppo/prey@tiny:best"].startswith("from scratch, then a 2-stage")
+    assert "random/predator" not in opts["lineage"]
     window = opts["windows"]["ppo/predator"]
     assert opts["world_windows"][opts["default_world"]] == window
     session = sessions.create(  # what the page asks for on load

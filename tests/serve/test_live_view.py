@@ -64,14 +64,12 @@ def chromium() -> tuple[str, str]:
     return paths
 
 
-@pytest.fixture(scope="module")
-def view_url(tmp_path_factory):
-    """``bioflux view``'s app on a free loopback port (built-in policies only)."""
+def _view_app(models: Path):
+    """``bioflux view``'s app over ``models`` on a free loopback port: (url, stop)."""
     import uvicorn
 
     from bioflux.serve.live_routes import create_view_app
 
-    models = tmp_path_factory.mktemp("view-models")
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_view_app(models), host="127.0.0.1", port=port, log_level="warning")
@@ -89,9 +87,20 @@ def view_url(tmp_path_factory):
             if time.monotonic() > deadline or not thread.is_alive():
                 raise
             time.sleep(0.1)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    return url, stop
+
+
+@pytest.fixture(scope="module")
+def view_url(tmp_path_factory):
+    """``bioflux view``'s app on a free loopback port (built-in policies only)."""
+    url, stop = _view_app(tmp_path_factory.mktemp("view-models"))
     yield url
-    server.should_exit = True
-    thread.join(10)
+    stop()
 
 
 @pytest.fixture
@@ -256,3 +265,28 @@ def test_the_page_shows_a_world_on_load(browser, view_url, tmp_path):
     if target:
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, target)
+
+
+def test_the_page_says_where_the_chosen_trained_policies_started(browser, models_dir):
+    """The trained models' lineage (their bioflux.json): a "from …" line per chosen policy."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    url, stop = _view_app(models_dir)
+    try:
+        driver = browser
+        driver.get(url)
+        text = _wait(driver, lambda d: d.find_element(By.ID, "lineage").text, what="lineage")
+        assert (
+            "Predator ppo/predator: from run source (ppo, 10 tensors), then a 2-stage curriculum:"
+            " small (height=8; 2 it) -> full (1 it)" in text
+        )
+        assert "Prey ppo/prey: from scratch, then a 2-stage curriculum" in text
+        Select(driver.find_element(By.ID, "predator")).select_by_value("random/predator")
+        _wait(
+            driver,
+            lambda d: "Predator" not in d.find_element(By.ID, "lineage").text,
+            what="the built-in's line gone",
+        )
+    finally:
+        stop()

@@ -73,7 +73,7 @@ def run_study(
             f"{failed[0]['error']}); logs in {folder.logs}"
         )
     everyone = players(study, {(t["approach"], t["seed"]): t["model"] for t in trials})
-    games = cross_play(study, everyone, progress=progress, log=log)
+    games = cross_play(study, everyone, progress=progress, log=log, address=address)
     doc = write_report(study, folder, everyone, games, trials, time.perf_counter() - t0, failed)
     log(f"report: {folder.report_md}")
     if failed:

@@ -84,6 +84,12 @@ class Budget(_Section):
 class StudyEvaluation(_Section):
     episodes: int = Field(100, ge=1, description="episodes per (predator, prey) pairing")
     seed: int = Field(900_001, ge=0, description="episode seed shared by every pairing")
+    workers: int | None = Field(
+        None,
+        ge=1,
+        description="processes (Ray tasks, 1 CPU each) that share cross-play's pairings on "
+        "the CPU path, each playing one predator's row; null: one per CPU of the Ray cluster",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field(
         "auto",
         description="where cross-play runs: 'cpu' (the numpy core, 16 worlds at a time), "

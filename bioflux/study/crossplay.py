@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -126,26 +127,77 @@ def cross_play(
     everyone: list[Player],
     progress: bool = True,
     log: Callable[[str], None] = print,
+    address: str | None = None,
 ) -> dict[tuple[str, str], EpisodeArrays]:
     """Play every predator player against every prey player; ``(predator key, prey key)`` →
-    per-episode arrays."""
-    env = study.experiment(*study.trials()[0]).env_config
-    loaded: dict[tuple[str, str], Policy] = {}
-    for p in everyone:
+    per-episode arrays. On the CPU path the predators' rows are shared by
+    ``evaluation.workers`` Ray tasks (every pairing's episodes depend only on the two
+    policies and the evaluation seed, so where a row runs does not change it)."""
+    checked: dict[tuple[str, str], Policy] = {}
+    for p in everyone:  # a bad ensemble fails here, before any episode
         for species in SPECIES:
-            load_player(p, species, loaded)
-    pairs = [(pred, prey) for pred in everyone for prey in everyone]
+            load_player(p, species, checked)
+    ev = study.evaluation
     log(
         f"cross-play: {len(everyone)} predators x {len(everyone)} prey, "
-        f"{study.evaluation.episodes} episodes each, seed {study.evaluation.seed}"
+        f"{ev.episodes} episodes each, seed {ev.seed}"
     )
-    device = evaluation_device(study.evaluation.device)
+    device = evaluation_device(ev.device)
     if device is not None:
         log(f"cross-play on {device}: each pairing's episodes at once (bioflux.device_rollout)")
+        return _play_rows(study.model_dump(mode="json"), everyone, everyone, device, progress)
+    if ev.workers == 1:
+        return _play_rows(study.model_dump(mode="json"), everyone, everyone, None, progress)
+    from bioflux.ray_session import init_ray
+
+    started = init_ray(address, log_to_driver=False)
+    import ray
+
+    try:
+        workers = ev.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        if workers == 1:
+            return _play_rows(study.model_dump(mode="json"), everyone, everyone, None, progress)
+        log(f"cross-play: {workers} processes, one predator row each at a time")
+        task = ray.remote(num_cpus=1, max_retries=0)(_play_rows)
+        study_json = ray.put(study.model_dump(mode="json"))
+        pending, out = [], {}
+        bar = tqdm(total=len(everyone) ** 2, desc="cross-play", disable=not progress)
+        for pred in everyone:
+            if len(pending) >= workers:
+                done, pending = ray.wait(pending, num_returns=1)
+                for row in ray.get(done):
+                    out.update(row)
+                    bar.update(len(row))
+            pending.append(task.remote(study_json, [pred], everyone, None, False))
+        for row in ray.get(pending):
+            out.update(row)
+            bar.update(len(row))
+        bar.close()
+    finally:
+        if started:
+            ray.shutdown()
+    return {(pred.key, prey.key): out[pred.key, prey.key] for pred in everyone for prey in everyone}
+
+
+def _play_rows(
+    study_json: dict[str, Any],
+    predators: list[Player],
+    prey_players: list[Player],
+    device: Any,
+    progress: bool,
+) -> dict[tuple[str, str], EpisodeArrays]:
+    """Every pairing of ``predators`` × ``prey_players``, in this process."""
+    from bioflux.threads import use_inference_threads
+
+    use_inference_threads()
+    study = StudyConfig(**study_json)
+    env = study.experiment(*study.trials()[0]).env_config
+    ev = study.evaluation
+    loaded: dict[tuple[str, str], Policy] = {}
+    pairs = [(pred, prey) for pred in predators for prey in prey_players]
     out: dict[tuple[str, str], EpisodeArrays] = {}
     for pred, prey in tqdm(pairs, desc="cross-play", disable=not progress):
-        policies = loaded[(pred.key, "predator")], loaded[(prey.key, "prey")]
-        ev = study.evaluation
+        policies = load_player(pred, "predator", loaded), load_player(prey, "prey", loaded)
         if device is None:
             records = run_episodes(*policies, env, ev.episodes, seed=ev.seed)
         else:

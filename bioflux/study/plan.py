@@ -1,9 +1,10 @@
 """``bioflux study --plan``: what a study will cost on this machine, before it runs.
 
-For every approach, one short trial on the study's first seed: ``--plan-iterations``
-training iterations, after the iterations an off-policy approach samples before it learns
-(``learning_starts``), in a Ray task with the trial's own CPU and GPU share, one approach at
-a time, so the timings are not shared with anything else. From them:
+For every approach, short trials: ``--plan-iterations`` training iterations, after the
+iterations an off-policy approach samples before it learns (``learning_starts``), each in a
+Ray task with the trial's own CPU and GPU share. One approach at a time, but as many of its
+seeds at once as the study runs trials at once, so each is timed on a machine as busy as the
+study's (two 1-CPU trials on 2 cores each ran ~30% slower than one alone). From them:
 
 - **time per trial** = the setup (everything but the iterations) + the warm-up iterations as
   timed + the other iterations the budget needs × the median time of a learning iteration.
@@ -16,7 +17,8 @@ a time, so the timings are not shared with anything else. From them:
   as run at once: ``max_concurrent``, or as the cluster's CPUs (and GPUs, with
   ``gpus_per_trial``) allow;
 - **cross-play**: the mean time of an evaluation episode (each approach's plan model
-  against itself) × the episodes every pairing plays; on a GPU (``evaluation.device``), the
+  against itself) × the episodes every pairing plays, shared by ``evaluation.workers``
+  processes (one per CPU by default); on a GPU (``evaluation.device``), the
   time of one pairing's episodes played at once, timed in this process after a warm-up.
 
 Nothing is written to the study folder: ``bioflux study`` then starts as usual.
@@ -35,8 +37,11 @@ from typing import Any
 from bioflux.study.config import StudyConfig
 
 
-def _plan_trial(study_json: dict[str, Any], label: str, iterations: int, root: str):
-    """Train ``label`` for ``iterations`` iterations; returns timings, rows and peak RSS."""
+def _plan_trial(
+    study_json: dict[str, Any], label: str, iterations: int, root: str, seed: int | None = None
+):
+    """Train ``label`` (with ``seed``, default the study's first) for ``iterations``
+    iterations; returns timings, rows and peak RSS."""
     import resource
 
     from bioflux.artifacts import RunFolder
@@ -45,7 +50,7 @@ def _plan_trial(study_json: dict[str, Any], label: str, iterations: int, root: s
     from bioflux.training import train
 
     study = StudyConfig(**study_json)
-    exp = study.experiment(label, study.seeds[0])
+    exp = study.experiment(label, study.seeds[0] if seed is None else seed)
     warmup = warmup_iterations(exp)
     iterations += warmup
     exp = exp.model_copy(
@@ -158,6 +163,17 @@ def _device_episode_s(study: StudyConfig, label: str, model: str) -> float:
     return (time.perf_counter() - t0) / ev.episodes
 
 
+def _mean_estimate(estimates: list[dict[str, Any]]) -> dict[str, Any]:
+    """One approach's estimate from its copies' (seeds timed at once): the mean of the times,
+    the largest peak memory."""
+    out = dict(estimates[0])
+    for key in ("setup_s", "s_per_iteration", "trial_s", "eval_episode_s"):
+        out[key] = round(statistics.mean(e[key] for e in estimates), 3)
+    out["peak_rss_gb"] = max(e["peak_rss_gb"] for e in estimates)
+    out["copies"] = len(estimates)
+    return out
+
+
 def _slots(study: StudyConfig) -> int:
     import ray
 
@@ -205,16 +221,26 @@ def plan_study(
         )
         per_approach = {}
         device = evaluation_device(study.evaluation.device)
+        slots = _slots(study)
+        copies = min(slots, len(study.seeds))
+        workers = study.evaluation.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         with tempfile.TemporaryDirectory(prefix="bioflux-plan-") as root:
             for label in study.approaches:
-                log(f"plan: timing {iterations} iterations of {label} ...")
+                at_once = f" ({copies} seeds at once, as the study runs)" if copies > 1 else ""
+                log(f"plan: timing {iterations} iterations of {label}{at_once} ...")
+                study_json = study.model_dump(mode="json")
                 measured = ray.get(
-                    task.remote(study.model_dump(mode="json"), label, iterations, root)
+                    [
+                        task.remote(study_json, label, iterations, root, seed)
+                        for seed in study.seeds[:copies]
+                    ]
                 )
                 if device is not None:  # cross-play runs in this process, on its GPU
-                    measured["episode_s"] = _device_episode_s(study, label, measured["model"])
-                per_approach[label] = _trial_estimate(study, label, measured)
-        slots = _slots(study)
+                    for m in measured:
+                        m["episode_s"] = _device_episode_s(study, label, m["model"])
+                per_approach[label] = _mean_estimate(
+                    [_trial_estimate(study, label, m) for m in measured]
+                )
     finally:
         if started:
             ray.shutdown()
@@ -224,6 +250,8 @@ def plan_study(
     n_players = len(players(study, fake_models))
     episode_s = statistics.mean(p["eval_episode_s"] for p in per_approach.values())
     crossplay_s = n_players**2 * study.evaluation.episodes * episode_s
+    if device is None:  # the predators' rows shared by the workers (crossplay.cross_play)
+        crossplay_s /= min(workers, n_players)
     plan = {
         "study": study.name,
         "approaches": per_approach,
@@ -231,6 +259,7 @@ def plan_study(
         "trials_at_once": slots,
         "trials_s": round(trials_s, 0),
         "crossplay_pairings": n_players**2,
+        "crossplay_workers": 1 if device is not None else min(workers, n_players),
         "crossplay_s": round(crossplay_s, 0),
         "total_s": round(trials_s + crossplay_s, 0),
         "peak_rss_gb_per_trial": max(p["peak_rss_gb"] for p in per_approach.values()),
@@ -251,7 +280,8 @@ def plan_table(plan: dict[str, Any]) -> str:
         )
     lines += [
         f"trials: {plan['trials']} ({plan['trials_at_once']} at once) ~{_hms(plan['trials_s'])}",
-        f"cross-play: {plan['crossplay_pairings']} pairings ~{_hms(plan['crossplay_s'])}",
+        f"cross-play: {plan['crossplay_pairings']} pairings in {plan['crossplay_workers']} "
+        f"process(es) ~{_hms(plan['crossplay_s'])}",
         f"total: ~{_hms(plan['total_s'])}",
     ]
     return "\n".join(lines)

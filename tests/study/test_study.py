@@ -409,3 +409,22 @@ def test_crossplay_on_the_torch_core_plays_every_player(finished, monkeypatch):
     for other in ("random", "lotka_volterra/s0"):
         assert out["ppo_twice/s0", other].to_dict() == out["ppo/s0", other].to_dict(), other
     assert out["lotka_volterra/s0", "random"].to_dict() != out["ppo/s0", "random"].to_dict()
+
+
+def test_crossplay_rows_shared_by_processes_equal_one_process(finished):
+    """evaluation.workers: the predators' rows played by 2 Ray tasks give every pairing's
+    episodes exactly as one process does."""
+    from bioflux.study import crossplay
+
+    _, path, doc, _ = finished
+    models = {(t["approach"], t["seed"]): t["model"] for t in doc["trials"]}
+    out = {}
+    for workers in (1, 2):
+        study = load_study(path, [f"evaluation.workers={workers}"])
+        everyone = crossplay.players(study, models)[::3]  # a few players keep it short
+        lines: list[str] = []
+        out[workers] = crossplay.cross_play(study, everyone, progress=False, log=lines.append)
+        assert any("2 processes" in line for line in lines) == (workers == 2)
+    assert list(out[1]) == list(out[2]) and len(out[1]) == len(everyone) ** 2
+    for key, arrays in out[1].items():
+        assert arrays.to_dict() == out[2][key].to_dict(), key

@@ -700,25 +700,29 @@ def _cmd_ecology_analyze(args: argparse.Namespace) -> int:
 
 
 def _cmd_ecology_calibrate(args: argparse.Namespace) -> int:
-    from bioflux.ecology.calibrate import calibrate, reference_series
+    from bioflux.ecology.calibrate import CalibrationIncomplete, calibrate, reference_series
 
     reference_series(args.reference, args.years)  # a bad --reference fails before anything runs
-    doc = calibrate(
-        reference=args.reference,
-        config=args.config,
-        out_dir=args.out,
-        trials=args.trials,
-        seeds_per_trial=args.seeds_per_trial,
-        steps=args.steps,
-        burn_in=args.burn_in,
-        scale=args.scale,
-        validate_seeds=args.validate_seeds,
-        max_concurrent=args.max_concurrent,
-        years=args.years,
-        seed=args.seed,
-        resume=args.resume,
-        log=lambda line: print(line, flush=True),
-    )
+    try:
+        doc = calibrate(
+            reference=args.reference,
+            config=args.config,
+            out_dir=args.out,
+            trials=args.trials,
+            seeds_per_trial=args.seeds_per_trial,
+            steps=args.steps,
+            burn_in=args.burn_in,
+            scale=args.scale,
+            validate_seeds=args.validate_seeds,
+            max_concurrent=args.max_concurrent,
+            years=args.years,
+            seed=args.seed,
+            resume=args.resume,
+            log=lambda line: print(line, flush=True),
+        )
+    except CalibrationIncomplete as err:
+        print(f"bioflux: calibration incomplete: {err}", file=sys.stderr)
+        return 1
     val = doc["validation"]
     print(
         json.dumps(

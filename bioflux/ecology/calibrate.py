@@ -44,21 +44,29 @@ from bioflux.ecology.realism import (
 )
 from bioflux.ecology.series import REFERENCE_ALIASES, PopulationSeries, load_lynx_hare
 
-#: The searched parameters: (kind, low, high); ``prey_capacity`` and the initial prey are set
-#: from ``capacity_per_cell`` (carrying capacity per cell), ``reproduce_energy`` from
-#: ``reproduce_factor × energy_init``.
-SPACE: dict[str, tuple[str, float, float]] = {
-    "energy_init": ("uniform", 2.0, 20.0),
-    "energy_decay": ("loguniform", 0.1, 1.0),
-    "energy_gain": ("loguniform", 0.5, 5.0),
-    "reproduce_factor": ("uniform", 1.2, 4.0),
-    "prey_birth_prob": ("loguniform", 0.01, 0.1),
-    "capacity_per_cell": ("uniform", 0.15, 0.45),
+#: The searched parameters: (kind, low, high) or ("choice", values); ``prey_capacity`` and the
+#: initial prey are set from ``capacity_per_cell`` (carrying capacity per cell),
+#: ``reproduce_energy`` from ``reproduce_factor × energy_init``; ``birth_radius`` 0 stands for
+#: ``null`` (newborns anywhere on the grid, as in configs/ecology.yaml).
+SPACE: dict[str, tuple[Any, ...]] = {
+    "energy_init": ("uniform", 4.0, 20.0),
+    "energy_decay": ("loguniform", 0.2, 1.0),
+    "energy_gain": ("loguniform", 1.0, 4.0),
+    "reproduce_factor": ("uniform", 1.5, 3.0),
+    "prey_birth_prob": ("loguniform", 0.015, 0.06),
+    "capacity_per_cell": ("uniform", 0.2, 0.5),
+    "birth_radius": ("choice", 1, 2, 3, 4, 6, 0),
 }
 #: Densities at reset (per cell), those of configs/ecology.yaml: 225 / 4500 on 150×150.
 PREDATOR_DENSITY = 0.01
 PREY_FRACTION_OF_CAPACITY = 4500 / 6750
 TRIAL_SEED0 = 1000
+
+
+class CalibrationIncomplete(RuntimeError):
+    """The search stopped before every trial finished (a kill, Ctrl-C, a failed trial)."""
+
+
 TRIALS_LOG = "trials.jsonl"
 
 
@@ -109,6 +117,7 @@ def env_for(params: dict[str, float], base_env: dict[str, Any], scale: float) ->
         reproduce_energy=float(params["reproduce_factor"] * params["energy_init"]),
         prey_birth_prob=float(params["prey_birth_prob"]),
         prey_capacity=cap,
+        birth_radius=int(params["birth_radius"]) or None,
         n_prey=int(round(PREY_FRACTION_OF_CAPACITY * cap)),
         n_predators=max(2, int(round(PREDATOR_DENSITY * cells))),
         max_prey=int(round(1.5 * cap)) + 10,
@@ -127,6 +136,7 @@ def params_of(env: dict[str, Any]) -> dict[str, float]:
         "reproduce_factor": float(env["reproduce_energy"]) / float(env["energy_init"]),
         "prey_birth_prob": float(env["prey_birth_prob"]),
         "capacity_per_cell": float(env["prey_capacity"]) / cells,
+        "birth_radius": int(env.get("birth_radius") or 0),
     }
 
 
@@ -213,7 +223,10 @@ def _trial_logger(path: Path, done_before: int, total: int, log: Callable[[str],
             if "loss" not in result:
                 return
             self.n += 1
-            params = {k: float(trial.config[k]) for k in SPACE}
+            params = {
+                k: trial.config[k] if SPACE[k][0] == "choice" else float(trial.config[k])
+                for k in SPACE
+            }
             row = {
                 "trial": self.n,
                 "params": params,
@@ -266,11 +279,21 @@ def _search_space():
     from ray import tune
 
     kinds = {"uniform": tune.uniform, "loguniform": tune.loguniform}
-    return {k: kinds[kind](lo, hi) for k, (kind, lo, hi) in SPACE.items()}
+    return {
+        k: tune.choice(list(spec[1:])) if spec[0] == "choice" else kinds[spec[0]](*spec[1:])
+        for k, spec in SPACE.items()
+    }
 
 
-def _in_space(params: dict[str, float]) -> dict[str, float]:
-    return {k: float(min(max(params[k], lo), hi)) for k, (_, lo, hi) in SPACE.items()}
+def _in_space(params: dict[str, float]) -> dict[str, Any]:
+    """``params`` moved into ``SPACE`` (bounds clipped; a choice not offered: the first)."""
+    out: dict[str, Any] = {}
+    for k, spec in SPACE.items():
+        if spec[0] == "choice":
+            out[k] = params[k] if params[k] in spec[1:] else spec[1]
+        else:
+            out[k] = float(min(max(params[k], spec[1]), spec[2]))
+    return out
 
 
 def search(
@@ -352,7 +375,13 @@ def search(
     finally:
         if started:
             ray.shutdown()
-    return read_trials(out_dir)
+    rows = read_trials(out_dir)
+    if len(rows) < trials:
+        raise CalibrationIncomplete(
+            f"{len(rows)} of {trials} trials finished (interrupted, or a trial failed: see "
+            f"{out_dir / 'tune'}); continue with --resume --out {out_dir}"
+        )
+    return rows
 
 
 def _stat_table(
@@ -464,7 +493,7 @@ def calibrate(
     seeds_per_trial: int = 3,
     steps: int = 1500,
     burn_in: int = 300,
-    scale: float = 2 / 3,
+    scale: float = 1.0,
     validate_seeds: int = 10,
     max_concurrent: int = 2,
     years: str | None = None,

@@ -663,7 +663,7 @@ def _ecology_parser(sub: argparse._SubParsersAction) -> None:
     cal.add_argument("--seeds-per-trial", type=int, default=3, help="seeds each trial plays")
     cal.add_argument("--steps", type=int, default=1500, help="steps per seed")
     cal.add_argument("--burn-in", type=int, default=300, help="first steps left out")
-    cal.add_argument("--scale", type=float, default=2 / 3, help="world side relative to --config's")
+    cal.add_argument("--scale", type=float, default=1.0, help="world side relative to --config's")
     cal.add_argument(
         "--validate-seeds", type=int, default=10, help="fresh seeds the best trial is checked on"
     )

@@ -667,6 +667,12 @@ def _ecology_parser(sub: argparse._SubParsersAction) -> None:
     cal.add_argument(
         "--validate-seeds", type=int, default=10, help="fresh seeds the best trial is checked on"
     )
+    cal.add_argument(
+        "--validate-steps",
+        type=int,
+        default=None,
+        help="steps per validation seed (default: 2 × --steps)",
+    )
     cal.add_argument("--max-concurrent", type=int, default=2, help="trials at once (1 CPU each)")
     cal.add_argument(
         "--years",
@@ -714,6 +720,7 @@ def _cmd_ecology_calibrate(args: argparse.Namespace) -> int:
             burn_in=args.burn_in,
             scale=args.scale,
             validate_seeds=args.validate_seeds,
+            validate_steps=args.validate_steps,
             max_concurrent=args.max_concurrent,
             years=args.years,
             seed=args.seed,

@@ -409,6 +409,30 @@ def _stat_table(
     return table
 
 
+def _one_thread() -> None:
+    from bioflux.threads import use_inference_threads
+
+    use_inference_threads()
+
+
+def parallel_seed_statistics(
+    env: dict[str, Any], seeds: list[int], steps: int, burn_in: int, workers: int
+) -> dict[int, dict[str, Any]]:
+    """``seed_statistics`` with the seeds spread over ``workers`` processes."""
+    if workers <= 1 or len(seeds) == 1:
+        return seed_statistics(env, seeds, steps, burn_in)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread) as pool:
+        parts = pool.map(seed_statistics, *zip(*[(env, [s], steps, burn_in) for s in seeds]))
+        out: dict[int, dict[str, Any]] = {}
+        for part in parts:
+            out.update(part)
+    return {s: out[s] for s in seeds}
+
+
 def validate(
     env: dict[str, Any],
     reference: dict[str, Any],
@@ -416,10 +440,11 @@ def validate(
     steps: int,
     burn_in: int,
     held_out_reference: dict[str, Any] | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """The calibrated world on ``seeds``: every statistic per seed, mean and spread, the
     proof's counts, and the pooled mean cycle's correlation with the data's."""
-    per_seed = seed_statistics(env, seeds, steps, burn_in)
+    per_seed = parallel_seed_statistics(env, seeds, steps, burn_in, workers)
     shapes = {
         s: compare(v, reference) if v.get("mean_cycle") is not None else {}
         for s, v in per_seed.items()
@@ -495,6 +520,7 @@ def calibrate(
     burn_in: int = 300,
     scale: float = 1.0,
     validate_seeds: int = 10,
+    validate_steps: int | None = None,
     max_concurrent: int = 2,
     years: str | None = None,
     seed: int = 0,
@@ -512,6 +538,7 @@ def calibrate(
         ("--seeds-per-trial", seeds_per_trial, 1),
         ("--steps", steps, 100),
         ("--validate-seeds", validate_seeds, 1),
+        ("--validate-steps", validate_steps or steps, steps),
         ("--max-concurrent", max_concurrent, 1),
     ):
         if value < low:
@@ -580,8 +607,11 @@ def calibrate(
         f"best: trial {best['trial']} loss {best['loss']:.2f}; validating on {validate_seeds} seeds"
     )
     env = env_for(best["params"], base, scale)
-    env["max_steps"] = steps
-    val = validate(env, ref, list(range(validate_seeds)), steps, burn_in, ref_held)
+    validate_steps = validate_steps or 2 * steps
+    env["max_steps"] = validate_steps
+    val = validate(
+        env, ref, list(range(validate_seeds)), validate_steps, burn_in, ref_held, max_concurrent
+    )
     per_seed, pooled = val.pop("_per_seed"), val.pop("_pooled")
     config_path = write_config(env, out / f"ecology_{reference.lower()}.yaml", best, val, settings)
     doc = {
@@ -644,8 +674,8 @@ def write_config(
         f"# ({settings['trials']} trials × {settings['seeds_per_trial']} seeds, "
         f"{settings['steps']} steps, burn-in {settings['burn_in']}; best trial "
         f"{best['trial']}, loss {best['loss']:.2f}).",
-        f"# Validation on seeds 0–{len(val['seeds']) - 1} (the first {settings['burn_in']} "
-        "steps dropped):",
+        f"# Validation on seeds 0–{len(val['seeds']) - 1}, {val['steps']} steps "
+        f"(the first {settings['burn_in']} dropped):",
         f"#   lag/period {f(lag, 'mean')} ± {f(lag, 'std')} (data "
         f"{stats['lag_fraction']['data']:.3f}); within ±0.03 on "
         f"{val['proof']['lag_within_0.03_of_data']['count']}/{len(val['seeds'])} seeds",

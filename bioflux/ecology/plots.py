@@ -215,6 +215,7 @@ def plot_calibration(
     tab = axes[0, 2].table(
         cellText=rows,
         colLabels=["statistic", "data", "simulation"],
+        colWidths=[0.46, 0.2, 0.36],
         loc="upper center",
         cellLoc="left",
     )

@@ -671,7 +671,7 @@ def _ecology_parser(sub: argparse._SubParsersAction) -> None:
         "--validate-steps",
         type=int,
         default=None,
-        help="steps per validation seed (default: 2 × --steps)",
+        help="steps per validation seed (default: --steps)",
     )
     cal.add_argument("--max-concurrent", type=int, default=2, help="trials at once (1 CPU each)")
     cal.add_argument(

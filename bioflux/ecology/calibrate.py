@@ -607,7 +607,7 @@ def calibrate(
         f"best: trial {best['trial']} loss {best['loss']:.2f}; validating on {validate_seeds} seeds"
     )
     env = env_for(best["params"], base, scale)
-    validate_steps = validate_steps or 2 * steps
+    validate_steps = validate_steps or steps
     env["max_steps"] = validate_steps
     val = validate(
         env, ref, list(range(validate_seeds)), validate_steps, burn_in, ref_held, max_concurrent

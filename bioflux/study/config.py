@@ -15,7 +15,7 @@ A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the
     evaluation: {episodes: 100, seed: 900001}
     resources: {cpus_per_trial: 1, env_runners_per_trial: 0, max_concurrent: 2,
                 gpus_per_trial: 0}
-    ecology_realism: {enabled: true, size: 60, steps: 1200}   # optional (the default)
+    ecology_realism: {enabled: true, size: 100, steps: 1200}   # optional (the default)
 
 Each (approach, seed) becomes an ``Experiment``: the approach's config with the study's world,
 seed, budget (as ``stop``) and evaluation section, and ``resources.env_runners_per_trial``
@@ -116,7 +116,7 @@ class EcologyRealism(_Section):
         description="the calibrated ecology world (packaged name or path), played at `size`",
     )
     size: int = Field(
-        60, ge=10, description="side of the square world in cells; the config's densities"
+        100, ge=10, description="side of the square world in cells; the config's densities"
     )
     steps: int = Field(1200, ge=100, description="steps per episode")
     burn_in: int = Field(200, ge=0, description="first steps left out of the statistics")

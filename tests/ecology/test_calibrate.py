@@ -15,7 +15,7 @@ from scipy.integrate import solve_ivp
 
 from bioflux.cli import main
 from bioflux.ecology import PopulationSeries, load_lynx_hare
-from bioflux.ecology.calibrate import read_trials
+from bioflux.ecology.calibrate import read_trials, reference_series
 from bioflux.ecology.realism import (
     CYCLE_PENALTY,
     EXTINCTION_LOSS,
@@ -217,3 +217,11 @@ def test_calibrate_resumes_after_a_kill(tmp_path):
     assert doc["search"]["best"]["loss"] == min(r["loss"] for r in rows)
     assert (out / "calibration.png").stat().st_size > 10_000
     assert (out / "ecology_lynx_hare.yaml").exists()
+
+
+def test_years_cut_the_record_and_bad_years_are_refused():
+    first = reference_series("lynx_hare", "1845:1890")
+    assert first.time[0] == 1845 and first.time[-1] == 1890 and len(first) == 46
+    for bad, message in (("1890", "START:END"), ("1900:1850", "before"), ("1845:1860", "30")):
+        with pytest.raises(ValueError, match=message):
+            reference_series("lynx_hare", bad)

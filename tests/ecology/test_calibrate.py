@@ -194,13 +194,13 @@ def test_calibrate_resumes_after_a_kill(tmp_path):
     proc = _calibrate(out, trials=4)
     deadline = time.monotonic() + 240
     try:
-        while len(read_trials(out)) < 2 and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.5)
+        while not read_trials(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
         proc.wait()
     first = read_trials(out)
-    assert 2 <= len(first) < 4, proc.stdout.read()
+    assert 1 <= len(first) < 4, proc.stdout.read()
     assert not (out / "calibration.json").exists()
 
     proc = _calibrate(out, trials=4, resume=True)

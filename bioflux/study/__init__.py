@@ -9,7 +9,7 @@ Run: ``bioflux study --config configs/study_demo.yaml [--seeds K] [--set ...] [-
    common evaluation seed; ensembles (``ensembles:``) are built here, per training seed, from
    the members' exports, so ``--resume`` may add or change them without retraining anything;
 4. ``realism`` — each approach's policies play the calibrated lynx–hare ecology world
-   (``ecology_realism``, on by default: well under a minute on the demo world);
+   (``ecology_realism``, on by default; one ``simulate`` run per player);
 5. ``report`` — ranking, evaluation tables (mean, std across seeds, std across episodes, 95%
    bootstrap CI), cross-play heatmap, learning curves, cost; ``study.md`` and ``study.json``.
 

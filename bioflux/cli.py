@@ -649,6 +649,43 @@ def _ecology_parser(sub: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=None, help="output folder (default: next to the series)"
     )
     analyze.set_defaults(func=_cmd_ecology_analyze)
+    cal = _command(
+        eco_sub,
+        "calibrate",
+        "fit the ecology world's rules to a reference's cycles (Ray Tune + Optuna)",
+    )
+    cal.add_argument(
+        "--reference", required=True, help="the data to fit: lynx_hare (Hudson's Bay records)"
+    )
+    cal.add_argument(
+        "--config", default="ecology", help="the world to calibrate (its size, observation)"
+    )
+    cal.add_argument("--trials", type=int, default=40, help="trials of the search")
+    cal.add_argument("--seeds-per-trial", type=int, default=3, help="seeds each trial plays")
+    cal.add_argument("--steps", type=int, default=1500, help="steps per seed")
+    cal.add_argument("--burn-in", type=int, default=300, help="first steps left out")
+    cal.add_argument("--scale", type=float, default=1.0, help="world side relative to --config's")
+    cal.add_argument(
+        "--validate-seeds", type=int, default=10, help="fresh seeds the best trial is checked on"
+    )
+    cal.add_argument(
+        "--validate-steps",
+        type=int,
+        default=None,
+        help="steps per validation seed (default: --steps)",
+    )
+    cal.add_argument("--max-concurrent", type=int, default=2, help="trials at once (1 CPU each)")
+    cal.add_argument(
+        "--years",
+        default=None,
+        help="fit only these years START:END; the rest of the record is the held-out check",
+    )
+    cal.add_argument("--seed", type=int, default=0, help="the searcher's seed")
+    cal.add_argument("--out", type=Path, default=Path("outputs/calibrate"), help="output folder")
+    cal.add_argument(
+        "--resume", action="store_true", help="continue the calibration in --out (trials.jsonl)"
+    )
+    cal.set_defaults(func=_cmd_ecology_calibrate)
 
 
 def _cmd_ecology_analyze(args: argparse.Namespace) -> int:
@@ -666,6 +703,47 @@ def _cmd_ecology_analyze(args: argparse.Namespace) -> int:
     result = analyze(series, reference=args.reference, out_dir=out)
     result["source"] = {k: v for k, v in source.items() if k != "default_out"}
     print(json.dumps(result, indent=2))
+    return 0
+
+
+def _cmd_ecology_calibrate(args: argparse.Namespace) -> int:
+    from bioflux.ecology.calibrate import CalibrationIncomplete, calibrate, reference_series
+
+    reference_series(args.reference, args.years)  # a bad --reference fails before anything runs
+    try:
+        doc = calibrate(
+            reference=args.reference,
+            config=args.config,
+            out_dir=args.out,
+            trials=args.trials,
+            seeds_per_trial=args.seeds_per_trial,
+            steps=args.steps,
+            burn_in=args.burn_in,
+            scale=args.scale,
+            validate_seeds=args.validate_seeds,
+            validate_steps=args.validate_steps,
+            max_concurrent=args.max_concurrent,
+            years=args.years,
+            seed=args.seed,
+            resume=args.resume,
+            log=lambda line: print(line, flush=True),
+        )
+    except CalibrationIncomplete as err:
+        print(f"bioflux: calibration incomplete: {err}", file=sys.stderr)
+        return 1
+    val = doc["validation"]
+    print(
+        json.dumps(
+            {
+                "wall_s": doc["wall_s"],
+                "search": doc["search"],
+                "proof": val["proof"],
+                "pooled_mean_cycle_shape": val["pooled_mean_cycle_shape"],
+                "files": doc["files"],
+            },
+            indent=2,
+        )
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the
     evaluation: {episodes: 100, seed: 900001}
     resources: {cpus_per_trial: 1, env_runners_per_trial: 0, max_concurrent: 2,
                 gpus_per_trial: 0}
+    ecology_realism: {enabled: true, size: 100, steps: 1200}   # optional (the default)
 
 Each (approach, seed) becomes an ``Experiment``: the approach's config with the study's world,
 seed, budget (as ``stop``) and evaluation section, and ``resources.env_runners_per_trial``
@@ -115,6 +116,31 @@ class StudyResources(_Section):
     )
 
 
+class EcologyRealism(_Section):
+    enabled: bool = Field(
+        True,
+        description="after cross-play, each approach's policies (first training seed) play the "
+        "calibrated ecology world and the report gives their cycle statistics beside the "
+        "lynx-hare data's (bioflux.study.realism)",
+    )
+    config: str = Field(
+        "ecology_lynx_hare",
+        description="the calibrated ecology world (packaged name or path), played at `size`",
+    )
+    size: int = Field(
+        100, ge=10, description="side of the square world in cells; the config's densities"
+    )
+    steps: int = Field(1200, ge=100, description="steps per episode")
+    burn_in: int = Field(200, ge=0, description="first steps left out of the statistics")
+    seeds: int = Field(1, ge=1, description="seeds per player (0, 1, ...)")
+
+    @model_validator(mode="after")
+    def _burn_in(self) -> EcologyRealism:
+        if self.burn_in >= self.steps - 50:
+            raise ValueError(f"ecology_realism: burn_in={self.burn_in} leaves < 50 steps")
+        return self
+
+
 class StudyEnsemble(_Section):
     members: list[str] = Field(
         min_length=2,
@@ -162,6 +188,7 @@ class StudyConfig(_Section):
     ensembles: dict[str, StudyEnsemble] = Field(default_factory=dict)
     evaluation: StudyEvaluation = Field(default_factory=StudyEvaluation)
     resources: StudyResources = Field(default_factory=StudyResources)
+    ecology_realism: EcologyRealism = Field(default_factory=EcologyRealism)
 
     @field_validator("env")
     @classmethod

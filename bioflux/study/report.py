@@ -65,6 +65,7 @@ from bioflux.artifacts import RunFolder, StudyFolder
 from bioflux.envs.config import SPECIES
 from bioflux.study.config import StudyConfig
 from bioflux.study.crossplay import EpisodeArrays, Player
+from bioflux.study.realism import markdown as realism_markdown
 
 #: Seeds each player needs before the verdict may call a lead established (module docstring).
 MIN_SEEDS = 3
@@ -517,9 +518,11 @@ def write_report(
     trials: list[dict[str, Any]],
     wall_s: float,
     failed: list[dict[str, Any]] | None = None,
+    realism: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``study.md``, ``study.json`` and the PNGs; returns the JSON document. ``failed``:
-    the trials that failed (``trials.run_trials``), listed with their reasons."""
+    the trials that failed (``trials.run_trials``), listed with their reasons; ``realism``:
+    ``bioflux.study.realism.ecology_realism``'s section (None: left out)."""
     failed = failed or []
     stats = species_stats(study, everyone, games)
     heat = crossplay_matrix(everyone, games)
@@ -537,6 +540,7 @@ def write_report(
         "crossplay": heat,
         "trials": trials,
         "failed_trials": failed,
+        "ecology_realism": realism,
         "episodes": {f"{p}|{q}": arrays.to_dict() for (p, q), arrays in games.items()},
         "files": {
             "markdown": str(folder.report_md),
@@ -545,5 +549,9 @@ def write_report(
         },
     }
     folder.report_json.write_text(json.dumps(doc, indent=2))
-    folder.report_md.write_text(markdown(study, stats, heat, trials, wall_s) + _failed_md(failed))
+    folder.report_md.write_text(
+        markdown(study, stats, heat, trials, wall_s)
+        + "\n".join(realism_markdown(realism))
+        + _failed_md(failed)
+    )
     return doc

@@ -11,6 +11,8 @@ import yaml
 from bioflux.config import ConfigError
 from bioflux.evaluation import bootstrap_ci
 from bioflux.study import load_study, run_study
+from bioflux.study.realism import ecology_realism
+from bioflux.study.realism import markdown as realism_markdown
 from bioflux.study.report import Stat, difference_ci, verdict
 from tests.conftest import TINY
 
@@ -38,6 +40,8 @@ TINY_STUDY = {
         "ppo_twice": {"members": ["ppo", "ppo"], "weights": [1, 3]},  # plays exactly as ppo
     },
     "evaluation": {"episodes": 6, "seed": 4242},
+    # the calibrated lynx–hare world, small and short (the default is 100x100, 1200 steps)
+    "ecology_realism": {"size": 40, "steps": 400, "burn_in": 50},
 }
 PLAYERS = ["ppo", "lotka_volterra", "ppo_lv", "ppo_twice", "random"]
 
@@ -99,6 +103,36 @@ def test_resume_skips_finished_trials(finished):
     assert set((folder / "tune").iterdir()) == tune_runs  # Tune was not run again
     with pytest.raises(ValueError, match="--resume"):
         run_study(load_study(path), output=root / "out", progress=False)
+
+
+def test_the_report_gives_each_players_cycles_in_the_calibrated_world_beside_the_data(finished):
+    root, _, doc, lines = finished
+    section = doc["ecology_realism"]
+    assert section["env"]["height"] == 40 and section["env"]["obs_radius"] == 2  # the study's
+    assert section["env"]["ecology"] and section["steps"] == 400
+    assert section["data"]["lag_fraction"] == pytest.approx(0.146, abs=0.001)
+    # one player per approach (its first seed's policies), ensemble and baseline
+    assert list(section["players"]) == ["ppo", "lotka_volterra", "ppo_lv", "ppo_twice", "random"]
+    assert section["players"]["ppo"]["player"] == "ppo/s0"
+    for row in section["players"].values():
+        assert "error" not in row, row
+        assert len(row["per_seed"]) == 1
+        seed = row["per_seed"][0]
+        lag = seed.get("lag_fraction")
+        assert seed["extinct"] or lag is None or -0.5 <= lag <= 0.5
+    assert any("ecology realism: 5 players" in line for line in lines)
+    md = (root / "out" / "tiny_study" / "study.md").read_text()
+    assert "## Ecological realism (the calibrated lynx–hare world)" in md
+    assert "| **lynx–hare data** | 0.146 |" in md
+    assert "| `lotka_volterra/s0` |" in md and "| `random` |" in md
+
+
+def test_ecological_realism_can_be_turned_off(study_file):
+    study = load_study(study_file, ["ecology_realism.enabled=false"])
+    assert ecology_realism(study, []) is None
+    assert realism_markdown(None) == []
+    with pytest.raises(ConfigError, match="burn_in"):
+        load_study(study_file, ["ecology_realism.burn_in=390"])
 
 
 def test_stat_definitions_on_a_hand_built_case():

@@ -1,0 +1,227 @@
+"""The calibration objective on series with known answers, calibrate's resume after a kill,
+and its refusals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+from bioflux.cli import main
+from bioflux.ecology import PopulationSeries, load_lynx_hare
+from bioflux.ecology.calibrate import read_trials, reference_series
+from bioflux.ecology.realism import (
+    CYCLE_PENALTY,
+    EXTINCTION_LOSS,
+    SCALES,
+    cycle_realism,
+    objective,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _shifted(lag: float, period: float = 50.0, cycles: int = 10, dt: float = 1.0):
+    """Prey a raised cosine, predator the same curve ``lag`` periods later."""
+    t = np.arange(0, cycles * period, dt)
+    prey = 100 + 60 * np.cos(2 * np.pi * t / period)
+    pred = 40 + 20 * np.cos(2 * np.pi * (t / period - lag))
+    return PopulationSeries(t, prey, pred)
+
+
+def _lv_orbit(amplitude: float = 0.05, a=1.0, b=1.0, c=1.0, d=1.0):
+    """A pure Lotka–Volterra orbit near the equilibrium (c/d, a/b), sampled finely."""
+
+    def rhs(_t, z):
+        x, y = z
+        return [a * x - b * x * y, d * x * y - c * y]
+
+    t = np.arange(0, 80, 0.05)
+    sol = solve_ivp(
+        rhs, (0, t[-1]), [c / d * (1 + amplitude), a / b], t_eval=t, rtol=1e-9, atol=1e-12
+    )
+    return PopulationSeries(t, sol.y[0], sol.y[1])
+
+
+def test_a_pure_lv_orbit_lags_a_quarter_period():
+    stats = cycle_realism(_lv_orbit())
+    assert stats["period"] == pytest.approx(2 * np.pi, rel=0.02)  # sqrt(a c) = 1
+    assert stats["lag_fraction"] == pytest.approx(0.25, abs=0.01)
+    assert stats["peak_lag_fraction"] == pytest.approx(0.25, abs=1 / 40 + 1e-9)
+    assert stats["regularity"] < 0.02
+    assert stats["n_cycles"] >= 10
+    assert not stats["extinct"]
+
+
+@pytest.mark.parametrize("lag", [0.146, 0.1, 0.3, -0.15])
+def test_a_shifted_copy_has_its_known_lag_and_the_objective_measures_the_gap(lag):
+    data = cycle_realism(_shifted(0.146))
+    stats = cycle_realism(_shifted(lag, period=37.0))  # another period: only phase matters
+    assert stats["lag_fraction"] == pytest.approx(lag, abs=0.01)
+    assert stats["peak_lag_fraction"] == pytest.approx(lag, abs=1 / 40 + 1e-9)
+    assert stats["rise_prey"] == pytest.approx(0.5, abs=0.03)  # a cosine rises half the time
+    score = objective(stats, data)
+    assert score["terms"]["lag"] == pytest.approx(abs(lag - 0.146) / SCALES["lag"], abs=0.4)
+    assert score["shape_prey"] == pytest.approx(1.0, abs=1e-6)
+    # the predator's mean cycle (aligned on prey peaks) moves with the lag
+    expected = np.cos(2 * np.pi * (lag - 0.146))
+    assert score["shape_predator"] == pytest.approx(expected, abs=0.02)
+    assert stats["amp_prey"] == pytest.approx(np.log(160 / 40), abs=0.02)
+    assert stats["amp_predator"] == pytest.approx(np.log(60 / 20), abs=0.02)
+    assert score["terms"]["amplitude"] == pytest.approx(0.0, abs=0.1)
+
+
+def test_the_data_scores_zero_against_itself_and_worse_with_a_wrong_lag():
+    data = cycle_realism(load_lynx_hare())
+    assert data["lag_fraction"] == pytest.approx(0.146, abs=0.001)
+    assert data["n_cycles"] == 8
+    assert objective(data, data)["loss"] == pytest.approx(0.0, abs=1e-9)
+    near, far = cycle_realism(_shifted(0.15)), cycle_realism(_shifted(0.33))
+    assert objective(near, data)["loss"] < objective(far, data)["loss"]
+    assert objective(far, data)["terms"]["lag"] > 5
+
+
+def test_extinction_and_too_few_cycles_are_penalised():
+    s = _shifted(0.146, cycles=10)
+    dead = PopulationSeries(s.time, s.prey, np.where(s.time > 300, 0.0, s.predator))
+    ref = cycle_realism(s)
+    assert objective(cycle_realism(dead), ref)["loss"] == EXTINCTION_LOSS
+    short = cycle_realism(_shifted(0.146, cycles=3))  # interior peaks at 50, 100: one cycle
+    assert short["n_cycles"] == 1
+    assert objective(short, ref)["terms"]["cycles"] == pytest.approx(2 * CYCLE_PENALTY)
+
+
+def test_a_bad_reference_is_one_line_and_exit_2(capsys, tmp_path):
+    code = main(["ecology", "calibrate", "--reference", "wolves_moose", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1
+    assert "wolves_moose" in err and "lynx_hare" in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_resume_refuses_other_settings(capsys, tmp_path):
+    (tmp_path / "settings.json").write_text(
+        json.dumps(
+            {
+                "reference": "lynx_hare",
+                "years": None,
+                "config": "ecology",
+                "trials": 3,
+                "seeds_per_trial": 1,
+                "steps": 400,
+                "burn_in": 50,
+                "scale": 0.2,
+                "seed": 0,
+            }
+        )
+    )
+    code = main(
+        [
+            "ecology",
+            "calibrate",
+            "--reference",
+            "lynx_hare",
+            "--out",
+            str(tmp_path),
+            "--steps",
+            "500",
+            "--burn-in",
+            "50",
+            "--scale",
+            "0.2",
+            "--seeds-per-trial",
+            "1",
+            "--resume",
+        ]
+    )
+    assert code == 2
+    assert "steps" in capsys.readouterr().err
+
+
+TINY = [
+    "--scale",
+    "0.2",
+    "--steps",
+    "240",
+    "--burn-in",
+    "20",
+    "--seeds-per-trial",
+    "1",
+    "--validate-seeds",
+    "1",
+    "--max-concurrent",
+    "1",
+]
+
+
+def _calibrate(out: Path, trials: int, resume: bool = False) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "bioflux",
+        "ecology",
+        "calibrate",
+        "--reference",
+        "lynx_hare",
+        "--out",
+        str(out),
+        "--trials",
+        str(trials),
+        *TINY,
+        *(["--resume"] if resume else []),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def test_calibrate_resumes_after_a_kill(tmp_path):
+    out = tmp_path / "cal"
+    proc = _calibrate(out, trials=4)
+    deadline = time.monotonic() + 240
+    try:
+        while not read_trials(out) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started
+        proc.wait()
+    first = read_trials(out)
+    assert 1 <= len(first) < 4, proc.stdout.read()
+    assert not (out / "calibration.json").exists()
+
+    proc = _calibrate(out, trials=4, resume=True)
+    text, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, text
+    assert f"resuming: {len(first)} finished trial(s)" in text
+    rows = read_trials(out)
+    assert [r["trial"] for r in rows] == [1, 2, 3, 4]
+    assert rows[: len(first)] == first  # the finished trials were not run again
+    trial_lines = [line for line in text.splitlines() if line.startswith("trial ")]
+    assert len(trial_lines) == 4 - len(first)
+    doc = json.loads((out / "calibration.json").read_text())
+    assert doc["search"]["trials"] == 4
+    assert doc["search"]["best"]["loss"] == min(r["loss"] for r in rows)
+    assert (out / "calibration.png").stat().st_size > 10_000
+    assert (out / "ecology_lynx_hare.yaml").exists()
+
+
+def test_years_cut_the_record_and_bad_years_are_refused():
+    first = reference_series("lynx_hare", "1845:1890")
+    assert first.time[0] == 1845 and first.time[-1] == 1890 and len(first) == 46
+    for bad, message in (("1890", "START:END"), ("1900:1850", "before"), ("1845:1860", "30")):
+        with pytest.raises(ValueError, match=message):
+            reference_series("lynx_hare", bad)

@@ -89,6 +89,12 @@ SUBSTITUTIONS: list[tuple[str, str, str]] = [
     (r"--episodes 100\b", "--episodes 10", "fewer evaluation episodes"),
     (r"--episodes 50\b", "--episodes 4", "fewer evaluation episodes (reference world)"),
     (r"--seeds 10\b", "--seeds 1 --steps 200", "one short ecology simulation"),
+    (
+        r"^(bioflux ecology calibrate .*)$",
+        r"\1 --trials 2 --seeds-per-trial 1 --steps 300 --burn-in 50 --validate-seeds 1 "
+        "--validate-steps 300",
+        "the default calibration takes ~12 min on 2 cores: two short trials",
+    ),
 ]
 
 #: bioflux train / demo commands that do not set stop.iterations get this appended.

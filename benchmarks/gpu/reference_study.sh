@@ -15,34 +15,10 @@
 # finished; `bioflux study --resume` in a third call would finish the rest. DRY=1 (here, on a
 # CPU, with the project's venv first on PATH and a scratch HOME) runs the same steps on a tiny
 # world, every GPU path switched to the CPU.
-set -uo pipefail
-PHASE=${1:-1}
-DEADLINE=$(( $(date +%s) + ${BUDGET_S:-570} ))
-SITE="$HOME"/site
-OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-export PYTHONPATH="$SITE":$PWD PYTHONUNBUFFERED=1 RAY_AUTH_MODE=disabled
-if [[ ${DRY:-0} == 1 ]]; then
-  echo "dry run: nothing installed"
-elif [[ $PHASE == 1 ]]; then
-  cp .raypart/ray.part.aa "$HOME"/ || exit 1
-  python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" .whl/*.whl || exit 1
-else
-  R="$HOME"/ray-2.60.0-cp312-cp312-manylinux2014_x86_64.whl
-  if [[ ! -d "$SITE/ray" ]]; then
-    cat "$HOME"/ray.part.aa .raypart/ray.part.ab > "$R" || exit 1
-    python3 -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$R" || exit 1
-  fi
-fi
+BUDGET_S=${BUDGET_S:-570}
+source "$(dirname "$0")/setup.sh"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 
-step() {  # step MAX_S OUTFILE COMMAND...
-  local max=$1 out=$2; shift 2
-  local left=$(( DEADLINE - $(date +%s) ))
-  if (( left < 20 )); then echo "skipped $out: ${left}s left" | tee "$OUT/$out"; return; fi
-  echo "== $out (at most $(( left < max ? left : max ))s)"
-  timeout $(( left < max ? left : max )) "$@" > "$OUT/$out" 2> "$OUT/$out.stderr"
-  echo "exit $?"; tail -c 3000 "$OUT/$out"; tail -n 5 "$OUT/$out.stderr"
-}
 
 if [[ $PHASE == 1 ]]; then
   # what the study imports beyond torch and the carried wheels (Tune: pyarrow, pandas; the

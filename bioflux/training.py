@@ -504,24 +504,43 @@ def train(
         ):  # both learn: the capture rate measures one against the other
             title += " — self-play: both species learn at once; evaluate against a fixed opponent"
         plot_learning_curves(rows, run.curves, title)
+    best_at = {"score": score_key, "value": best if rows else None, "iteration": best_iteration}
+    return _write_summary(
+        exp,
+        run,
+        rows,
+        best=best_at,
+        env_runner_nodes=runner_nodes,
+        learner_devices=devices,
+        trained_species=species,
+        init_from=lineage,
+        best_checkpoint=run.checkpoints / "best",
+        models=exports,
+    )
+
+
+def _write_summary(
+    exp: Experiment, run: RunFolder, rows: list[dict[str, Any]], best_checkpoint: Path, **fields
+) -> dict[str, Any]:
+    """The run's ``summary.json`` (a plain run's and a curriculum's): the totals of its last
+    metrics row, its folders and ``fields``; returns it."""
+    last = rows[-1] if rows else None
     summary = {
         "name": exp.name,
         "algorithm": exp.algorithm,
-        "iterations": rows[-1]["iteration"] if rows else 0,
-        "env_steps": rows[-1]["env_steps"] if rows else 0,
-        "time_s": rows[-1]["time_s"] if rows else 0.0,
-        "last": rows[-1] if rows else None,
-        "best": {"score": score_key, "value": best if rows else None, "iteration": best_iteration},
+        "iterations": last["iteration"] if last else 0,
+        "env_steps": last["env_steps"] if last else 0,
+        "time_s": last["time_s"] if last else 0.0,
+        "last": last,
+        "best": fields.pop("best"),
         "run_dir": str(run.root),
-        "env_runner_nodes": runner_nodes,
-        "learner_devices": devices,
-        "trained_species": species,
-        "init_from": lineage,
-        "checkpoints": {
-            "final": str(run.checkpoints / "final"),
-            "best": str(run.checkpoints / "best"),
-        },
-        "models": exports,
+        "env_runner_nodes": fields.pop("env_runner_nodes"),
+        "learner_devices": fields.pop("learner_devices"),
+        "trained_species": fields.pop("trained_species"),
+        "init_from": fields.pop("init_from"),
+        **({"curriculum": fields.pop("curriculum")} if "curriculum" in fields else {}),
+        "checkpoints": {"final": str(run.checkpoints / "final"), "best": str(best_checkpoint)},
+        "models": fields.pop("models"),
         "learning_curves": str(run.curves),
         "metrics": str(run.metrics),
     }
@@ -698,30 +717,19 @@ def train_curriculum(
         )
     if rows:
         plot_learning_curves(rows, run.curves, f"{exp.name} ({exp.algorithm}, curriculum)")
-    summary = {
-        "name": exp.name,
-        "algorithm": exp.algorithm,
-        "iterations": rows[-1]["iteration"] if rows else 0,
-        "env_steps": rows[-1]["env_steps"] if rows else 0,
-        "time_s": rows[-1]["time_s"] if rows else 0.0,
-        "last": rows[-1] if rows else None,
-        "best": {**best, "stage": len(names)},
-        "run_dir": str(run.root),
-        "env_runner_nodes": last.get("env_runner_nodes", []),
-        "learner_devices": last.get("learner_devices", []),
-        "trained_species": species,
-        "init_from": lineage,
-        "curriculum": curriculum,
-        "checkpoints": {
-            "final": str(run.checkpoints / "final"),
-            "best": str(last_run.checkpoints / "best"),
-        },
-        "models": exports,
-        "learning_curves": str(run.curves),
-        "metrics": str(run.metrics),
-    }
-    run.write_summary(summary)
-    return summary
+    return _write_summary(
+        exp,
+        run,
+        rows,
+        best={**best, "stage": len(names)},
+        env_runner_nodes=last.get("env_runner_nodes", []),
+        learner_devices=last.get("learner_devices", []),
+        trained_species=species,
+        init_from=lineage,
+        curriculum=curriculum,
+        best_checkpoint=last_run.checkpoints / "best",
+        models=exports,
+    )
 
 
 def interrupted(args: Any, name: str) -> str:

@@ -44,20 +44,28 @@ from bioflux.ecology.realism import (
 )
 from bioflux.ecology.series import REFERENCE_ALIASES, PopulationSeries, load_lynx_hare
 
-#: The searched parameters: (kind, low, high) or ("choice", values); ``prey_capacity`` and the
-#: initial prey are set from ``capacity_per_cell`` (carrying capacity per cell),
-#: ``reproduce_energy`` from ``reproduce_factor × energy_init``; ``birth_radius`` 0 stands for
-#: ``null`` (newborns anywhere on the grid, as in configs/ecology.yaml).
+#: The searched parameters: (kind, low, high) or ("choice", values); ``prey_capacity`` is set
+#: from ``capacity_per_cell`` (carrying capacity per cell), ``reproduce_energy`` from
+#: ``reproduce_factor × energy_init``, the populations at reset from ``predator_density``
+#: (predators per cell) and ``prey_start`` (prey as a fraction of the capacity),
+#: ``predator_crowding`` from ``crowding_per_cell`` (at 0.3 per cell, 6,750 predators on
+#: 150×150, crowding is negligible: the top of the range stands for none);
+#: ``birth_radius`` 0 stands for ``null`` (newborns anywhere on the grid, as in
+#: configs/ecology.yaml).
 SPACE: dict[str, tuple[Any, ...]] = {
-    "energy_init": ("uniform", 4.0, 20.0),
-    "energy_decay": ("loguniform", 0.2, 1.0),
-    "energy_gain": ("loguniform", 1.0, 4.0),
-    "reproduce_factor": ("uniform", 1.5, 3.0),
+    "energy_init": ("uniform", 2.0, 20.0),
+    "energy_decay": ("loguniform", 0.2, 3.0),
+    "energy_gain": ("loguniform", 1.0, 10.0),
+    "reproduce_factor": ("uniform", 1.2, 3.0),
     "prey_birth_prob": ("loguniform", 0.015, 0.06),
-    "capacity_per_cell": ("uniform", 0.2, 0.5),
+    "capacity_per_cell": ("uniform", 0.2, 0.9),
     "birth_radius": ("choice", 1, 2, 3, 4, 6, 0),
+    "predator_density": ("loguniform", 0.002, 0.03),
+    "prey_start": ("uniform", 0.2, 0.8),
+    "crowding_per_cell": ("loguniform", 0.003, 0.3),
 }
-#: Densities at reset (per cell), those of configs/ecology.yaml: 225 / 4500 on 150×150.
+#: Densities at reset of configs/ecology.yaml (225 predators, 4500 prey on 150×150): the
+#: values of ``predator_density`` and ``prey_start`` for a trial log written without them.
 PREDATOR_DENSITY = 0.01
 PREY_FRACTION_OF_CAPACITY = 4500 / 6750
 TRIAL_SEED0 = 1000
@@ -118,8 +126,9 @@ def env_for(params: dict[str, float], base_env: dict[str, Any], scale: float) ->
         prey_birth_prob=float(params["prey_birth_prob"]),
         prey_capacity=cap,
         birth_radius=int(params["birth_radius"]) or None,
-        n_prey=int(round(PREY_FRACTION_OF_CAPACITY * cap)),
-        n_predators=max(2, int(round(PREDATOR_DENSITY * cells))),
+        predator_crowding=float(params.get("crowding_per_cell", 0.0) * cells) or None,
+        n_prey=max(2, int(round(params.get("prey_start", PREY_FRACTION_OF_CAPACITY) * cap))),
+        n_predators=max(2, int(round(params.get("predator_density", PREDATOR_DENSITY) * cells))),
         max_prey=int(round(1.5 * cap)) + 10,
         max_predators=int(round(0.3 * cells)),
     )
@@ -137,6 +146,9 @@ def params_of(env: dict[str, Any]) -> dict[str, float]:
         "prey_birth_prob": float(env["prey_birth_prob"]),
         "capacity_per_cell": float(env["prey_capacity"]) / cells,
         "birth_radius": int(env.get("birth_radius") or 0),
+        "predator_density": float(env["n_predators"]) / cells,
+        "prey_start": float(env["n_prey"]) / float(env["prey_capacity"]),
+        "crowding_per_cell": float(env.get("predator_crowding") or math.inf) / cells,
     }
 
 
@@ -288,11 +300,17 @@ def _search_space():
 def _in_space(params: dict[str, float]) -> dict[str, Any]:
     """``params`` moved into ``SPACE`` (bounds clipped; a choice not offered: the first)."""
     out: dict[str, Any] = {}
+    defaults = {
+        "predator_density": PREDATOR_DENSITY,
+        "prey_start": PREY_FRACTION_OF_CAPACITY,
+        "crowding_per_cell": math.inf,  # none: clipped to the top of the range
+    }
     for k, spec in SPACE.items():
+        value = params.get(k, defaults.get(k))
         if spec[0] == "choice":
-            out[k] = params[k] if params[k] in spec[1:] else spec[1]
+            out[k] = value if value in spec[1:] else spec[1]
         else:
-            out[k] = float(min(max(params[k], spec[1]), spec[2]))
+            out[k] = float(min(max(value, spec[1]), spec[2]))
     return out
 
 

@@ -54,6 +54,10 @@ class EnvConfig:
         prey_capacity: carrying capacity ``K`` of live prey per world: a prey gives birth with
             probability ``prey_birth_prob * max(0, 1 - n_prey / K)`` (logistic growth).
             ``None``: no self-limitation (the pool size is then the only cap).
+        predator_crowding: live predators per world at which a predator's energy loss per step
+            doubles: each predator loses ``energy_decay * (1 + n_predators / predator_crowding)``
+            (competition for territory, which limits the predators' own density). ``None``: a
+            constant ``energy_decay``.
         birth_radius: newborns appear on a random cell within this Chebyshev distance of the
             parent (1: one of the 8 neighbours). ``None``: anywhere on the grid (global natal
             dispersal, which keeps the populations well mixed). A wall or off-grid cell keeps the
@@ -87,6 +91,7 @@ class EnvConfig:
     reproduce_energy: float = 40.0
     prey_birth_prob: float = 0.02
     prey_capacity: int | None = None
+    predator_crowding: float | None = None
     birth_radius: int | None = 1
     recycle_slots: bool = False
 
@@ -170,6 +175,13 @@ class EnvConfig:
         )
         if self.prey_capacity is not None:
             _require(self.prey_capacity >= 1, "prey_capacity", self.prey_capacity, ">= 1 or null")
+        if self.predator_crowding is not None:
+            _require(
+                self.predator_crowding > 0,
+                "predator_crowding",
+                self.predator_crowding,
+                "> 0 or null",
+            )
         if self.birth_radius is not None:
             _require(self.birth_radius >= 0, "birth_radius", self.birth_radius, ">= 0 or null")
 

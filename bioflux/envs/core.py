@@ -278,7 +278,12 @@ class BatchedWorld:
     def _ecology_step(self, pb, pa, share, rewards, starved, born, active) -> None:
         c, P = self.config, self.n_pred_slots
         e = self.energy
-        e[pb, pa] += c.energy_gain * share - c.energy_decay
+        if c.predator_crowding is None:
+            e[pb, pa] += c.energy_gain * share - c.energy_decay
+        else:  # float64 loss per world, as the torch core computes it
+            n_pred = self.alive[:, :P].sum(axis=1)
+            loss = c.energy_decay * (1.0 + n_pred / c.predator_crowding)
+            e[pb, pa] += c.energy_gain * share - loss[pb]
         hungry = e[pb, pa] <= 0.0
         sb, sa = pb[hungry], pa[hungry]
         rewards[sb, sa] += c.reward_starved

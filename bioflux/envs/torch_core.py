@@ -401,8 +401,15 @@ class TorchWorld:
 
     def _ecology_step(self, pred_moved, share, rewards, active):
         c, P, dev = self.config, self.n_pred_slots, self.device
-        gain = c.energy_gain * share - c.energy_decay
-        self.energy = torch.where(pred_moved, self.energy + gain, self.energy)
+        if c.predator_crowding is None:
+            gain = c.energy_gain * share - c.energy_decay
+            self.energy = torch.where(pred_moved, self.energy + gain, self.energy)
+        else:  # in float64, as the numpy core (float32 energy plus a float64 loss per world)
+            n_pred = self.alive[:, :P].sum(dim=1, keepdim=True).double()
+            crowding = torch.full_like(n_pred, c.predator_crowding)
+            loss = c.energy_decay * (1.0 + n_pred / crowding)
+            total = (self.energy.double() + ((c.energy_gain * share).double() - loss)).float()
+            self.energy = torch.where(pred_moved, total, self.energy)
         starved = pred_moved & (self.energy <= 0.0)
         rewards = torch.where(starved, rewards + c.reward_starved, rewards)
         self.alive = self.alive & ~starved

@@ -48,6 +48,9 @@ def realism_world(study: StudyConfig) -> dict[str, Any]:
         max_predators=scaled("max_predators"),
         max_prey=scaled("max_prey"),
         prey_capacity=scaled("prey_capacity") if env.get("prey_capacity") else None,
+        predator_crowding=(
+            env["predator_crowding"] * ratio if env.get("predator_crowding") else None
+        ),
         obs_radius=int(study.env.get("obs_radius", EnvConfig.obs_radius)),
         ecology=True,
         recycle_slots=True,

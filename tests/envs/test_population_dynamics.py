@@ -53,6 +53,33 @@ def test_no_prey_births_at_or_above_capacity():
     assert w.populations()[0, 1] == 10
 
 
+def test_predator_crowding_raises_the_energy_loss_with_the_predators_density():
+    # 4 predators, crowding 8: each loses 0.5 * (1 + 4/8) = 0.75 per step
+    preds = [(0, 0), (0, 10), (10, 0), (10, 10)]
+    w = world(
+        {"predators": preds, "prey": [(19, 19)], "energy": [5.0] * 4},
+        n_predators=4,
+        energy_decay=0.5,
+        predator_crowding=8.0,
+        reproduce_energy=100.0,
+        prey_birth_prob=0.0,
+    )
+    stay(w)
+    np.testing.assert_allclose(w.energy[0, :4], 5.0 - 0.75, rtol=1e-6)
+    # one predator alone loses 0.5 * (1 + 1/8)
+    w1 = world(
+        {"predators": [(0, 0)], "prey": [(19, 19)], "energy": [5.0]},
+        energy_decay=0.5,
+        predator_crowding=8.0,
+        reproduce_energy=100.0,
+        prey_birth_prob=0.0,
+    )
+    stay(w1)
+    assert w1.energy[0, 0] == pytest.approx(5.0 - 0.5 * 1.125, rel=1e-6)
+    with pytest.raises(ValueError, match="predator_crowding"):
+        EnvConfig(predator_crowding=0.0)
+
+
 def test_birth_radius_bounds_the_newborns_distance():
     w = world(
         {"predators": [(10, 10)], "prey": [(10, 10)], "energy": [1e6]},

@@ -128,6 +128,11 @@ def test_ecology_global_dispersal_and_recycled_slots_match_numpy():
     assert ev["births"] > 50 and ev["starved"] > 0
 
 
+def test_predator_crowding_matches_numpy_bit_for_bit():
+    ev = run_both(dict(ECOLOGY, predator_crowding=7.0), worlds=5, steps=150, seed=7)
+    assert ev["births"] > 50 and ev["starved"] > 5
+
+
 def test_default_world_matches_numpy():
     run_both({}, worlds=2, steps=40, seed=0)
 

@@ -9,6 +9,7 @@ A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the
     approaches:                   # label -> an experiment config (algorithm + hyper-parameters)
       ppo: {config: demo, set: ["training.train_batch_size=4000"]}
       lotka_volterra: {config: lotka_volterra}
+      ppo_ft: {config: demo, set: [...], init_from: ppo}   # optional: transfer (see below)
     baselines: [random]           # built-in policies that join the cross-play
     ensembles:                    # optional: players combining the approaches' policies
       ppo_lv: {members: [ppo, lotka_volterra], combine: average, weights: [1, 1]}
@@ -16,6 +17,7 @@ A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the
     resources: {cpus_per_trial: 1, env_runners_per_trial: 0, max_concurrent: 2,
                 gpus_per_trial: 0}
     ecology_realism: {enabled: true, size: 100, steps: 1200}   # optional (the default)
+    transfer: {threshold: 0.4}    # optional: the Transfer section's capture-rate threshold
 
 Each (approach, seed) becomes an ``Experiment``: the approach's config with the study's world,
 seed, budget (as ``stop``) and evaluation section, and ``resources.env_runners_per_trial``
@@ -23,6 +25,13 @@ EnvRunners (default 0: a trial samples in its own process, on the CPU Tune gives
 that pick a model (training seeds, the Lotka–Volterra coefficient search's ``selection_seed``)
 never double as the evaluation seed. The Lotka–Volterra approach fits its ``fit_species``'
 coefficients; its other species keeps the default coefficients.
+
+Transfer approaches: ``init_from`` names another approach (each seed's trial starts from that
+approach's same-seed final export; ``waves`` orders the trials so sources finish first) or a
+model path (``training.init_from``); an approach's config may have ``stages:`` (a curriculum
+whose last stage is the study's world and trains for the study's budget). Each is compared with
+a from-scratch approach (``compare_to``, or the one with the same config and set) in the
+report's Transfer section (``bioflux.study.transfer``).
 
 An ensemble (``bioflux.ensembles``: weighted probability averaging or weighted majority vote)
 trains nothing: for each training seed it is built at evaluation from that seed's exports of

@@ -84,10 +84,16 @@ def mean_over_run(curve: np.ndarray) -> float | None:
     return float(np.sum(widths * curve[:, 1]) / curve[-1, 0])
 
 
-def _summary(values: list[float]) -> dict[str, Any]:
+def _summary(
+    values: list[float], lower: float | None = None, upper: float | None = None
+) -> dict[str, Any]:
+    """Mean and 95% t-interval over seeds (no interval with one seed), the interval kept
+    within ``[lower, upper]`` (a rate's within [0, 1], agent-steps' above 0)."""
     if not values:
         return {"mean": None, "ci95": None, "seeds": 0}
     lo, hi = t_interval(np.array(values))
+    lo = lo if lower is None else max(lower, lo)
+    hi = hi if upper is None else min(upper, hi)
     return {
         "mean": float(np.mean(values)),
         "ci95": [lo, hi] if len(values) > 1 else None,
@@ -122,11 +128,11 @@ def approach_curves(
     return {
         "per_seed": per_seed,
         "steps_to_threshold": {
-            **_summary(reached),
+            **_summary(reached, lower=0.0),
             "reached": len(reached),
             "of": len(per_seed),
         },
-        "mean_capture_rate": _summary(means),
+        "mean_capture_rate": _summary(means, lower=0.0, upper=1.0),
     }
 
 
@@ -200,6 +206,8 @@ def transfer_section(
             f"{RANDOM_FACTOR:g} x the random-vs-random capture rate of the cross-play "
             f"({random_capture_rate:.3f})"
         )
+        if threshold > 1:
+            how += "; above 1, so no run reaches it: set transfer.threshold"
     else:
         return {"error": "no threshold: set transfer.threshold or keep the random baseline"}
     by = {(t["approach"], t["seed"]): t for t in trials}
@@ -263,7 +271,8 @@ def _steps_cell(s: dict[str, Any]) -> str:
     cell = _ci(st, ",.0f")
     if st["reached"] < st["of"]:
         missed, n = st["of"] - st["reached"], st["of"]
-        cell += f" (over the {st['reached']} seeds that reached it; not reached in {missed}/{n})"
+        over = "the seed" if st["reached"] == 1 else f"the {st['reached']} seeds"
+        cell += f" (over {over} that reached it; not reached in {missed}/{n})"
     else:
         cell += f" ({st['reached']}/{st['of']} seeds)"
     return cell

@@ -303,8 +303,10 @@ def test_censored_seeds_are_counted_not_averaged_and_the_source_cost_is_the_same
     assert [s["steps_to_threshold"] for s in curves["per_seed"]] == [100, 300, None]
     st = curves["steps_to_threshold"]
     assert (st["reached"], st["of"], st["mean"]) == (2, 3, 200)
-    assert st["ci95"] == pytest.approx([200 - 12.706 * 100, 200 + 12.706 * 100], rel=1e-4)
+    # t(0.975, 1 df) x sd 141.4 / sqrt(2), the interval kept above 0 agent-steps
+    assert st["ci95"] == pytest.approx([0.0, 200 + 12.706 * 100], rel=1e-4)
     assert curves["mean_capture_rate"]["mean"] == pytest.approx(np.mean([0.6, 0.3, 0.1]))
+    assert curves["mean_capture_rate"]["ci95"][0] == 0.0  # a rate's interval stays in [0, 1]
     assert source_cost(study, by, "ppo_ft", 1)["agent_steps"] == 2000  # seed 1's source
     assert source_cost(study, by, "ppo", 1)["agent_steps"] == 0
 

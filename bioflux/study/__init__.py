@@ -8,9 +8,12 @@ Run: ``bioflux study --config configs/study_demo.yaml [--seeds K] [--set ...] [-
 3. ``crossplay`` — every predator policy against every prey policy (baselines included) on a
    common evaluation seed; ensembles (``ensembles:``) are built here, per training seed, from
    the members' exports, so ``--resume`` may add or change them without retraining anything;
-4. ``realism`` — each approach's policies play the calibrated lynx–hare ecology world
+4. ``transfer`` — transfer approaches (``init_from``, curricula) against their from-scratch
+   counterparts on the study world's learning curves: agent-steps to a threshold, mean over the
+   run, the source's cost (section "Transfer");
+5. ``realism`` — each approach's policies play the calibrated lynx–hare ecology world
    (``ecology_realism``, on by default; one ``simulate`` run per player);
-5. ``report`` — ranking, evaluation tables (mean, std across seeds, std across episodes, 95%
+6. ``report`` — ranking, evaluation tables (mean, std across seeds, std across episodes, 95%
    bootstrap CI), cross-play heatmap, learning curves, cost; ``study.md`` and ``study.json``.
 
 Expected on ``configs/study_demo.yaml`` (2 cores, 2 seeds): about 4 minutes; the README shows
@@ -31,15 +34,22 @@ from bioflux.study.config import StudyConfig, load_study
 from bioflux.study.crossplay import cross_play, players
 from bioflux.study.realism import ecology_realism
 from bioflux.study.report import write_report
+from bioflux.study.transfer import random_capture_rate, transfer_section
 from bioflux.study.trials import run_trials
 
 
 def _same_training(saved: dict[str, Any], study: StudyConfig) -> bool:
-    """Whether a saved study config describes the same study as ``study``, ensembles and
-    ecological realism aside: neither trains anything (they are evaluation), so a resumed study
-    may add, drop or change them and is evaluated and reported again with the finished trials."""
+    """Whether a saved study config describes the same study as ``study``, ensembles,
+    ecological realism and the transfer section's settings aside: none trains anything (they
+    are evaluation), so a resumed study may add, drop or change them and is evaluated and
+    reported again with the finished trials. The saved config is read with today's defaults
+    (a field added since it was written takes its default)."""
     now = study.model_dump(mode="json")
-    free = ("ensembles", "ecology_realism")
+    try:
+        saved = StudyConfig(**saved).model_dump(mode="json")
+    except ValueError:  # not a valid study today: compared as it is (and so differs)
+        pass
+    free = ("ensembles", "ecology_realism", "transfer")
     return {k: v for k, v in saved.items() if k not in free} == {
         k: v for k, v in now.items() if k not in free
     }
@@ -79,8 +89,9 @@ def run_study(
     everyone = players(study, {(t["approach"], t["seed"]): t["model"] for t in trials})
     games = cross_play(study, everyone, progress=progress, log=log, address=address)
     realism = ecology_realism(study, everyone, log=log)
+    transfer = transfer_section(study, trials, random_capture_rate(games))
     doc = write_report(
-        study, folder, everyone, games, trials, time.perf_counter() - t0, failed, realism
+        study, folder, everyone, games, trials, time.perf_counter() - t0, failed, realism, transfer
     )
     log(f"report: {folder.report_md}")
     if failed:

@@ -9,6 +9,7 @@ A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the
     approaches:                   # label -> an experiment config (algorithm + hyper-parameters)
       ppo: {config: demo, set: ["training.train_batch_size=4000"]}
       lotka_volterra: {config: lotka_volterra}
+      ppo_ft: {config: demo, set: [...], init_from: ppo}   # optional: transfer (see below)
     baselines: [random]           # built-in policies that join the cross-play
     ensembles:                    # optional: players combining the approaches' policies
       ppo_lv: {members: [ppo, lotka_volterra], combine: average, weights: [1, 1]}
@@ -16,6 +17,7 @@ A study file (``configs/study_demo.yaml``; unknown keys are rejected, naming the
     resources: {cpus_per_trial: 1, env_runners_per_trial: 0, max_concurrent: 2,
                 gpus_per_trial: 0}
     ecology_realism: {enabled: true, size: 100, steps: 1200}   # optional (the default)
+    transfer: {threshold: 0.4}    # optional: the Transfer section's capture-rate threshold
 
 Each (approach, seed) becomes an ``Experiment``: the approach's config with the study's world,
 seed, budget (as ``stop``) and evaluation section, and ``resources.env_runners_per_trial``
@@ -23,6 +25,13 @@ EnvRunners (default 0: a trial samples in its own process, on the CPU Tune gives
 that pick a model (training seeds, the Lotka–Volterra coefficient search's ``selection_seed``)
 never double as the evaluation seed. The Lotka–Volterra approach fits its ``fit_species``'
 coefficients; its other species keeps the default coefficients.
+
+Transfer approaches: ``init_from`` names another approach (each seed's trial starts from that
+approach's same-seed final export; ``waves`` orders the trials so sources finish first) or a
+model path (``training.init_from``); an approach's config may have ``stages:`` (a curriculum
+whose last stage is the study's world and trains for the study's budget). Each is compared with
+a from-scratch approach (``compare_to``, or the one with the same config and set) in the
+report's Transfer section (``bioflux.study.transfer``).
 
 An ensemble (``bioflux.ensembles``: weighted probability averaging or weighted majority vote)
 trains nothing: for each training seed it is built at evaluation from that seed's exports of
@@ -65,6 +74,19 @@ class Approach(_Section):
         "and hyper-parameters; its env, seed, stop and evaluation are replaced"
     )
     set: list[str] = Field(default_factory=list, description="overrides, as `--set` takes them")
+    init_from: str | None = Field(
+        None,
+        description="where this approach's modules start (transfer; docs/study.md): the label "
+        "of another approach of the study (each seed's trial starts from that approach's "
+        "same-seed final export, trained first) or a model path (training.init_from: an "
+        "export, a run folder or a checkpoint); a label wins over a path of the same name",
+    )
+    compare_to: str | None = Field(
+        None,
+        description="the from-scratch approach a transfer approach (init_from, or stages in "
+        "its config) is compared with in the report's Transfer section; default: the one "
+        "approach with the same config and set (training.init_from left out) and no init_from",
+    )
 
 
 class Budget(_Section):
@@ -178,6 +200,17 @@ class StudyEnsemble(_Section):
         return list(self.weights) if self.weights is not None else [1.0] * len(self.members)
 
 
+class TransferSettings(_Section):
+    threshold: float | None = Field(
+        None,
+        gt=0,
+        description="capture rate during training (the learning curves' smoothed "
+        "capture_rate) whose first reach the Transfer section times in target agent-steps; "
+        "null: 1.5 x the random-vs-random capture rate of the study's cross-play (needs the "
+        "random baseline)",
+    )
+
+
 class StudyConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     env: dict[str, Any] = Field(default_factory=dict)
@@ -189,6 +222,10 @@ class StudyConfig(_Section):
     evaluation: StudyEvaluation = Field(default_factory=StudyEvaluation)
     resources: StudyResources = Field(default_factory=StudyResources)
     ecology_realism: EcologyRealism = Field(default_factory=EcologyRealism)
+    transfer: TransferSettings = Field(
+        default_factory=TransferSettings,
+        description="the report's Transfer section (transfer approaches vs from-scratch ones)",
+    )
 
     @field_validator("env")
     @classmethod
@@ -248,22 +285,81 @@ class StudyConfig(_Section):
                     f"study; allowed: {players}"
                 )
 
+        self._check_sources()
+
+    def _check_sources(self) -> None:
+        """``init_from`` naming an approach: not itself, no cycle; ``compare_to``: another
+        approach (which approach labels and paths are told apart in ``load_study``)."""
+        labels = list(self.approaches)
+        for label, approach in self.approaches.items():
+            if approach.init_from == label:
+                raise ValueError(
+                    f"approach {label!r}: init_from names the approach itself; give another "
+                    f"approach ({[a for a in labels if a != label]}) or a model path"
+                )
+            if approach.compare_to is not None and approach.compare_to not in labels:
+                raise ValueError(
+                    f"approach {label!r}: compare_to={approach.compare_to!r} is not an "
+                    f"approach of this study; allowed: {[a for a in labels if a != label]}"
+                )
+            if approach.compare_to == label:
+                raise ValueError(f"approach {label!r}: compare_to names the approach itself")
+        for label in labels:
+            chain, at = [label], self.source(label)
+            while at is not None:
+                if at in chain:
+                    cycle = " -> ".join([*chain[chain.index(at) :], at])
+                    raise ValueError(f"init_from: a cycle of approaches ({cycle}); break it")
+                chain.append(at)
+                at = self.source(at)
+
+    def source(self, label: str) -> str | None:
+        """The approach whose same-seed model ``label`` starts from (None: none, or a path)."""
+        init = self.approaches[label].init_from
+        return init if init in self.approaches else None
+
+    def waves(self) -> list[list[str]]:
+        """The approaches in training order: wave 0 starts from no approach, wave k from one in
+        wave k - 1 (a source's trials finish before its dependents start)."""
+        depth: dict[str, int] = {}
+
+        def of(label: str) -> int:
+            if label not in depth:
+                src = self.source(label)
+                depth[label] = 0 if src is None else of(src) + 1
+            return depth[label]
+
+        for label in self.approaches:
+            of(label)
+        return [
+            [a for a in self.approaches if depth[a] == k] for k in range(max(depth.values()) + 1)
+        ]
+
     def trials(self) -> list[tuple[str, int]]:
         """Every (approach label, training seed), in a fixed order."""
         return [(label, seed) for label in self.approaches for seed in self.seeds]
 
-    def experiment(self, label: str, seed: int) -> Experiment:
-        """The ``Experiment`` that trains ``label`` with ``seed`` under the study's rules."""
+    def experiment(self, label: str, seed: int, source_model: str | None = None) -> Experiment:
+        """The ``Experiment`` that trains ``label`` with ``seed`` under the study's rules.
+
+        An approach whose ``init_from`` names another approach starts from ``source_model``,
+        that approach's same-seed final export (``bioflux.study.trials`` passes it once the
+        source trial finished); without it the experiment starts from scratch, as ``--plan``
+        times it. A model path in ``init_from`` is always ``training.init_from``. A config
+        with ``stages`` (a curriculum) is trained in the trial; its last stage is the study's
+        world and trains for the study's budget (``_check_curriculum``)."""
         approach = self.approaches[label]
         path = resolve_path(approach.config)
         data = apply_overrides(read_sections(path), approach.set)
-        if data.get("stages") is not None:  # not yet: see docs/study.md
+        given = (data.get("training") or {}).get("init_from")
+        if approach.init_from is not None and given is not None:
             raise ConfigError(
-                f"study approach {label!r} ({path}): its config has stages (a curriculum), "
-                "which a study does not run: every approach trains on the study's one world "
-                "and budget; train the curriculum with `bioflux train` and compare its export "
-                "with `bioflux evaluate`"
+                f"study approach {label!r}: init_from is given twice, as the approach's "
+                "init_from and as training.init_from in its config or set; keep one"
             )
+        start = source_model if self.source(label) is not None else approach.init_from
+        if start is not None:
+            data["training"] = {**(data.get("training") or {}), "init_from": start}
         data.update(
             name=f"{self.name}_{label}_s{seed}",
             seed=seed,
@@ -280,7 +376,114 @@ class StudyConfig(_Section):
             data.setdefault("training", {})["search"] = "serial"  # the trial is Tune's already
         exp = validate(data, source=f"study approach {label!r} ({path})")
         self._check_seeds(label, exp)
+        if exp.stages:
+            self._check_curriculum(label, exp)
         return exp
+
+    def _check_curriculum(self, label: str, exp: Experiment) -> None:
+        """A curriculum in a study ends in the study's world, for the study's budget: its last
+        stage may change no env value and give no stop of its own (earlier stages may)."""
+        from bioflux.curriculum import stage_env, stage_names
+
+        last = exp.stages[-1]
+        name = stage_names(exp)[-1]
+        target = EnvConfig.from_kwargs(self.env).to_dict()
+        final = EnvConfig.from_kwargs(stage_env(exp, -1)).to_dict()
+        if final != target:
+            changed = sorted(k for k in target if final.get(k) != target[k])
+            raise ConfigError(
+                f"study approach {label!r}: its curriculum's last stage ({name}) changes "
+                f"{changed} of the study's world; the last stage must be the study's world "
+                "(add a final stage with no env, e.g. {name: target})"
+            )
+        if last.stop is not None:
+            raise ConfigError(
+                f"study approach {label!r}: its curriculum's last stage ({name}) has a stop of "
+                "its own; the last stage trains for the study's budget, so leave its stop out"
+            )
+
+    def is_transfer(self, label: str) -> bool:
+        """Whether ``label`` starts from trained modules or trains a curriculum."""
+        approach = self.approaches[label]
+        if approach.init_from is not None:
+            return True
+        data = apply_overrides(read_sections(resolve_path(approach.config)), approach.set)
+        return bool(data.get("stages")) or (data.get("training") or {}).get("init_from") is not None
+
+    def counterpart(self, label: str) -> str | None:
+        """The from-scratch approach ``label`` (a transfer approach) is compared with:
+        ``compare_to``, else the one approach with the same config and set (any
+        training.init_from entry left out) that is no transfer approach; None: none found."""
+        approach = self.approaches[label]
+        if approach.compare_to is not None:
+            return approach.compare_to
+
+        def plain(a: Approach) -> tuple[str, list[str]]:
+            return a.config, [s for s in a.set if not s.strip().startswith("training.init_from")]
+
+        same = [
+            other
+            for other, a in self.approaches.items()
+            if other != label and plain(a) == plain(approach) and not self.is_transfer(other)
+        ]
+        return same[0] if len(same) == 1 else None
+
+    def transfer_pairs(self) -> list[tuple[str, str]]:
+        """(transfer approach, its from-scratch counterpart) for the report, in study order."""
+        return [
+            (label, self.counterpart(label))  # type: ignore[misc] - checked by load_study
+            for label in self.approaches
+            if self.is_transfer(label)
+        ]
+
+    def check_transfer(self) -> None:
+        """One-line ``ConfigError`` for transfer approaches the study cannot run or report:
+        a source approach of another algorithm or without RLlib modules, a transfer approach
+        with no from-scratch counterpart, a counterpart that is a transfer approach, or no
+        threshold and no random baseline to derive it from."""
+        from bioflux.algorithms import get_algorithm
+
+        seed = self.seeds[0]
+        for label in self.approaches:
+            if not self.is_transfer(label):
+                continue
+            exp = self.experiment(label, seed)
+            src = self.source(label)
+            if src is not None:
+                src_exp = self.experiment(src, seed)
+                if not get_algorithm(src_exp.algorithm).trains_through_rllib:
+                    raise ConfigError(
+                        f"study approach {label!r}: init_from={src!r} trains no RLlib modules "
+                        f"({src_exp.algorithm}) to start from"
+                    )
+                if src_exp.algorithm != exp.algorithm:
+                    raise ConfigError(
+                        f"study approach {label!r} ({exp.algorithm}): init_from={src!r} is a "
+                        f"{src_exp.algorithm} approach; a module starts only from its own "
+                        "algorithm's"
+                    )
+            other = self.counterpart(label)
+            if other is None:
+                scratch = [a for a in self.approaches if not self.is_transfer(a)]
+                raise ConfigError(
+                    f"study approach {label!r} is a transfer approach but no approach trains "
+                    f"the same config and set from scratch; name one with compare_to (allowed: "
+                    f"{scratch})"
+                )
+            if self.is_transfer(other):
+                raise ConfigError(
+                    f"study approach {label!r}: compare_to={other!r} is itself a transfer "
+                    "approach; compare with one that trains from scratch"
+                )
+        if (
+            any(self.is_transfer(a) for a in self.approaches)
+            and self.transfer.threshold is None
+            and "random" not in self.baselines
+        ):
+            raise ConfigError(
+                "transfer.threshold: give one (a capture rate), or keep the random baseline, "
+                "whose random-vs-random capture rate sets the default (1.5x)"
+            )
 
     def _check_seeds(self, label: str, exp: Experiment) -> None:
         picks = set(self.seeds)
@@ -305,8 +508,18 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
         raise ConfigError(f"{path}: {describe_validation_error(err)}") from None
     except ValueError as err:
         raise ConfigError(f"{path}: {err}") from None
-    for approach in study.approaches.values():  # trials run in other working directories
+    for label, approach in study.approaches.items():  # trials run in other working directories
         approach.config = str(resolve_path(approach.config).resolve())
+        init = approach.init_from
+        if init is not None and init not in study.approaches:
+            if not Path(init).exists():
+                others = [a for a in study.approaches if a != label]
+                raise ConfigError(
+                    f"{path}: approach {label!r}: init_from={init!r} is neither an approach of "
+                    f"this study nor an existing model path; allowed approaches: {others}"
+                )
+            approach.init_from = str(Path(init).resolve())
     for label, seed in study.trials():
         study.experiment(label, seed)
+    study.check_transfer()
     return study

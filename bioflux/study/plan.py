@@ -15,7 +15,11 @@ study's (two 1-CPU trials on 2 cores each ran ~30% slower than one alone). From 
   other processes and are not counted);
 - **trials in total**: the trials scheduled greedily, in the study's order, on as many slots
   as run at once: ``max_concurrent``, or as the cluster's CPUs (and GPUs, with
-  ``gpus_per_trial``) allow;
+  ``gpus_per_trial``) allow; wave after wave, as the study runs them when approaches start
+  from others (``init_from``: ``StudyConfig.waves``). A dependent approach is timed from
+  scratch (its source's model does not exist yet; the same modules, so the same time per
+  iteration), and a curriculum approach by its last stage, the study's world: its earlier
+  stages are not in the estimate (the table marks it);
 - **cross-play**: the mean time of an evaluation episode (each approach's plan model
   against itself) × the episodes every pairing plays, shared by ``evaluation.workers``
   processes (one per CPU by default); on a GPU (``evaluation.device``), the
@@ -51,6 +55,8 @@ def _plan_trial(
 
     study = StudyConfig(**study_json)
     exp = study.experiment(label, study.seeds[0] if seed is None else seed)
+    if exp.stages:  # its last stage: the study's world (earlier stages are not timed)
+        exp = exp.model_copy(update={"stages": None})
     warmup = warmup_iterations(exp)
     iterations += warmup
     exp = exp.model_copy(
@@ -194,6 +200,14 @@ def _makespan(durations: list[float], slots: int) -> float:
     return max(free, default=0.0)
 
 
+def trials_makespan(study: StudyConfig, trial_s: dict[str, float], slots: int) -> float:
+    """The trials' makespan: wave after wave (``StudyConfig.waves``: a source's trials finish
+    before its dependents start), each wave's trials greedily on ``slots``."""
+    return sum(
+        _makespan([trial_s[a] for a in wave for _ in study.seeds], slots) for wave in study.waves()
+    )
+
+
 def plan_study(
     study: StudyConfig,
     iterations: int = 3,
@@ -245,7 +259,10 @@ def plan_study(
         if started:
             ray.shutdown()
     durations = [per_approach[label]["trial_s"] for label, _ in study.trials()]
-    trials_s = _makespan(durations, slots)
+    trials_s = trials_makespan(study, {a: p["trial_s"] for a, p in per_approach.items()}, slots)
+    for label in study.approaches:
+        if study.experiment(label, study.seeds[0]).stages:
+            per_approach[label]["note"] = "curriculum: last stage only"
     fake_models = {(a, s): "plan" for a, s in study.trials()}
     n_players = len(players(study, fake_models))
     episode_s = statistics.mean(p["eval_episode_s"] for p in per_approach.values())
@@ -257,6 +274,7 @@ def plan_study(
         "approaches": per_approach,
         "trials": len(durations),
         "trials_at_once": slots,
+        "waves": len(study.waves()),
         "trials_s": round(trials_s, 0),
         "crossplay_pairings": n_players**2,
         "crossplay_workers": 1 if device is not None else min(workers, n_players),
@@ -274,12 +292,16 @@ def plan_table(plan: dict[str, Any]) -> str:
         f"{'approach':<18} {'s/iter':>8} {'iters':>7} {'trial':>9} {'peak RSS':>9}",
     ]
     for label, p in plan["approaches"].items():
+        note = f"  ({p['note']})" if p.get("note") else ""
         lines.append(
             f"{label:<18} {p['s_per_iteration']:>8.2f} {p['iterations']:>7d} "
-            f"{_hms(p['trial_s']):>9} {p['peak_rss_gb']:>7.2f}GB"
+            f"{_hms(p['trial_s']):>9} {p['peak_rss_gb']:>7.2f}GB{note}"
         )
+    waves = plan.get("waves", 1)
+    in_waves = f", in {waves} waves: sources first" if waves > 1 else ""
     lines += [
-        f"trials: {plan['trials']} ({plan['trials_at_once']} at once) ~{_hms(plan['trials_s'])}",
+        f"trials: {plan['trials']} ({plan['trials_at_once']} at once{in_waves}) "
+        f"~{_hms(plan['trials_s'])}",
         f"cross-play: {plan['crossplay_pairings']} pairings in {plan['crossplay_workers']} "
         f"process(es) ~{_hms(plan['crossplay_s'])}",
         f"total: ~{_hms(plan['total_s'])}",

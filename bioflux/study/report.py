@@ -65,7 +65,9 @@ from bioflux.artifacts import RunFolder, StudyFolder
 from bioflux.envs.config import SPECIES
 from bioflux.study.config import StudyConfig
 from bioflux.study.crossplay import EpisodeArrays, Player
+from bioflux.study.intervals import t_interval
 from bioflux.study.realism import markdown as realism_markdown
+from bioflux.study.transfer import markdown as transfer_markdown
 
 #: Seeds each player needs before the verdict may call a lead established (module docstring).
 MIN_SEEDS = 3
@@ -80,18 +82,6 @@ def _values(arrays: EpisodeArrays, species: str, metric: str) -> np.ndarray:
     if metric == "success rate":
         return arrays.capture_rate if species == "predator" else 1.0 - arrays.capture_rate
     return arrays.length
-
-
-def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
-    """Student's t-interval for the mean of ``values`` (``n − 1`` degrees of freedom); one
-    value or no spread: the point itself."""
-    values = np.asarray(values, dtype=float)
-    mean, n = float(values.mean()), len(values)
-    if n < 2:
-        return mean, mean
-    half = float(scipy_stats.t.ppf(0.5 + level / 2, n - 1)) * float(values.std(ddof=1))
-    half /= np.sqrt(n)
-    return mean - half, mean + half
 
 
 def seeds_interval(per_seed: list[np.ndarray], level: float = 0.95) -> tuple[float, float]:
@@ -360,7 +350,8 @@ def markdown(
     lines += [
         "",
         "Plots: `learning_curves.png` (capture rate during training against env steps; line: "
-        "mean over seeds, band: min to max over seeds), `crossplay_capture_rate.png`.",
+        "mean over seeds, band: min to max over seeds; dashed: transfer approaches, whose "
+        "source's training is not on the axis), `crossplay_capture_rate.png`.",
         "",
     ]
     return "\n".join(lines)
@@ -491,8 +482,12 @@ def plot_learning_curves(study: StudyConfig, trials: list[dict[str, Any]], path:
         grid = np.linspace(start, end, 100) if end > start else np.array([end])
         ys = np.array([np.interp(grid, c[:, 0], c[:, 1]) for c in curves])
         what = "search: best trial so far" if search else "self-play"
+        transfer = study.is_transfer(approach)
+        if transfer:  # dashed, and its source named: its curve does not start from scratch
+            src = study.source(approach) or study.approaches[approach].init_from
+            what += f", transfer from {src}" if src else ", curriculum: all stages"
         label = f"{approach} ({what}; {len(curves)} seeds)"
-        ax.plot(grid, ys.mean(0), color=colour, lw=2, label=label)
+        ax.plot(grid, ys.mean(0), color=colour, lw=2, ls="--" if transfer else "-", label=label)
         ax.fill_between(grid, ys.min(0), ys.max(0), color=colour, alpha=0.2)
     ax.set_xlabel("env steps")
     ax.set_ylabel("capture rate during training")
@@ -519,10 +514,12 @@ def write_report(
     wall_s: float,
     failed: list[dict[str, Any]] | None = None,
     realism: dict[str, Any] | None = None,
+    transfer: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write ``study.md``, ``study.json`` and the PNGs; returns the JSON document. ``failed``:
     the trials that failed (``trials.run_trials``), listed with their reasons; ``realism``:
-    ``bioflux.study.realism.ecology_realism``'s section (None: left out)."""
+    ``bioflux.study.realism.ecology_realism``'s section (None: left out); ``transfer``:
+    ``bioflux.study.transfer.transfer_section``'s (None: the study has no transfer approach)."""
     failed = failed or []
     stats = species_stats(study, everyone, games)
     heat = crossplay_matrix(everyone, games)
@@ -541,6 +538,7 @@ def write_report(
         "trials": trials,
         "failed_trials": failed,
         "ecology_realism": realism,
+        "transfer": transfer,
         "episodes": {f"{p}|{q}": arrays.to_dict() for (p, q), arrays in games.items()},
         "files": {
             "markdown": str(folder.report_md),
@@ -551,6 +549,7 @@ def write_report(
     folder.report_json.write_text(json.dumps(doc, indent=2))
     folder.report_md.write_text(
         markdown(study, stats, heat, trials, wall_s)
+        + "\n".join(transfer_markdown(transfer) + [""] if transfer else [])
         + "\n".join(realism_markdown(realism))
         + _failed_md(failed)
     )

@@ -10,6 +10,12 @@ trials that have one, and a trial that was killed mid-run resumes from its newes
 A trial that fails (an error, out of memory, a killed worker) stays local: it is reported
 with the last line of its error and the study goes on with the others (``run_trials``
 returns the failures beside the results); ``--resume`` retries exactly the failed ones.
+
+Transfer approaches (``init_from`` naming another approach) train in waves
+(``StudyConfig.waves``): one Tune run per wave, so every source trial has finished before a
+trial that starts from it; each dependent trial starts from its source's same-seed final
+export, read from the source's trial record (``trials/<source>_s<seed>.json``, also after a
+``--resume``). A dependent whose source trial failed is not run, and is reported as failed.
 """
 
 from __future__ import annotations
@@ -33,7 +39,8 @@ def run_trial(config: dict[str, Any]) -> None:
     study = StudyConfig(**config["study"])
     folder = StudyFolder(config["root"])
     label, seed = config["trial"]["approach"], config["trial"]["seed"]
-    exp = study.experiment(label, seed)
+    start = source_model(study, folder, label, seed)
+    exp = study.experiment(label, seed, start)
     log_path = folder.trial_log(label, seed)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -56,10 +63,25 @@ def run_trial(config: dict[str, Any]) -> None:
         "env_steps": summary.get("env_steps"),
         "agent_steps": (rows[-1].get("agent_steps") if rows else None),
         "model": summary["models"]["final"],
+        "init_from": exp.training.get("init_from"),
         "metrics": str(RunFolder(folder.runs / exp.name).metrics),
     }
     folder.write_trial_result(label, seed, result)
     tune.report({"env_steps": result["env_steps"] or 0, "wall_s": result["wall_s"]})
+
+
+def source_model(study: StudyConfig, folder: StudyFolder, label: str, seed: int) -> str | None:
+    """The final export of the same-seed trial of the approach ``label`` starts from (None:
+    it starts from no approach); ``ValueError`` when that trial has not finished."""
+    source = study.source(label)
+    if source is None:
+        return None
+    done = folder.finished(source, seed)
+    if done is None:
+        raise ValueError(
+            f"{label} seed {seed} starts from {source} seed {seed}, whose trial did not finish"
+        )
+    return str(done["model"])
 
 
 def trial_resources(study: StudyConfig):
@@ -131,6 +153,40 @@ def failure_reason(error: BaseException | str) -> str:
     return (lines[-1] if lines else type(error).__name__)[:300]
 
 
+def _run_wave(
+    study: StudyConfig,
+    folder: StudyFolder,
+    runnable: list[tuple[str, int]],
+    progress: Any,
+    wave: int,
+) -> dict[tuple[str, int], Any]:
+    """One Tune run of the trials ``runnable``; returns the errors of those that failed."""
+    from ray import tune
+
+    space = {
+        "trial": tune.grid_search([{"approach": a, "seed": s} for a, s in runnable]),
+        "study": study.model_dump(mode="json"),
+        "root": str(Path(folder.root).resolve()),
+    }
+    tuner = tune.Tuner(
+        tune.with_resources(run_trial, trial_resources(study)),
+        param_space=space,
+        tune_config=tune.TuneConfig(max_concurrent_trials=study.resources.max_concurrent),
+        run_config=tune.RunConfig(
+            name=f"trials_{time.strftime('%Y%m%d_%H%M%S')}_w{wave}",
+            storage_path=str(folder.tune.resolve()),
+            verbose=0,
+            callbacks=[progress],
+        ),
+    )
+    grid = tuner.fit()
+    return {
+        (r.config["trial"]["approach"], r.config["trial"]["seed"]): r.error
+        for r in grid
+        if r.error is not None
+    }
+
+
 def run_trials(
     study: StudyConfig,
     folder: StudyFolder,
@@ -140,46 +196,37 @@ def run_trials(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Train every unfinished (approach, seed) as a Ray Tune trial; returns the summaries of
     the finished trials (earlier or now) in ``study.trials()`` order, and the failed ones
-    (``approach``, ``seed``, ``error``: one line, ``log``: the trial's log file)."""
-    from ray import tune
-
+    (``approach``, ``seed``, ``error``: one line, ``log``: the trial's log file). Approaches
+    run in ``study.waves()`` order (module docstring)."""
     trials = study.trials()
     pending = [(label, seed) for label, seed in trials if folder.finished(label, seed) is None]
     if len(pending) < len(trials):
         log(f"skipping {len(trials) - len(pending)} finished trial(s)")
+    errors: dict[tuple[str, int], Any] = {}
     if pending:
         started = init_ray(address, log_to_driver=False)  # trials log to logs/ instead
         import ray
 
         try:
             check_trial_fits(study)
-            space = {
-                "trial": tune.grid_search([{"approach": a, "seed": s} for a, s in pending]),
-                "study": study.model_dump(mode="json"),
-                "root": str(Path(folder.root).resolve()),
-            }
-            tuner = tune.Tuner(
-                tune.with_resources(run_trial, trial_resources(study)),
-                param_space=space,
-                tune_config=tune.TuneConfig(max_concurrent_trials=study.resources.max_concurrent),
-                run_config=tune.RunConfig(
-                    name=f"trials_{time.strftime('%Y%m%d_%H%M%S')}",
-                    storage_path=str(folder.tune.resolve()),
-                    verbose=0,
-                    callbacks=[_progress(len(trials), len(trials) - len(pending), log)],
-                ),
-            )
-            grid = tuner.fit()
+            progress = _progress(len(trials), len(trials) - len(pending), log)
+            for k, wave in enumerate(study.waves()):
+                runnable = []
+                for label, seed in pending:
+                    if label not in wave:
+                        continue
+                    source = study.source(label)
+                    if source is not None and folder.finished(source, seed) is None:
+                        errors[(label, seed)] = (
+                            f"not run: its source trial ({source} seed {seed}) did not finish"
+                        )
+                    else:
+                        runnable.append((label, seed))
+                if runnable:
+                    errors.update(_run_wave(study, folder, runnable, progress, k))
         finally:
             if started:
                 ray.shutdown()
-        errors = {
-            (r.config["trial"]["approach"], r.config["trial"]["seed"]): r.error
-            for r in grid
-            if r.error is not None
-        }
-    else:
-        errors = {}
     results, failures = [], []
     for label, seed in trials:
         done = folder.finished(label, seed)

@@ -188,12 +188,14 @@ def test_the_evaluation_seed_may_not_pick_models(study_file):
         )
 
 
-def test_an_approach_with_a_curriculum_is_refused_in_one_line(study_file, tmp_path):
+def test_a_curriculum_that_does_not_end_in_the_studys_world_is_refused_in_one_line(
+    study_file, tmp_path
+):
     from tests.conftest import TINY
 
     curriculum = tmp_path / "curriculum.yaml"
     curriculum.write_text(yaml.safe_dump({**TINY, "stages": [{"env": {"height": 12}}]}))
-    with pytest.raises(ConfigError, match="its config has stages") as err:
+    with pytest.raises(ConfigError, match=r"last stage \(stage1\) changes \['height'\]") as err:
         load_study(study_file, [f"approaches.ppo.config={curriculum}"])
     assert "\n" not in str(err.value)
 

@@ -676,6 +676,16 @@ def _ecology_parser(sub: argparse._SubParsersAction) -> None:
     )
     cal.add_argument("--max-concurrent", type=int, default=2, help="trials at once (1 CPU each)")
     cal.add_argument(
+        "--rerank",
+        type=int,
+        default=5,
+        help="replay this many of the best trials on fresh seeds and validate the best of "
+        "them (0 or 1: the lowest search loss)",
+    )
+    cal.add_argument(
+        "--rerank-seeds", type=int, default=6, help="seeds each re-ranked trial is replayed on"
+    )
+    cal.add_argument(
         "--years",
         default=None,
         help="fit only these years START:END; the rest of the record is the held-out check",
@@ -726,6 +736,8 @@ def _cmd_ecology_calibrate(args: argparse.Namespace) -> int:
             years=args.years,
             seed=args.seed,
             resume=args.resume,
+            rerank=args.rerank,
+            rerank_seeds=args.rerank_seeds,
             log=lambda line: print(line, flush=True),
         )
     except CalibrationIncomplete as err:

@@ -158,6 +158,10 @@ TINY = [
     "1",
     "--max-concurrent",
     "1",
+    "--rerank",
+    "2",
+    "--rerank-seeds",
+    "1",
 ]
 
 
@@ -214,9 +218,46 @@ def test_calibrate_resumes_after_a_kill(tmp_path):
     assert len(trial_lines) == 4 - len(first)
     doc = json.loads((out / "calibration.json").read_text())
     assert doc["search"]["trials"] == 4
-    assert doc["search"]["best"]["loss"] == min(r["loss"] for r in rows)
+    # the validated trial is the best of the 2 lowest search losses replayed on a fresh seed
+    reranked = doc["search"]["rerank"]
+    lowest = sorted(rows, key=lambda r: r["loss"])[:2]
+    assert [r["trial"] for r in reranked] == [r["trial"] for r in lowest]
+    assert doc["search"]["best"]["trial"] == min(reranked, key=lambda r: r["loss"])["trial"]
+    assert "rerank: trial" in text
     assert (out / "calibration.png").stat().st_size > 10_000
     assert (out / "ecology_lynx_hare.yaml").exists()
+
+
+def test_rerank_chooses_by_the_replay_not_the_search(monkeypatch):
+    """The trial with the lowest search loss loses to one that replays better on fresh seeds;
+    without re-ranking the lowest search loss is chosen."""
+    from bioflux.ecology import calibrate as cal
+
+    params = {k: (spec[1] if spec[0] == "choice" else spec[1]) for k, spec in cal.SPACE.items()}
+    done = [
+        {"trial": 1, "loss": 3.0, "params": {**params, "energy_init": 5.0}},
+        {"trial": 2, "loss": 1.0, "params": {**params, "energy_init": 6.0}},  # lucky
+        {"trial": 3, "loss": 2.0, "params": {**params, "energy_init": 7.0}},
+    ]
+    replay = {6.0: 9.0, 7.0: 4.0, 5.0: 0.5}  # the loss each trial replays to
+    seen = []
+
+    def fake_stats(env, seeds, steps, burn_in, workers):
+        seen.append((env["energy_init"], tuple(seeds)))
+        return {s: {"extinct": False, "lag_fraction": 0.1, "e": env["energy_init"]} for s in seeds}
+
+    def fake_score(per_seed, ref):
+        return {"loss": replay[next(iter(per_seed.values()))["e"]], "per_seed": {}}
+
+    monkeypatch.setattr(cal, "parallel_seed_statistics", fake_stats)
+    monkeypatch.setattr(cal, "score", fake_score)
+    base = {"height": 20, "width": 20}
+    best, rows = cal.choose_best(done, {}, base, 1.0, 2, 3, 300, 50, 1, lambda _: None)
+    assert [r["trial"] for r in rows] == [2, 3]  # the 2 lowest search losses, in order
+    assert best["trial"] == 3  # trial 1 (replays best of all) was not among them
+    assert all(s == (2000, 2001, 2002) for _, s in seen)  # fresh seeds, not trial seeds
+    best, rows = cal.choose_best(done, {}, base, 1.0, 0, 3, 300, 50, 1, lambda _: None)
+    assert best["trial"] == 2 and rows == []
 
 
 def test_years_cut_the_record_and_bad_years_are_refused():

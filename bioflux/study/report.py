@@ -68,6 +68,7 @@ from bioflux.study.crossplay import EpisodeArrays, Player
 from bioflux.study.intervals import t_interval
 from bioflux.study.realism import markdown as realism_markdown
 from bioflux.study.transfer import markdown as transfer_markdown
+from bioflux.study.transfer import plot_transfer_curves
 
 #: Seeds each player needs before the verdict may call a lead established (module docstring).
 MIN_SEEDS = 3
@@ -525,6 +526,15 @@ def write_report(
     heat = crossplay_matrix(everyone, games)
     plot_heatmap(heat, folder.heatmap)
     plot_learning_curves(study, trials, folder.curves)
+    files = {
+        "markdown": str(folder.report_md),
+        "learning_curves": str(folder.curves),
+        "heatmap": str(folder.heatmap),
+    }
+    if transfer and transfer.get("pairs"):
+        files["transfer_curves"] = str(
+            plot_transfer_curves(transfer, folder.curves.with_name("transfer_curves.png"))
+        )
     doc = {
         "study": study.model_dump(mode="json"),
         "wall_s": round(wall_s, 1),
@@ -540,11 +550,7 @@ def write_report(
         "ecology_realism": realism,
         "transfer": transfer,
         "episodes": {f"{p}|{q}": arrays.to_dict() for (p, q), arrays in games.items()},
-        "files": {
-            "markdown": str(folder.report_md),
-            "learning_curves": str(folder.curves),
-            "heatmap": str(folder.heatmap),
-        },
+        "files": files,
     }
     folder.report_json.write_text(json.dumps(doc, indent=2))
     folder.report_md.write_text(

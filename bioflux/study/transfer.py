@@ -121,6 +121,7 @@ def approach_curves(
                 "target_agent_steps": float(curve[-1, 0]) if len(curve) else None,
                 "steps_to_threshold": steps_to_threshold(curve, threshold),
                 "mean_capture_rate": mean_over_run(curve),
+                "curve": curve.tolist(),
             }
         )
     reached = [s["steps_to_threshold"] for s in per_seed if s["steps_to_threshold"] is not None]
@@ -295,7 +296,10 @@ def markdown(section: dict[str, Any] | None) -> list[str]:
         "it, mean [95% t-interval] over the seeds that reached it (seeds that never did are "
         "counted, not averaged). Mean capture rate: the area under the curve over the target "
         "agent-steps, mean [95% t-interval] over seeds. Source cost: mean over seeds of the "
-        "agent-steps and seconds trained before the target world.",
+        "agent-steps and seconds trained before the target world. The curve is self-play: "
+        "a transfer approach's prey start trained too, so read it with the evaluation against "
+        "random opponents above, which compares the two at equal target agent-steps. Plot: "
+        "`transfer_curves.png`.",
         "",
         "| approach | how | agent-steps to threshold | mean capture rate "
         "| vs scratch (paired) | source cost: agent-steps | source cost: s |",
@@ -317,6 +321,50 @@ def markdown(section: dict[str, Any] | None) -> list[str]:
                 f"| {_ci(c['mean_capture_rate'], '.3f')} | {diff} | {src[0]} | {src[1]} |"
             )
     return lines
+
+
+def plot_transfer_curves(section: dict[str, Any], path: Path) -> Path:
+    """``transfer_curves.png``: per pair, the capture rate during training against the target
+    agent-steps, each seed thin and the mean over seeds (on the union of the seeds' x) thick;
+    the transfer approach dashed; the threshold dotted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = section.get("pairs") or []
+    fig, axes = plt.subplots(1, max(1, len(pairs)), figsize=(7 * max(1, len(pairs)), 4.2))
+    axes = np.atleast_1d(axes)
+    for ax, pair in zip(axes, pairs):
+        for i, name in enumerate((pair["compare_to"], pair["approach"])):
+            colour, style = f"C{i}", "--" if name == pair["approach"] else "-"
+            curves = [np.array(s["curve"]) for s in pair["curves"][name]["per_seed"]]
+            curves = [c for c in curves if len(c)]
+            for c in curves:
+                ax.plot(c[:, 0] / 1e6, c[:, 1], color=colour, ls=style, lw=0.7, alpha=0.5)
+            if curves:
+                grid = np.unique(np.concatenate([c[:, 0] for c in curves]))
+                grid = grid[grid <= min(c[-1, 0] for c in curves)]
+                mean = np.mean([np.interp(grid, c[:, 0], c[:, 1]) for c in curves], axis=0)
+                what = "from scratch" if name == pair["compare_to"] else pair["kind"]
+                ax.plot(
+                    grid / 1e6,
+                    mean,
+                    color=colour,
+                    ls=style,
+                    lw=2,
+                    label=f"{name} ({what}; mean of {len(curves)} seeds)",
+                )
+        ax.axhline(section["threshold"], color="grey", ls=":", lw=1, label="threshold")
+        ax.set_xlabel("target agent-steps trained in the study's world (millions)")
+        ax.set_ylabel("capture rate during training (self-play)")
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{pair['approach']} vs {pair['compare_to']}: thin lines are seeds")
+        ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 def random_capture_rate(games: dict[tuple[str, str], Any]) -> float | None:

@@ -125,7 +125,13 @@ def test_a_transfer_study_runs_sources_first_and_reports_the_transfer(finished):
     assert "## Transfer" in md
     assert "| `ppo_ft` | starts from `ppo` (same seed) |" in md
     assert "curriculum of 2 stages" in md and "| `ppo` | from scratch |" in md
-    assert json.loads((root / "out" / "transfer_study" / "study.json").read_text())["transfer"]
+    doc = json.loads((root / "out" / "transfer_study" / "study.json").read_text())
+    assert doc["transfer"]
+    # the figure's curves start at the target world: x from the first target iteration
+    for s in cur["curves"]["ppo_cur"]["per_seed"]:
+        assert s["curve"][-1][0] == s["target_agent_steps"] and s["curve"][0][0] > 0
+    png = Path(doc["files"]["transfer_curves"])
+    assert png.name == "transfer_curves.png" and png.stat().st_size > 10_000
 
 
 def test_each_dependent_trial_starts_from_its_sources_same_seed_model(finished):

@@ -3,7 +3,7 @@ scratch against ``--init-from`` a model trained without ecology; then each train
 capture rate and the population cycles its policies make.
 
 Run: ``python benchmarks/transfer_ecology.py [--source PATH | --source-iterations 40]
-[--target-iterations 10] [--seeds 0,1,2] [--episodes 50] [--sim-seeds 2] [--sim-steps 1000]
+[--target-iterations 20] [--seeds 0,1,2] [--episodes 50] [--sim-seeds 3] [--sim-steps 1000]
 [--out DIR]``. Prints one JSON object; ``--out`` keeps each model's simulation (series CSVs,
 ``summary.json``) and ``bioflux ecology analyze`` output (``analysis.json``, ``analysis.png``).
 
@@ -107,15 +107,26 @@ def mean_or_none(xs: list[float | None]) -> float | None:
 
 
 def measure(
-    name: str, predator: str, prey: str, eval_cfg, episodes: int, sim_seeds: list[int],
-    sim_steps: int, out: Path,
+    name: str,
+    predator: str,
+    prey: str,
+    eval_cfg,
+    episodes: int,
+    sim_seeds: list[int],
+    sim_steps: int,
+    out: Path,
 ) -> dict[str, Any]:
     """Capture rate against random prey on the target, and the simulated cycles."""
     t0 = time.perf_counter()
     rate = capture_rate(predator, eval_cfg, episodes)
     folder = out / name
     sim = simulate(
-        SIMULATION_WORLD, predator, prey, steps=sim_steps, seeds=sim_seeds, out_dir=folder,
+        SIMULATION_WORLD,
+        predator,
+        prey,
+        steps=sim_steps,
+        seeds=sim_seeds,
+        out_dir=folder,
         progress=False,
     )
     per_seed = {}
@@ -187,10 +198,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=None, help="a model trained without ecology")
     parser.add_argument("--source-iterations", type=int, default=40)
-    parser.add_argument("--target-iterations", type=int, default=10)
+    parser.add_argument("--target-iterations", type=int, default=20)
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--sim-seeds", type=int, default=2)
+    parser.add_argument("--sim-seeds", type=int, default=3)
     parser.add_argument("--sim-steps", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=None, help="keep the simulations here")
     args = parser.parse_args()

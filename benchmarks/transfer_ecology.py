@@ -52,7 +52,11 @@ from transfer import EVAL_SEED, capture_rate, t_interval, welch_interval  # noqa
 
 from bioflux import config, training  # noqa: E402
 from bioflux.ecology.analysis import analyze, cycle_statistics  # noqa: E402
-from bioflux.ecology.simulate import simulate, to_population_series  # noqa: E402
+from bioflux.ecology.simulate import (  # noqa: E402
+    load_for_analysis,
+    simulate,
+    to_population_series,
+)
 
 #: The ecology world the target runs train in (no recycled slots: training needs agents that
 #: keep their slot for life, so the pools hold every birth of a 100-step episode).
@@ -143,7 +147,8 @@ def measure(
             "capture_fraction": round(info["deaths"]["prey"] / lived, 4) if lived else None,
             "mean": {k: round(v, 1) for k, v in info["mean"].items()},
         }
-    mean_analysis = analyze(folder, out_dir=folder)["cycles"]
+    mean, _ = load_for_analysis(folder)  # what `bioflux ecology analyze <folder>` reads
+    mean_analysis = analyze(mean, out_dir=folder)["cycles"]
     seeds = list(per_seed.values())
     return {
         "predator": predator,

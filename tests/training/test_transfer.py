@@ -73,6 +73,28 @@ def test_every_tensor_starts_from_the_source_in_another_world(source):
         algo.stop()
 
 
+def test_remote_env_runners_sample_the_first_iteration_with_the_sources_weights(source):
+    """Right after the algorithm is built its remote EnvRunners still have the fresh weights'
+    set_state in flight; the source's weights must reach them anyway (RLlib drops a second
+    set_state sent while the first is unfinished)."""
+    _, model = source
+    exp = _target(model, height=12)
+    exp.resources.num_env_runners = 1
+    algo = get_algorithm("ppo").build_config(exp).build_algo()
+    try:
+        initialize_modules(algo, exp.init_from, "ppo")
+        remote = algo.env_runner_group.foreach_env_runner(
+            lambda r: {s: _clone(r.module[s]) for s in ("predator", "prey")},
+            local_env_runner=False,
+        )[0]
+        for species in ("predator", "prey"):
+            want = _module_state(model, species)
+            for k in want:
+                torch.testing.assert_close(remote[species][k], want[k], rtol=0, atol=0, msg=k)
+    finally:
+        algo.stop()
+
+
 def test_a_run_records_its_lineage_in_the_summary_and_the_exports(source):
     root, model = source
     exp = _target({"predator": model}, height=12)

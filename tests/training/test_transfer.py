@@ -73,18 +73,28 @@ def test_every_tensor_starts_from_the_source_in_another_world(source):
         algo.stop()
 
 
-def test_remote_env_runners_sample_the_first_iteration_with_the_sources_weights(source):
-    """Right after the algorithm is built its remote EnvRunners still have the fresh weights'
-    set_state in flight; the source's weights must reach them anyway (RLlib drops a second
-    set_state sent while the first is unfinished)."""
+def test_the_weights_reach_a_remote_env_runner_with_a_set_state_in_flight(source):
+    """Right after the algorithm is built, the set_state that sent its remote EnvRunners the
+    fresh weights may still be in flight; RLlib allows one per EnvRunner and silently drops
+    another. A slow call under that tag stands in for it here: the source's weights must
+    reach the EnvRunner anyway, before it samples."""
     _, model = source
     exp = _target(model, height=12)
     exp.resources.num_env_runners = 1
     algo = get_algorithm("ppo").build_config(exp).build_algo()
     try:
+        runners = algo.env_runner_group
+        runners.fetch_ready_async_reqs(tags="set_state", timeout_seconds=None)
+        assert (
+            runners.foreach_env_runner_async(lambda r: __import__("time").sleep(2), tag="set_state")
+            == 1
+        )
         initialize_modules(algo, exp.init_from, "ppo")
-        remote = algo.env_runner_group.foreach_env_runner(
-            lambda r: {s: _clone(r.module[s]) for s in ("predator", "prey")},
+        remote = runners.foreach_env_runner(
+            lambda r: {
+                s: {k: v.clone() for k, v in r.module[s].state_dict().items()}
+                for s in ("predator", "prey")
+            },
             local_env_runner=False,
         )[0]
         for species in ("predator", "prey"):

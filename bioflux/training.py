@@ -350,11 +350,15 @@ def train(
     num_env_runners: int | None = None,
     log: Callable[[str], None] = print,
     on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_start: Callable[[Any], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``exp`` to its stop criteria; returns the summary (also written to summary.json).
 
     An experiment with ``stages`` trains its curriculum (``bioflux.curriculum``). ``on_row``
-    is called with the run's metrics rows after each iteration (and once after a resume)."""
+    is called with the run's metrics rows after each iteration (and once after a resume).
+    ``on_start`` (a plain RLlib run only) is called once with the built algorithm when its
+    modules hold the run's starting weights (fresh, ``init_from`` or restored), before the
+    first iteration: e.g. to evaluate the weights a run starts from."""
     from bioflux.algorithms import get_algorithm
 
     if exp.stages:
@@ -424,6 +428,8 @@ def train(
         run.checkpoints.mkdir(parents=True, exist_ok=True)
         run.config.write_text(yaml.safe_dump(exp.to_dict(), sort_keys=False))
         run.write_metrics(rows)
+        if on_start is not None:
+            on_start(algo)
         if on_row is not None:
             on_row(rows)
         runner_nodes = env_runner_nodes(algo)

@@ -116,8 +116,14 @@ def initialize_modules(algo: Any, init_from: dict[str, str], algorithm: str) -> 
         }
     if getattr(learner, "_captured_steps", None) is not None:
         learner._captured_steps.clear()  # graphs read parameters by address: capture again
+    # timeout_seconds=None: wait for the weights the algorithm sent its remote EnvRunners when
+    # it was built. RLlib allows one set_state in flight per EnvRunner and silently drops
+    # another one sent while the first is unfinished, so with the default (0) the remote
+    # EnvRunners sampled the first iteration with the fresh weights instead of these.
     algo.env_runner_group.sync_weights(
-        from_worker_or_learner_group=algo.learner_group, policies=list(init_from)
+        from_worker_or_learner_group=algo.learner_group,
+        policies=list(init_from),
+        timeout_seconds=None,
     )
     return lineage
 

@@ -105,6 +105,21 @@ def crossing(points: list[tuple[int, float]], threshold: float) -> dict[str, Any
     return {"agent_steps": None, "first_point_at_or_above": None, "censored_at": points[-1][0]}
 
 
+def arm_experiment(world: dict, iterations: int, seed: int, arm: str, model: str):
+    """The demo's PPO on ``world`` for ``iterations``: from random weights (``arm``
+    "scratch") or from ``model`` ("transfer")."""
+    overrides = [
+        f"env={json.dumps(world)}",
+        f"stop.iterations={iterations}",
+        f"seed={seed}",
+        f"name={arm}_s{seed}",
+        "checkpoint.frequency=1000",
+    ]
+    if arm == "transfer":
+        overrides.append(f"training.init_from={json.dumps(model)}")
+    return config.load("demo", overrides)
+
+
 def train_run(
     exp, root: Path, env_cfg, episodes: int, every: int, log
 ) -> tuple[dict[str, Any], list[dict[str, Any]], float, float]:
@@ -276,16 +291,7 @@ def main() -> None:
             for arm in ("scratch", "transfer"):
                 runs = []
                 for seed in seeds:
-                    overrides = [
-                        f"env={json.dumps(TARGET_WORLD)}",
-                        f"stop.iterations={args.target_iterations}",
-                        f"seed={seed}",
-                        f"name={arm}_s{seed}",
-                        "checkpoint.frequency=1000",
-                    ]
-                    if arm == "transfer":
-                        overrides.append(f"training.init_from={json.dumps(model)}")
-                    exp = config.load("demo", overrides)
+                    exp = arm_experiment(TARGET_WORLD, args.target_iterations, seed, arm, model)
                     summary, points, wall, eval_s = train_run(
                         exp, root, env_cfg, args.episodes, args.eval_every, quiet
                     )

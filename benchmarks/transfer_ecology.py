@@ -48,7 +48,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from transfer import EVAL_SEED, capture_rate, t_interval, welch_interval  # noqa: E402
+from transfer import (  # noqa: E402
+    EVAL_SEED,
+    arm_experiment,
+    capture_rate,
+    t_interval,
+    welch_interval,
+)
 
 from bioflux import config, training  # noqa: E402
 from bioflux.ecology.analysis import analyze, cycle_statistics  # noqa: E402
@@ -258,16 +264,7 @@ def main() -> None:
             arms: dict[str, list[dict[str, Any]]] = {"scratch": [], "transfer": []}
             for arm in arms:
                 for seed in seeds:
-                    overrides = [
-                        f"env={json.dumps(ECOLOGY_TARGET)}",
-                        f"stop.iterations={args.target_iterations}",
-                        f"seed={seed}",
-                        f"name={arm}_s{seed}",
-                        "checkpoint.frequency=1000",
-                    ]
-                    if arm == "transfer":
-                        overrides.append(f"training.init_from={json.dumps(model)}")
-                    exp = config.load("demo", overrides)
+                    exp = arm_experiment(ECOLOGY_TARGET, args.target_iterations, seed, arm, model)
                     t0 = time.perf_counter()
                     summary = training.train(
                         exp, output=root / "runs", models=root / "m", log=quiet

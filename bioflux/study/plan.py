@@ -18,8 +18,8 @@ study's (two 1-CPU trials on 2 cores each ran ~30% slower than one alone). From 
   ``gpus_per_trial``) allow; wave after wave, as the study runs them when approaches start
   from others (``init_from``: ``StudyConfig.waves``). A dependent approach is timed from
   scratch (its source's model does not exist yet; the same modules, so the same time per
-  iteration), and a curriculum approach by its last stage, the study's world: its earlier
-  stages are not in the estimate (the table marks it);
+  iteration), and a curriculum approach stage by stage, each on its own world (its earlier
+  stages' stops at their measured iteration times, the last stage at the study's budget);
 - **cross-play**: the mean time of an evaluation episode (each approach's plan model
   against itself) × the episodes every pairing plays, shared by ``evaluation.workers``
   processes (one per CPU by default); on a GPU (``evaluation.device``), the
@@ -55,7 +55,9 @@ def _plan_trial(
 
     study = StudyConfig(**study_json)
     exp = study.experiment(label, study.seeds[0] if seed is None else seed)
-    if exp.stages:  # its last stage: the study's world (earlier stages are not timed)
+    earlier_s = 0.0
+    if exp.stages:  # the earlier stages timed on their own worlds, then the last as a trial
+        earlier_s = _earlier_stages_s(exp, iterations, root)
         exp = exp.model_copy(update={"stages": None})
     warmup = warmup_iterations(exp)
     iterations += warmup
@@ -92,12 +94,57 @@ def _plan_trial(
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # kB on Linux -> GB
     return {
         "wall_s": wall,
+        "earlier_stages_s": earlier_s,
         "rows": rows,
         "warmup": warmup,
         "episode_s": episode_s,
         "peak_rss_gb": peak,
         "model": str(model),
     }
+
+
+def _earlier_stages_s(exp: Any, iterations: int, root: str) -> float:
+    """A curriculum's stages before its last: each trained ``iterations`` iterations on its
+    own world, then its stop (iterations, env steps, episodes or seconds) at the median
+    iteration's time, plus the measured setup."""
+    from bioflux.artifacts import RunFolder
+    from bioflux.training import stage_experiment, train
+
+    total = 0.0
+    for index in range(len(exp.stages) - 1):
+        stage = stage_experiment(exp, index, None)
+        stop = stage.stop
+        timed = stage.model_copy(
+            update={
+                "name": f"{exp.name}_plan_stage{index + 1}",
+                "stop": stop.model_copy(
+                    update={
+                        "iterations": iterations,
+                        "env_steps": None,
+                        "episodes": None,
+                        "time_s": None,
+                    }
+                ),
+            }
+        )
+        t0 = time.perf_counter()
+        train(timed, output=Path(root) / "runs", models=Path(root) / "models", log=lambda _: None)
+        wall = time.perf_counter() - t0
+        rows = RunFolder(Path(root) / "runs" / timed.name).read_metrics()
+        times = [r.get("iteration_time_s") or 0.0 for r in rows]
+        per_iteration = statistics.median(times[1:] or times)
+        setup = max(0.0, wall - sum(times))
+        steps_per_iteration = max(1.0, rows[-1]["env_steps"] / len(rows))
+        if stop.iterations is not None:
+            n = stop.iterations
+        elif stop.env_steps is not None:
+            n = math.ceil(stop.env_steps / steps_per_iteration)
+        elif stop.episodes is not None:
+            n = math.ceil(stop.episodes * stage.env_config.max_steps / steps_per_iteration)
+        else:
+            n = math.ceil((stop.time_s or 0.0) / max(per_iteration, 1e-9))
+        total += setup + n * per_iteration
+    return total
 
 
 def warmup_iterations(exp: Any) -> int:
@@ -148,7 +195,14 @@ def _trial_estimate(study: StudyConfig, label: str, measured: dict[str, Any]) ->
         "s_per_iteration": round(per_iteration, 3),
         "env_steps_per_iteration": round(steps_per_iteration),
         "iterations": iterations,
-        "trial_s": round(setup + warm_s + max(0, iterations - warm) * per_iteration, 1),
+        "earlier_stages_s": round(measured.get("earlier_stages_s", 0.0), 1),
+        "trial_s": round(
+            measured.get("earlier_stages_s", 0.0)
+            + setup
+            + warm_s
+            + max(0, iterations - warm) * per_iteration,
+            1,
+        ),
         "peak_rss_gb": round(measured["peak_rss_gb"], 2),
         "eval_episode_s": round(measured["episode_s"], 3),
     }
@@ -262,7 +316,7 @@ def plan_study(
     trials_s = trials_makespan(study, {a: p["trial_s"] for a, p in per_approach.items()}, slots)
     for label in study.approaches:
         if study.experiment(label, study.seeds[0]).stages:
-            per_approach[label]["note"] = "curriculum: last stage only"
+            per_approach[label]["note"] = "curriculum: every stage timed on its own world"
     fake_models = {(a, s): "plan" for a, s in study.trials()}
     n_players = len(players(study, fake_models))
     episode_s = statistics.mean(p["eval_episode_s"] for p in per_approach.values())

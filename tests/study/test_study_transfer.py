@@ -337,8 +337,12 @@ def test_plan_times_dependent_and_curriculum_approaches_in_waves(ray_session, tm
     study = load_study(write(tmp_path, transfer_study(tmp_path)))
     plan = plan_study(study, iterations=2, log=lambda _: None)
     assert set(plan["approaches"]) == {"ppo", "ppo_ft", "ppo_cur"} and plan["waves"] == 2
-    assert plan["approaches"]["ppo_cur"]["note"] == "curriculum: last stage only"
+    cur = plan["approaches"]["ppo_cur"]
+    assert cur["note"] == "curriculum: every stage timed on its own world"
+    # the earlier stage is timed and in the trial's estimate; a plain approach has none
+    assert cur["earlier_stages_s"] > 0 and plan["approaches"]["ppo"]["earlier_stages_s"] == 0
+    assert cur["trial_s"] >= cur["earlier_stages_s"] + cur["setup_s"]
     trial_s = {a: p["trial_s"] for a, p in plan["approaches"].items()}
     assert plan["trials_s"] == round(trials_makespan(study, trial_s, plan["trials_at_once"]))
     table = plan_table(plan)
-    assert "in 2 waves: sources first" in table and "(curriculum: last stage only)" in table
+    assert "in 2 waves: sources first" in table and "(curriculum: every stage timed" in table

@@ -61,18 +61,7 @@ def _plan_trial(
         exp = exp.model_copy(update={"stages": None})
     warmup = warmup_iterations(exp)
     iterations += warmup
-    exp = exp.model_copy(
-        update={
-            "stop": exp.stop.model_copy(
-                update={
-                    "iterations": iterations,
-                    "env_steps": None,
-                    "episodes": None,
-                    "time_s": None,
-                }
-            )
-        }
-    )
+    exp = exp.model_copy(update={"stop": _iterations_only(exp.stop, iterations)})
     t0 = time.perf_counter()
     summary = train(
         exp, output=Path(root) / "runs", models=Path(root) / "models", log=lambda _: None
@@ -103,6 +92,13 @@ def _plan_trial(
     }
 
 
+def _iterations_only(stop: Any, iterations: int) -> Any:
+    """``stop`` replaced by a stop after ``iterations`` iterations (no other criterion)."""
+    return stop.model_copy(
+        update={"iterations": iterations, "env_steps": None, "episodes": None, "time_s": None}
+    )
+
+
 def _earlier_stages_s(exp: Any, iterations: int, root: str) -> float:
     """A curriculum's stages before its last: each trained ``iterations`` iterations on its
     own world, then its stop (iterations, env steps, episodes or seconds) at the median
@@ -117,14 +113,7 @@ def _earlier_stages_s(exp: Any, iterations: int, root: str) -> float:
         timed = stage.model_copy(
             update={
                 "name": f"{exp.name}_plan_stage{index + 1}",
-                "stop": stop.model_copy(
-                    update={
-                        "iterations": iterations,
-                        "env_steps": None,
-                        "episodes": None,
-                        "time_s": None,
-                    }
-                ),
+                "stop": _iterations_only(stop, iterations),
             }
         )
         t0 = time.perf_counter()

@@ -117,11 +117,20 @@ def _experiment_for_policies(
     return exp
 
 
-def _policies(args: argparse.Namespace) -> tuple:
+def _policies(args: argparse.Namespace, exp) -> tuple:
     """``--predator``/``--prey`` as given, or, with ``--models``, the policies ``bioflux serve``
-    would answer those names with (ensembles, ``ppo@<run>``, built-ins)."""
+    would answer those names with (ensembles, ``ppo@<run>``, built-ins). The built-in
+    ``lotka_volterra`` takes the coefficients of the experiment's ``lotka_volterra`` section."""
     if getattr(args, "models", None) is None:
-        return args.predator, args.prey
+        from bioflux.policies import lotka_volterra_policy
+
+        coefficients = exp.lotka_volterra or {}
+        return tuple(
+            lotka_volterra_policy(species, **coefficients[species])
+            if spec == "lotka_volterra" and species in coefficients
+            else spec
+            for spec, species in ((args.predator, "predator"), (args.prey, "prey"))
+        )
     from bioflux.serve.inference import served_policy
 
     return (
@@ -407,7 +416,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     _require_at_least("--episodes", args.episodes, 1)
     exp = _experiment_for_policies(args, default="demo")
-    predator, prey = _policies(args)
+    predator, prey = _policies(args, exp)
     result = evaluation.evaluate(
         predator,
         prey,
@@ -470,7 +479,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from bioflux.policies import load_policy
 
     exp = _experiment_for_policies(args, default="demo")
-    predator, prey = _policies(args)
+    predator, prey = _policies(args, exp)
     out = evaluation.record_episode(
         load_policy(predator, "predator") if isinstance(predator, str) else predator,
         load_policy(prey, "prey") if isinstance(prey, str) else prey,
@@ -616,7 +625,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     _require_at_least("--steps", args.steps, 1)
     _require_at_least("--seeds", args.seeds, 1)
     exp = _experiment_for_policies(args, default="ecology", env_updates={"ecology": True})
-    predator, prey = _policies(args)
+    predator, prey = _policies(args, exp)
     result = simulate(
         exp.env_config,
         predator,

@@ -12,6 +12,7 @@ An experiment file has these sections (unknown keys anywhere are rejected, namin
     checkpoint: {...}         # frequency, keep, score
     evaluation: {...}         # episodes and seed used by `bioflux evaluate` / `bioflux demo`
     stages: [...]             # optional curriculum: [{name, env: {...}, stop: {...}}, ...]
+    lotka_volterra: {...}     # optional: the built-in LV policies' coefficients in this world
 
 A curriculum (``stages``) trains stage after stage in one run folder, each stage in the world
 ``env`` updated with the stage's ``env`` (merged into the top-level ``env``, not into the
@@ -128,11 +129,31 @@ class Experiment(_Section):
     stages: list[Stage] | None = Field(
         None, description="a curriculum: train stage after stage (bioflux.curriculum)"
     )
+    lotka_volterra: dict[str, dict[str, float]] | None = Field(
+        None,
+        description="coefficients of the built-in lotka_volterra policies when they play this "
+        "world, per species, e.g. {predator: {temperature: 0.5}, prey: {beta: 1.2}}; the ones "
+        "left out take bioflux.policy_modules.lotka_volterra.DEFAULTS",
+    )
 
     @field_validator("env")
     @classmethod
     def _valid_env(cls, value: dict[str, Any]) -> dict[str, Any]:
         EnvConfig.from_kwargs(value)
+        return value
+
+    @field_validator("lotka_volterra")
+    @classmethod
+    def _valid_lotka_volterra(
+        cls, value: dict[str, dict[str, float]] | None
+    ) -> dict[str, dict[str, float]] | None:
+        if value is not None:
+            from bioflux.policy_modules.lotka_volterra import check_coefficients
+
+            for species, coefficients in value.items():
+                if species not in SPECIES:
+                    raise ValueError(f"{species}: unknown species; allowed: {list(SPECIES)}")
+                check_coefficients(coefficients, where=species)
         return value
 
     @property
@@ -156,8 +177,10 @@ class Experiment(_Section):
         return init_from_spec(self.training.get("init_from"), list(SPECIES))
 
     def to_dict(self) -> dict[str, Any]:
-        """The experiment as a config dict (``stages`` left out when there are none)."""
-        return self.model_dump(mode="json", exclude={"stages"} if self.stages is None else None)
+        """The experiment as a config dict (``stages`` and ``lotka_volterra`` left out when
+        unset)."""
+        unset = {k for k in ("stages", "lotka_volterra") if getattr(self, k) is None}
+        return self.model_dump(mode="json", exclude=unset or None)
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -218,6 +241,7 @@ def _describe(err: ValidationError, prefix: str = "") -> str:
     for e in err.errors():
         loc = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(e["loc"]))
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        msg = msg.removeprefix("Value error, ")
         if e["type"] == "missing":
             msg = "required key is missing"
         parts.append(f"{loc or '(top level)'}: {msg}")

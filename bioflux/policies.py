@@ -90,14 +90,16 @@ class ModulePolicy:
         return {k: v.numpy() for k, v in self.module.drives(obs).items()}
 
 
-def _lotka_volterra(species: str) -> ModulePolicy:
+def lotka_volterra_policy(species: str, **coefficients: float) -> ModulePolicy:
+    """The built-in ``lotka_volterra`` policy of ``species``, with ``coefficients`` in place of
+    the defaults (an experiment's ``lotka_volterra`` section)."""
     from bioflux.policy_modules.lotka_volterra import make_module
 
-    return ModulePolicy(make_module(species), name="lotka_volterra")
+    return ModulePolicy(make_module(species, **coefficients), name="lotka_volterra")
 
 
 #: Built-in policies by name: a factory taking the species.
-BUILTINS = {"random": lambda species: RandomPolicy(), "lotka_volterra": _lotka_volterra}
+BUILTINS = {"random": lambda species: RandomPolicy(), "lotka_volterra": lotka_volterra_policy}
 
 
 def module_dir(spec: str | Path, species: str) -> Path:

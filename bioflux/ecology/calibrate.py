@@ -50,7 +50,10 @@ from bioflux.ecology.series import REFERENCE_ALIASES, PopulationSeries, load_lyn
 #: ``predator_crowding`` from ``crowding_per_cell`` (at 0.3 per cell, 6,750 predators on
 #: 150×150, crowding is negligible: the top of the range stands for none);
 #: ``birth_radius`` 0 stands for ``null`` (newborns anywhere on the grid, as in
-#: configs/ecology.yaml).
+#: configs/ecology.yaml). ``prey_beta`` and ``predator_temperature`` are the Lotka–Volterra
+#: policies' coefficients (the prey's flight, the predators' softmax temperature:
+#: ``bioflux.policy_modules.lotka_volterra``), written to the config's ``lotka_volterra``
+#: section.
 SPACE: dict[str, tuple[Any, ...]] = {
     "energy_init": ("uniform", 2.0, 20.0),
     "energy_decay": ("loguniform", 0.1, 3.0),
@@ -62,6 +65,13 @@ SPACE: dict[str, tuple[Any, ...]] = {
     "predator_density": ("loguniform", 0.002, 0.05),
     "prey_start": ("uniform", 0.1, 0.8),
     "crowding_per_cell": ("loguniform", 0.003, 0.3),
+    "prey_beta": ("loguniform", 0.5, 4.0),
+    "predator_temperature": ("loguniform", 0.1, 2.0),
+}
+#: ``SPACE``'s policy coefficients: name -> (species, coefficient).
+POLICY_COEFFICIENTS = {
+    "prey_beta": ("prey", "beta"),
+    "predator_temperature": ("predator", "temperature"),
 }
 #: Densities at reset of configs/ecology.yaml (225 predators, 4500 prey on 150×150): the
 #: values of ``predator_density`` and ``prey_start`` for a trial log written without them.
@@ -137,10 +147,31 @@ def env_for(params: dict[str, float], base_env: dict[str, Any], scale: float) ->
     return env
 
 
-def params_of(env: dict[str, Any]) -> dict[str, float]:
-    """``SPACE``'s parameters of an env config (the inverse of ``env_for``, world size aside)."""
+def coefficients_for(params: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The ``lotka_volterra`` config section of a trial: its policy coefficients per species
+    (a trial logged before they were searched: the defaults)."""
+    from bioflux.policy_modules.lotka_volterra import DEFAULTS
+
+    out: dict[str, dict[str, float]] = {}
+    for name, (species, coefficient) in POLICY_COEFFICIENTS.items():
+        out.setdefault(species, {})[coefficient] = float(params.get(name, DEFAULTS[coefficient]))
+    return out
+
+
+def params_of(
+    env: dict[str, Any], coefficients: dict[str, dict[str, float]] | None = None
+) -> dict[str, float]:
+    """``SPACE``'s parameters of an env config and its ``lotka_volterra`` section (the inverse
+    of ``env_for`` and ``coefficients_for``, world size aside)."""
+    from bioflux.policy_modules.lotka_volterra import DEFAULTS
+
     cells = env["height"] * env["width"]
+    policy = {
+        name: float((coefficients or {}).get(species, {}).get(coef, DEFAULTS[coef]))
+        for name, (species, coef) in POLICY_COEFFICIENTS.items()
+    }
     return {
+        **policy,
         "energy_init": float(env["energy_init"]),
         "energy_decay": float(env["energy_decay"]),
         "energy_gain": float(env["energy_gain"]),
@@ -155,13 +186,23 @@ def params_of(env: dict[str, Any]) -> dict[str, float]:
 
 
 def seed_statistics(
-    env: dict[str, Any], seeds: list[int], steps: int, burn_in: int
+    env: dict[str, Any],
+    seeds: list[int],
+    steps: int,
+    burn_in: int,
+    coefficients: dict[str, dict[str, float]] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """``cycle_realism`` of each seed's LV-policy series after ``burn_in`` (an extinct seed:
-    ``extinct`` True and the step it ended)."""
+    ``extinct`` True and the step it ended); ``coefficients``: the policies' (a
+    ``lotka_volterra`` config section; the defaults when absent)."""
     from bioflux.ecology.simulate import simulate, to_population_series
+    from bioflux.policies import lotka_volterra_policy
 
-    result = simulate(env, "lotka_volterra", "lotka_volterra", steps, seeds, progress=False)
+    coefficients = coefficients or {}
+    predator, prey = (
+        lotka_volterra_policy(s, **coefficients.get(s, {})) for s in ("predator", "prey")
+    )
+    result = simulate(env, predator, prey, steps, seeds, progress=False)
     out: dict[int, dict[str, Any]] = {}
     for seed, s in result["series"].items():
         last = int(s["step"][-1])
@@ -201,7 +242,9 @@ def _trial(config: dict[str, Any], fixed: dict[str, Any]) -> None:
     ref = fixed["reference_stats"]
     ref["mean_cycle"] = {k: np.asarray(v) for k, v in ref["mean_cycle"].items()}
     env = env_for(config, fixed["base_env"], fixed["scale"])
-    per_seed = seed_statistics(env, fixed["seeds"], fixed["steps"], fixed["burn_in"])
+    per_seed = seed_statistics(
+        env, fixed["seeds"], fixed["steps"], fixed["burn_in"], coefficients_for(config)
+    )
     scored = score(per_seed, ref)
     lags = [per_seed[s].get("lag_fraction") for s in fixed["seeds"]]
     shapes = {
@@ -306,6 +349,10 @@ def _in_space(params: dict[str, float]) -> dict[str, Any]:
         "predator_density": PREDATOR_DENSITY,
         "prey_start": PREY_FRACTION_OF_CAPACITY,
         "crowding_per_cell": math.inf,  # none: clipped to the top of the range
+        **{  # a trial logged before the policies were searched: their defaults
+            name: coefficients_for({})[species][coef]
+            for name, (species, coef) in POLICY_COEFFICIENTS.items()
+        },
     }
     for k, spec in SPACE.items():
         value = params.get(k, defaults.get(k))
@@ -319,6 +366,7 @@ def _in_space(params: dict[str, float]) -> dict[str, Any]:
 def search(
     reference_stats: dict[str, Any],
     base_env: dict[str, Any],
+    base_coefficients: dict[str, dict[str, float]] | None,
     out_dir: Path,
     trials: int,
     seeds_per_trial: int,
@@ -358,7 +406,7 @@ def search(
             metric="loss",
             mode="min",
             sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10),
-            points_to_evaluate=[_in_space(params_of(base_env))],
+            points_to_evaluate=[_in_space(params_of(base_env, base_coefficients))],
         )
     ref = dict(reference_stats)
     ref["mean_cycle"] = {k: np.asarray(v).tolist() for k, v in ref["mean_cycle"].items()}
@@ -435,17 +483,24 @@ def _one_thread() -> None:
 
 
 def parallel_seed_statistics(
-    env: dict[str, Any], seeds: list[int], steps: int, burn_in: int, workers: int
+    env: dict[str, Any],
+    seeds: list[int],
+    steps: int,
+    burn_in: int,
+    workers: int,
+    coefficients: dict[str, dict[str, float]] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """``seed_statistics`` with the seeds spread over ``workers`` processes."""
     if workers <= 1 or len(seeds) == 1:
-        return seed_statistics(env, seeds, steps, burn_in)
+        return seed_statistics(env, seeds, steps, burn_in, coefficients)
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_one_thread) as pool:
-        parts = pool.map(seed_statistics, *zip(*[(env, [s], steps, burn_in) for s in seeds]))
+        parts = pool.map(
+            seed_statistics, *zip(*[(env, [s], steps, burn_in, coefficients) for s in seeds])
+        )
         out: dict[int, dict[str, Any]] = {}
         for part in parts:
             out.update(part)
@@ -460,10 +515,12 @@ def validate(
     burn_in: int,
     held_out_reference: dict[str, Any] | None = None,
     workers: int = 1,
+    coefficients: dict[str, dict[str, float]] | None = None,
 ) -> dict[str, Any]:
-    """The calibrated world on ``seeds``: every statistic per seed, mean and spread, the
-    proof's counts, and the pooled mean cycle's correlation with the data's."""
-    per_seed = parallel_seed_statistics(env, seeds, steps, burn_in, workers)
+    """The calibrated world on ``seeds`` (``coefficients``: the LV policies'): every statistic
+    per seed, mean and spread, the proof's counts, and the pooled mean cycle's correlation with
+    the data's."""
+    per_seed = parallel_seed_statistics(env, seeds, steps, burn_in, workers, coefficients)
     shapes = {
         s: compare(v, reference) if v.get("mean_cycle") is not None else {}
         for s, v in per_seed.items()
@@ -607,10 +664,12 @@ def calibrate(
                 "resume it with the same settings"
             )
     settings_path.write_text(json.dumps(settings, indent=2) + "\n")
-    base = load_experiment(config).env_config.to_dict()
+    base_exp = load_experiment(config)
+    base = base_exp.env_config.to_dict()
     done = search(
         ref,
         base,
+        base_exp.lotka_volterra,
         out,
         trials,
         seeds_per_trial,
@@ -632,13 +691,23 @@ def calibrate(
         f"best: trial {best['trial']} loss {best['loss']:.2f}; validating on {validate_seeds} seeds"
     )
     env = env_for(best["params"], base, scale)
+    coefficients = coefficients_for(best["params"])
     validate_steps = validate_steps or steps
     env["max_steps"] = validate_steps
     val = validate(
-        env, ref, list(range(validate_seeds)), validate_steps, burn_in, ref_held, max_concurrent
+        env,
+        ref,
+        list(range(validate_seeds)),
+        validate_steps,
+        burn_in,
+        ref_held,
+        max_concurrent,
+        coefficients,
     )
     per_seed, pooled = val.pop("_per_seed"), val.pop("_pooled")
-    config_path = write_config(env, out / f"ecology_{reference.lower()}.yaml", best, val, settings)
+    config_path = write_config(
+        env, coefficients, out / f"ecology_{reference.lower()}.yaml", best, val, settings
+    )
     doc = {
         "reference": {
             "name": reference,
@@ -662,6 +731,7 @@ def calibrate(
             "wall_s": round(search_s, 1),
         },
         "env": env,
+        "lotka_volterra": coefficients,
         "validation": nan_safe(val),
         "files": {
             "config": str(config_path),
@@ -701,7 +771,12 @@ def choose_best(
     rows = []
     for row in ranked[:rerank]:
         per_seed = parallel_seed_statistics(
-            env_for(row["params"], base_env, scale), seeds, steps, burn_in, workers
+            env_for(row["params"], base_env, scale),
+            seeds,
+            steps,
+            burn_in,
+            workers,
+            coefficients_for(row["params"]),
         )
         scored = score(per_seed, ref)
         lags = [_finite(per_seed[s].get("lag_fraction")) for s in seeds]
@@ -724,13 +799,14 @@ def choose_best(
 
 def write_config(
     env: dict[str, Any],
+    coefficients: dict[str, dict[str, float]],
     path: Path,
     best: dict[str, Any],
     val: dict[str, Any],
     settings: dict[str, Any],
 ) -> Path:
-    """The calibrated experiment config (ecology mode, LV policies), with a header saying how
-    it was found and what it scored."""
+    """The calibrated experiment config (ecology mode; the LV policies' ``coefficients`` in its
+    ``lotka_volterra`` section), with a header saying how it was found and what it scored."""
     stats = val["statistics"]
 
     def f(entry: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -761,6 +837,7 @@ def write_config(
         "algorithm": "ppo",
         "seed": 0,
         "env": env,
+        "lotka_volterra": coefficients,
         "stop": {"iterations": 1},
         "evaluation": {"episodes": 10},
     }

@@ -157,17 +157,29 @@ class LotkaVolterraModule(RLModule):
         pass
 
 
+def check_coefficients(coefficients: dict[str, Any], where: str = "coefficients") -> None:
+    """``ValueError`` in one line unless every key is one of ``DEFAULTS``, every value a finite
+    number and the temperature positive."""
+    unknown = set(coefficients) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(
+            f"{where}: unknown Lotka–Volterra coefficient(s) {sorted(unknown)}; allowed: "
+            f"{sorted(DEFAULTS)}"
+        )
+    for name, value in coefficients.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+            raise ValueError(f"{where}.{name}={value!r}: expected a finite number")
+    if coefficients.get("temperature", DEFAULTS["temperature"]) <= 0:
+        raise ValueError(f"{where}.temperature={coefficients['temperature']}: must be > 0")
+
+
 def make_module(
     species: str | None = None, greedy: bool = False, **coefficients: float
 ) -> LotkaVolterraModule:
     """A standalone module (no env spaces needed: the window size is read from the input)."""
     import gymnasium
 
-    unknown = set(coefficients) - set(DEFAULTS)
-    if unknown:
-        raise ValueError(
-            f"unknown Lotka–Volterra coefficient(s) {sorted(unknown)}; allowed: {sorted(DEFAULTS)}"
-        )
+    check_coefficients(coefficients)
     return LotkaVolterraModule(
         observation_space=gymnasium.spaces.Box(0.0, np.inf, (1,), np.float32),
         action_space=gymnasium.spaces.Discrete(N_ACTIONS),

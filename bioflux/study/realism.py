@@ -9,6 +9,9 @@ for ``steps`` steps on ``seeds`` seeds, in the calibrated world (``config``, by 
 and with the study world's observation window (the one the policies were trained with). The
 first ``burn_in`` steps are dropped. A player whose populations die out is reported with the
 step of the extinction; a player that cannot play the world (its error) is reported as such.
+The ``lotka_volterra`` baseline plays with the calibrated world's own coefficients (its
+``lotka_volterra`` section), so its row is the calibrated world as ``bioflux ecology
+calibrate`` validated it, at the study's size and window.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from bioflux.config import load as load_experiment
-from bioflux.envs.config import EnvConfig
+from bioflux.envs.config import SPECIES, EnvConfig
+from bioflux.policies import Policy, lotka_volterra_policy
 from bioflux.study.config import StudyConfig
 from bioflux.study.crossplay import Player, load_player
 
@@ -81,12 +85,13 @@ def ecology_realism(
 
     t0 = time.perf_counter()
     env = realism_world(study)
+    coefficients = load_experiment(settings.config).lotka_volterra or {}
     data = cycle_realism(load_lynx_hare())
     rows: dict[str, Any] = {}
     seeds = list(range(settings.seeds))
     for player in _players(study, everyone):
         try:
-            predator, prey = load_player(player, "predator"), load_player(player, "prey")
+            predator, prey = (_policy(player, species, coefficients) for species in SPECIES)
             result = simulate(env, predator, prey, settings.steps, seeds, progress=False)
         except (ValueError, RuntimeError, OSError) as err:
             rows[player.approach] = {"player": player.key, "error": str(err).splitlines()[0]}
@@ -117,6 +122,12 @@ def ecology_realism(
         "players": rows,
         "wall_s": round(wall, 1),
     }
+
+
+def _policy(player: Player, species: str, coefficients: dict[str, dict[str, float]]) -> Policy:
+    if player.source == "lotka_volterra" and not player.members:
+        return lotka_volterra_policy(species, **coefficients.get(species, {}))
+    return load_player(player, species)
 
 
 def _finite(d: dict[str, float]) -> dict[str, float | None]:

@@ -225,7 +225,14 @@ def test_calibrate_resumes_after_a_kill(tmp_path):
     assert doc["search"]["best"]["trial"] == min(reranked, key=lambda r: r["loss"])["trial"]
     assert "rerank: trial" in text
     assert (out / "calibration.png").stat().st_size > 10_000
-    assert (out / "ecology_lynx_hare.yaml").exists()
+    # the calibrated config carries the validated trial's policy coefficients and loads
+    from bioflux import config
+    from bioflux.ecology.calibrate import coefficients_for
+
+    written = config.load(out / "ecology_lynx_hare.yaml")
+    best = doc["search"]["best"]["params"]
+    assert written.lotka_volterra == coefficients_for(best) == doc["lotka_volterra"]
+    assert best["prey_beta"] == written.lotka_volterra["prey"]["beta"]
 
 
 def test_rerank_chooses_by_the_replay_not_the_search(monkeypatch):
@@ -242,8 +249,9 @@ def test_rerank_chooses_by_the_replay_not_the_search(monkeypatch):
     replay = {6.0: 9.0, 7.0: 4.0, 5.0: 0.5}  # the loss each trial replays to
     seen = []
 
-    def fake_stats(env, seeds, steps, burn_in, workers):
+    def fake_stats(env, seeds, steps, burn_in, workers, coefficients):
         seen.append((env["energy_init"], tuple(seeds)))
+        assert coefficients == cal.coefficients_for(params)  # the trial's own policies
         return {s: {"extinct": False, "lag_fraction": 0.1, "e": env["energy_init"]} for s in seeds}
 
     def fake_score(per_seed, ref):
@@ -266,3 +274,25 @@ def test_years_cut_the_record_and_bad_years_are_refused():
     for bad, message in (("1890", "START:END"), ("1900:1850", "before"), ("1845:1860", "30")):
         with pytest.raises(ValueError, match=message):
             reference_series("lynx_hare", bad)
+
+
+def test_a_trial_round_trips_through_its_config():
+    """``env_for``/``coefficients_for`` and ``params_of`` are inverses (world size aside), and a
+    trial logged before the policies were searched takes their defaults."""
+    from bioflux.config import load
+    from bioflux.ecology import calibrate as cal
+    from bioflux.policy_modules.lotka_volterra import DEFAULTS
+
+    exp = load("ecology_lynx_hare")
+    params = cal.params_of(exp.env, exp.lotka_volterra)
+    assert set(params) == set(cal.SPACE)
+    env = cal.env_for(params, exp.env, 1.0)
+    back = cal.params_of(env, cal.coefficients_for(params))
+    for k, v in params.items():
+        assert back[k] == pytest.approx(v, rel=0.02), k
+    old = {k: v for k, v in params.items() if k not in cal.POLICY_COEFFICIENTS}
+    assert cal.coefficients_for(old) == {
+        "prey": {"beta": DEFAULTS["beta"]},
+        "predator": {"temperature": DEFAULTS["temperature"]},
+    }
+    assert cal._in_space(old)["prey_beta"] == DEFAULTS["beta"]

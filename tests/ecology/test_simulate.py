@@ -240,3 +240,49 @@ def test_cli_ecology_analyze_a_csv_and_a_folder(tmp_path, capsys):
     assert series.time_unit == "step" and len(series) == 400
 
     assert cli.main(["ecology", "analyze", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_cli_simulate_plays_the_configs_lotka_volterra_coefficients(tmp_path, capsys):
+    """A config's ``lotka_volterra`` section sets the built-in policies' coefficients: the CLI's
+    series equal ``simulate`` with those coefficients and differ from the defaults'."""
+    from bioflux.policies import lotka_volterra_policy
+
+    coefficients = {"predator": {"temperature": 2.0, "delta": 0.5}, "prey": {"beta": 0.2}}
+    argv = ["simulate", "--config", "ecology", "--steps", "60", "--out", str(tmp_path / "sim")]
+    for item in SMALL_SET + [
+        "lotka_volterra.predator.temperature=2.0",
+        "lotka_volterra.predator.delta=0.5",
+        "lotka_volterra.prey.beta=0.2",
+    ]:
+        argv += ["--set", item]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    got = read_series(tmp_path / "sim" / "series_seed0.csv")
+
+    def run(predator, prey):
+        return simulate(SMALL, predator, prey, 60, [0], progress=False)["series"][0]
+
+    configured = run(*(lotka_volterra_policy(s, **coefficients[s]) for s in ("predator", "prey")))
+    assert _equal(got, configured)
+    assert not _equal(got, run("lotka_volterra", "lotka_volterra"))
+
+
+@pytest.mark.parametrize(
+    "section, needle",
+    [
+        ({"wolf": {"beta": 1.0}}, "lotka_volterra: wolf: unknown species"),
+        ({"prey": {"speed": 1.0}}, "lotka_volterra: prey: unknown Lotka–Volterra coefficient"),
+        (
+            {"predator": {"temperature": 0}},
+            r"lotka_volterra: predator.temperature=0.0: must be > 0",
+        ),
+        ({"prey": {"beta": "fast"}}, "lotka_volterra.prey.beta"),
+    ],
+)
+def test_a_bad_lotka_volterra_section_is_one_line(section, needle):
+    from bioflux import config
+
+    data = config.read_sections(config.resolve_path("ecology"))
+    with pytest.raises(config.ConfigError, match=needle) as err:
+        config.validate({**data, "lotka_volterra": section})
+    assert "\n" not in str(err.value)

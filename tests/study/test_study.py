@@ -127,6 +127,18 @@ def test_the_report_gives_each_players_cycles_in_the_calibrated_world_beside_the
     assert "| `lotka_volterra/s0` |" in md and "| `random` |" in md
 
 
+def test_the_lotka_volterra_baseline_plays_with_the_calibrated_worlds_coefficients():
+    from bioflux.study.crossplay import Player
+    from bioflux.study.realism import _policy
+
+    coefficients = {"predator": {"temperature": 0.7}, "prey": {"beta": 1.3}}
+    baseline = Player("lotka_volterra", None, "lotka_volterra")
+    for species, (name, value) in (("predator", ("temperature", 0.7)), ("prey", ("beta", 1.3))):
+        assert _policy(baseline, species, coefficients).module.coefficients[name] == value
+    assert _policy(baseline, "prey", {}).module.coefficients["beta"] == 2.0  # the default
+    assert not hasattr(_policy(Player("random", None, "random"), "prey", coefficients), "module")
+
+
 def test_ecological_realism_can_be_turned_off(study_file):
     study = load_study(study_file, ["ecology_realism.enabled=false"])
     assert ecology_realism(study, []) is None

@@ -699,6 +699,13 @@ def _ecology_parser(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="fit only these years START:END; the rest of the record is the held-out check",
     )
+    cal.add_argument(
+        "--narrow",
+        type=float,
+        default=None,
+        help="search around --config's own values: each range cut to [v / F, v × F] (a local "
+        "refinement of a calibrated config; default: the whole space)",
+    )
     cal.add_argument("--seed", type=int, default=0, help="the searcher's seed")
     cal.add_argument("--out", type=Path, default=Path("outputs/calibrate"), help="output folder")
     cal.add_argument(
@@ -747,6 +754,7 @@ def _cmd_ecology_calibrate(args: argparse.Namespace) -> int:
             resume=args.resume,
             rerank=args.rerank,
             rerank_seeds=args.rerank_seeds,
+            narrow=args.narrow,
             log=lambda line: print(line, flush=True),
         )
     except CalibrationIncomplete as err:

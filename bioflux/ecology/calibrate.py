@@ -332,18 +332,38 @@ def read_trials(out_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _search_space():
+def space_around(start: dict[str, float], narrow: float | None) -> dict[str, tuple[Any, ...]]:
+    """``SPACE``, or (``narrow`` > 1) each numeric range cut to ``[v / narrow, v × narrow]``
+    around its value ``v`` in ``start`` (within ``SPACE``'s bounds): a local refinement of a
+    calibrated config. Choices keep every option."""
+    if narrow is None:
+        return dict(SPACE)
+    out: dict[str, tuple[Any, ...]] = {}
+    for k, spec in SPACE.items():
+        if spec[0] == "choice":
+            out[k] = spec
+            continue
+        v = min(max(float(start[k]), spec[1]), spec[2])
+        low, high = max(spec[1], v / narrow), min(spec[2], v * narrow)
+        out[k] = (spec[0], low, high) if high > low else (spec[0], spec[1], spec[2])
+    return out
+
+
+def _search_space(space: dict[str, tuple[Any, ...]]):
     from ray import tune
 
     kinds = {"uniform": tune.uniform, "loguniform": tune.loguniform}
     return {
         k: tune.choice(list(spec[1:])) if spec[0] == "choice" else kinds[spec[0]](*spec[1:])
-        for k, spec in SPACE.items()
+        for k, spec in space.items()
     }
 
 
-def _in_space(params: dict[str, float]) -> dict[str, Any]:
-    """``params`` moved into ``SPACE`` (bounds clipped; a choice not offered: the first)."""
+def _in_space(
+    params: dict[str, float], space: dict[str, tuple[Any, ...]] | None = None
+) -> dict[str, Any]:
+    """``params`` moved into ``space`` (default ``SPACE``; bounds clipped; a choice not
+    offered: the first)."""
     out: dict[str, Any] = {}
     defaults = {
         "predator_density": PREDATOR_DENSITY,
@@ -354,7 +374,7 @@ def _in_space(params: dict[str, float]) -> dict[str, Any]:
             for name, (species, coef) in POLICY_COEFFICIENTS.items()
         },
     }
-    for k, spec in SPACE.items():
+    for k, spec in (space or SPACE).items():
         value = params.get(k, defaults.get(k))
         if spec[0] == "choice":
             out[k] = value if value in spec[1:] else spec[1]
@@ -377,6 +397,7 @@ def search(
     seed: int,
     resume: bool,
     log: Callable[[str], None],
+    space: dict[str, tuple[Any, ...]] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the Tune search (the remaining trials, on resume); returns every finished trial."""
     import optuna
@@ -392,8 +413,9 @@ def search(
         log(f"resuming: {len(done)} finished trial(s) in {out_dir / TRIALS_LOG}, {remaining} to go")
     if remaining <= 0:
         return done
+    space = space or SPACE
     if done:
-        points = [_in_space(r["params"]) for r in done]
+        points = [_in_space(r["params"], space) for r in done]
         searcher = OptunaSearch(
             metric="loss",
             mode="min",
@@ -406,7 +428,7 @@ def search(
             metric="loss",
             mode="min",
             sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10),
-            points_to_evaluate=[_in_space(params_of(base_env, base_coefficients))],
+            points_to_evaluate=[_in_space(params_of(base_env, base_coefficients), space)],
         )
     ref = dict(reference_stats)
     ref["mean_cycle"] = {k: np.asarray(v).tolist() for k, v in ref["mean_cycle"].items()}
@@ -424,7 +446,7 @@ def search(
     try:
         tuner = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial, fixed=fixed), {"cpu": 1}),
-            param_space=_search_space(),
+            param_space=_search_space(space),
             tune_config=tune.TuneConfig(
                 search_alg=ConcurrencyLimiter(searcher, max_concurrent=max_concurrent),
                 num_samples=remaining,
@@ -603,12 +625,13 @@ def calibrate(
     resume: bool = False,
     rerank: int = 5,
     rerank_seeds: int = 6,
+    narrow: float | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Search, validate and write the calibrated config, ``calibration.json`` and the figure
     (module docstring). ``years``: fit only these years of the record (``START:END``); the other
     years' statistics are then the held-out check beside the statistics the objective leaves
-    out."""
+    out. ``narrow``: search around ``config``'s own values (``space_around``)."""
     from bioflux.config import load as load_experiment
 
     for name, value, low in (
@@ -625,6 +648,8 @@ def calibrate(
             raise ValueError(f"{name}={value} is out of range; allowed: >= {low}")
     if not 0 <= burn_in < steps - 50:
         raise ValueError(f"--burn-in={burn_in} is out of range; allowed: 0 … steps − 50")
+    if narrow is not None and not narrow > 1:
+        raise ValueError(f"--narrow={narrow} is out of range; allowed: > 1")
     if not 0.05 <= scale <= 4:
         raise ValueError(f"--scale={scale} is out of range; allowed: 0.05 … 4")
     t0 = time.perf_counter()
@@ -653,6 +678,7 @@ def calibrate(
         "burn_in": burn_in,
         "scale": scale,
         "seed": seed,
+        "narrow": narrow,
     }
     settings_path = out / "settings.json"
     if resume and settings_path.exists():
@@ -666,6 +692,7 @@ def calibrate(
     settings_path.write_text(json.dumps(settings, indent=2) + "\n")
     base_exp = load_experiment(config)
     base = base_exp.env_config.to_dict()
+    space = space_around(params_of(base, base_exp.lotka_volterra), narrow)
     done = search(
         ref,
         base,
@@ -680,6 +707,7 @@ def calibrate(
         seed,
         resume,
         log,
+        space,
     )
     search_s = time.perf_counter() - t0
     if not done:
@@ -726,6 +754,7 @@ def calibrate(
         "search": {
             "searcher": "optuna TPE (ray.tune.search.optuna.OptunaSearch)",
             "trials": len(done),
+            "space": {k: list(v) for k, v in space.items()},
             "best": best,
             "rerank": reranked,
             "wall_s": round(search_s, 1),

@@ -296,3 +296,36 @@ def test_a_trial_round_trips_through_its_config():
         "predator": {"temperature": DEFAULTS["temperature"]},
     }
     assert cal._in_space(old)["prey_beta"] == DEFAULTS["beta"]
+
+
+def test_narrow_searches_around_the_configs_values(tmp_path):
+    """``--narrow F`` cuts each numeric range to [v / F, v × F] around the config's value (inside
+    ``SPACE``), keeps every choice, and the trials sample only there."""
+    from bioflux.config import load
+    from bioflux.ecology import calibrate as cal
+
+    exp = load("ecology_lynx_hare")
+    start = cal.params_of(exp.env, exp.lotka_volterra)
+    space = cal.space_around(start, 1.1)
+    assert space["birth_radius"] == cal.SPACE["birth_radius"]
+    for k, spec in space.items():
+        if spec[0] != "choice":
+            assert cal.SPACE[k][1] <= spec[1] <= start[k] <= spec[2] <= cal.SPACE[k][2], k
+            assert spec[2] / spec[1] <= 1.1**2 + 1e-9, k
+    assert cal.space_around(start, None) == cal.SPACE
+    with pytest.raises(ValueError, match="--narrow"):
+        cal.calibrate(config="ecology_lynx_hare", out_dir=tmp_path / "x", narrow=1.0)
+
+    out = tmp_path / "cal"
+    argv = ["ecology", "calibrate", "--reference", "lynx_hare", "--config", "ecology_lynx_hare"]
+    argv += ["--out", str(out), "--trials", "3", "--narrow", "1.1", *TINY]
+    assert main(argv) == 0
+    doc = json.loads((out / "calibration.json").read_text())
+    assert doc["settings"]["narrow"] == 1.1
+    for row in read_trials(out):
+        for k, spec in space.items():
+            value = row["params"][k]
+            if spec[0] == "choice":
+                assert value in spec[1:]
+            else:
+                assert spec[1] * (1 - 1e-9) <= value <= spec[2] * (1 + 1e-9), (k, value, spec)

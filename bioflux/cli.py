@@ -669,6 +669,14 @@ def _ecology_parser(sub: argparse._SubParsersAction) -> None:
     cal.add_argument(
         "--config", default="ecology", help="the world to calibrate (its size, observation)"
     )
+    cal.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of --config before the search starts from it (repeatable; the "
+        "value is YAML), e.g. --set lotka_volterra.prey.beta=1.2",
+    )
     cal.add_argument("--trials", type=int, default=40, help="trials of the search")
     cal.add_argument("--seeds-per-trial", type=int, default=3, help="seeds each trial plays")
     cal.add_argument("--steps", type=int, default=1500, help="steps per seed")
@@ -740,6 +748,7 @@ def _cmd_ecology_calibrate(args: argparse.Namespace) -> int:
         doc = calibrate(
             reference=args.reference,
             config=args.config,
+            overrides=args.set,
             out_dir=args.out,
             trials=args.trials,
             seeds_per_trial=args.seeds_per_trial,

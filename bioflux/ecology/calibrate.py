@@ -626,12 +626,14 @@ def calibrate(
     rerank: int = 5,
     rerank_seeds: int = 6,
     narrow: float | None = None,
+    overrides: list[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Search, validate and write the calibrated config, ``calibration.json`` and the figure
     (module docstring). ``years``: fit only these years of the record (``START:END``); the other
     years' statistics are then the held-out check beside the statistics the objective leaves
-    out. ``narrow``: search around ``config``'s own values (``space_around``)."""
+    out. ``narrow``: search around ``config``'s own values (``space_around``); ``overrides``:
+    ``--set`` items applied to ``config`` first."""
     from bioflux.config import load as load_experiment
 
     for name, value, low in (
@@ -672,6 +674,7 @@ def calibrate(
         "reference": reference,
         "years": years,
         "config": config,
+        "set": list(overrides or []),
         "trials": trials,
         "seeds_per_trial": seeds_per_trial,
         "steps": steps,
@@ -683,14 +686,17 @@ def calibrate(
     settings_path = out / "settings.json"
     if resume and settings_path.exists():
         saved = json.loads(settings_path.read_text())
-        differs = {k for k in settings if k != "trials" and saved.get(k) != settings[k]}
+        added_since = {"set": [], "narrow": None}  # a calibration started before these existed
+        differs = {
+            k for k in settings if k != "trials" and saved.get(k, added_since.get(k)) != settings[k]
+        }
         if differs:
             raise ValueError(
                 f"--resume: {sorted(differs)} differ from the calibration in {out}; "
                 "resume it with the same settings"
             )
     settings_path.write_text(json.dumps(settings, indent=2) + "\n")
-    base_exp = load_experiment(config)
+    base_exp = load_experiment(config, overrides)
     base = base_exp.env_config.to_dict()
     space = space_around(params_of(base, base_exp.lotka_volterra), narrow)
     done = search(

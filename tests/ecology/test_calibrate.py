@@ -307,6 +307,8 @@ def test_narrow_searches_around_the_configs_values(tmp_path):
     exp = load("ecology_lynx_hare")
     start = cal.params_of(exp.env, exp.lotka_volterra)
     space = cal.space_around(start, 1.1)
+    moved = cal.space_around({**start, "prey_beta": 1.3}, 1.1)
+    assert moved["prey_beta"][1] == pytest.approx(1.3 / 1.1)
     assert space["birth_radius"] == cal.SPACE["birth_radius"]
     for k, spec in space.items():
         if spec[0] != "choice":
@@ -322,6 +324,8 @@ def test_narrow_searches_around_the_configs_values(tmp_path):
     assert main(argv) == 0
     doc = json.loads((out / "calibration.json").read_text())
     assert doc["settings"]["narrow"] == 1.1
+    # --set changes the world the search starts from, and is part of the settings
+    assert main([*argv, "--set", "lotka_volterra.prey.beta=1.3", "--resume"]) == 2
     for row in read_trials(out):
         for k, spec in space.items():
             value = row["params"][k]

@@ -677,6 +677,14 @@ def _ecology_parser(sub: argparse._SubParsersAction) -> None:
         help="override a value of --config before the search starts from it (repeatable; the "
         "value is YAML), e.g. --set lotka_volterra.prey.beta=1.2",
     )
+    cal.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="TERM=W",
+        help="weigh one term of the objective (repeatable; 1 by default): lag, amplitude, "
+        "shape_prey, shape_predator, regularity or cycles, e.g. --weight lag=3",
+    )
     cal.add_argument("--trials", type=int, default=40, help="trials of the search")
     cal.add_argument("--seeds-per-trial", type=int, default=3, help="seeds each trial plays")
     cal.add_argument("--steps", type=int, default=1500, help="steps per seed")
@@ -740,6 +748,20 @@ def _cmd_ecology_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _weights(items: list[str]) -> dict[str, float]:
+    """``--weight TERM=W`` items as a dict (a malformed one: ``ValueError`` in one line)."""
+    out = {}
+    for item in items:
+        term, sep, raw = item.partition("=")
+        try:
+            out[term.strip()] = float(raw)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--weight {item!r}: expected TERM=NUMBER, e.g. lag=3")
+    return out
+
+
 def _cmd_ecology_calibrate(args: argparse.Namespace) -> int:
     from bioflux.ecology.calibrate import CalibrationIncomplete, calibrate, reference_series
 
@@ -764,6 +786,7 @@ def _cmd_ecology_calibrate(args: argparse.Namespace) -> int:
             rerank=args.rerank,
             rerank_seeds=args.rerank_seeds,
             narrow=args.narrow,
+            weights=_weights(args.weight),
             log=lambda line: print(line, flush=True),
         )
     except CalibrationIncomplete as err:

@@ -35,6 +35,7 @@ from bioflux.ecology.realism import (
     EXTINCTION_LOSS,
     FITTED,
     HELD_OUT,
+    TERMS,
     compare,
     cycle_realism,
     objective,
@@ -216,14 +217,18 @@ def seed_statistics(
     return out
 
 
-def score(per_seed: dict[int, dict[str, Any]], ref: dict[str, Any]) -> dict[str, Any]:
-    """Mean loss over seeds and each seed's objective."""
+def score(
+    per_seed: dict[int, dict[str, Any]],
+    ref: dict[str, Any],
+    weights: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """Mean loss over seeds and each seed's objective (``weights``: the terms')."""
     objectives = {}
     for seed, stats in per_seed.items():
         if stats.get("mean_cycle") is None:
             objectives[seed] = {"loss": EXTINCTION_LOSS, "terms": {}}
         else:
-            objectives[seed] = objective(stats, ref)
+            objectives[seed] = objective(stats, ref, weights)
     loss = float(np.mean([o["loss"] for o in objectives.values()]))
     return {"loss": loss, "per_seed": objectives}
 
@@ -245,7 +250,7 @@ def _trial(config: dict[str, Any], fixed: dict[str, Any]) -> None:
     per_seed = seed_statistics(
         env, fixed["seeds"], fixed["steps"], fixed["burn_in"], coefficients_for(config)
     )
-    scored = score(per_seed, ref)
+    scored = score(per_seed, ref, fixed["weights"])
     lags = [per_seed[s].get("lag_fraction") for s in fixed["seeds"]]
     shapes = {
         k: [_finite(scored["per_seed"][s].get(k)) for s in fixed["seeds"]]
@@ -398,6 +403,7 @@ def search(
     resume: bool,
     log: Callable[[str], None],
     space: dict[str, tuple[Any, ...]] | None = None,
+    weights: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Run the Tune search (the remaining trials, on resume); returns every finished trial."""
     import optuna
@@ -439,6 +445,7 @@ def search(
         "seeds": list(range(TRIAL_SEED0, TRIAL_SEED0 + seeds_per_trial)),
         "steps": steps,
         "burn_in": burn_in,
+        "weights": weights,
     }
     started = init_ray(num_cpus=max_concurrent, log_to_driver=False)
     import ray
@@ -538,6 +545,7 @@ def validate(
     held_out_reference: dict[str, Any] | None = None,
     workers: int = 1,
     coefficients: dict[str, dict[str, float]] | None = None,
+    weights: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The calibrated world on ``seeds`` (``coefficients``: the LV policies'): every statistic
     per seed, mean and spread, the proof's counts, and the pooled mean cycle's correlation with
@@ -581,7 +589,7 @@ def validate(
                 if v.get("mean_cycle") is None
             ],
         },
-        "loss": score(per_seed, reference)["loss"],
+        "loss": score(per_seed, reference, weights)["loss"],
     }
     if held_out_reference is not None:
         out["held_out_years"] = {
@@ -627,13 +635,15 @@ def calibrate(
     rerank_seeds: int = 6,
     narrow: float | None = None,
     overrides: list[str] | None = None,
+    weights: dict[str, float] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Search, validate and write the calibrated config, ``calibration.json`` and the figure
     (module docstring). ``years``: fit only these years of the record (``START:END``); the other
     years' statistics are then the held-out check beside the statistics the objective leaves
     out. ``narrow``: search around ``config``'s own values (``space_around``); ``overrides``:
-    ``--set`` items applied to ``config`` first."""
+    ``--set`` items applied to ``config`` first; ``weights``: the objective's terms'
+    (``bioflux.ecology.realism.TERMS``, 1 each by default)."""
     from bioflux.config import load as load_experiment
 
     for name, value, low in (
@@ -650,6 +660,12 @@ def calibrate(
             raise ValueError(f"{name}={value} is out of range; allowed: >= {low}")
     if not 0 <= burn_in < steps - 50:
         raise ValueError(f"--burn-in={burn_in} is out of range; allowed: 0 … steps − 50")
+    unknown = set(weights or {}) - set(TERMS)
+    if unknown:
+        raise ValueError(f"--weight {sorted(unknown)}: unknown term; allowed: {', '.join(TERMS)}")
+    if any(not (math.isfinite(w) and w >= 0) for w in (weights or {}).values()):
+        raise ValueError(f"--weight {weights}: weights must be finite and >= 0")
+    weights = dict(weights or {})
     if narrow is not None and not narrow > 1:
         raise ValueError(f"--narrow={narrow} is out of range; allowed: > 1")
     if not 0.05 <= scale <= 4:
@@ -682,11 +698,16 @@ def calibrate(
         "scale": scale,
         "seed": seed,
         "narrow": narrow,
+        "weights": weights,
     }
     settings_path = out / "settings.json"
     if resume and settings_path.exists():
         saved = json.loads(settings_path.read_text())
-        added_since = {"set": [], "narrow": None}  # a calibration started before these existed
+        added_since = {
+            "set": [],
+            "narrow": None,
+            "weights": {},
+        }  # a calibration started before these existed
         differs = {
             k for k in settings if k != "trials" and saved.get(k, added_since.get(k)) != settings[k]
         }
@@ -714,12 +735,13 @@ def calibrate(
         resume,
         log,
         space,
+        weights,
     )
     search_s = time.perf_counter() - t0
     if not done:
         raise RuntimeError(f"no trial finished; see {out / 'tune'}")
     best, reranked = choose_best(
-        done, ref, base, scale, rerank, rerank_seeds, steps, burn_in, max_concurrent, log
+        done, ref, base, scale, rerank, rerank_seeds, steps, burn_in, max_concurrent, log, weights
     )
     log(
         f"best: trial {best['trial']} loss {best['loss']:.2f}; validating on {validate_seeds} seeds"
@@ -737,6 +759,7 @@ def calibrate(
         ref_held,
         max_concurrent,
         coefficients,
+        weights,
     )
     per_seed, pooled = val.pop("_per_seed"), val.pop("_pooled")
     config_path = write_config(
@@ -794,6 +817,7 @@ def choose_best(
     burn_in: int,
     workers: int,
     log: Callable[[str], None],
+    weights: dict[str, float] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The trial to validate: the lowest search loss, or (``rerank`` > 1) the lowest mean loss
     of the ``rerank`` best trials replayed on ``rerank_seeds`` fresh seeds (``RERANK_SEED0``
@@ -813,7 +837,7 @@ def choose_best(
             workers,
             coefficients_for(row["params"]),
         )
-        scored = score(per_seed, ref)
+        scored = score(per_seed, ref, weights)
         lags = [_finite(per_seed[s].get("lag_fraction")) for s in seeds]
         rows.append(
             {

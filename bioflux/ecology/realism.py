@@ -42,6 +42,8 @@ SCALES: dict[str, float] = {
     "shape": 0.1,  # 1 - correlation of the mean cycles, per species
     "regularity": 0.1,  # coefficient of variation of the cycle lengths, above the reference's
 }
+#: The objective's terms, each weighted 1 unless ``objective``'s ``weights`` say otherwise.
+TERMS = ("lag", "amplitude", "shape_prey", "shape_predator", "regularity", "cycles")
 #: Cycles a seed must complete; each missing one costs ``CYCLE_PENALTY``.
 MIN_CYCLES = 3
 CYCLE_PENALTY = 5.0
@@ -163,10 +165,13 @@ def compare(sim: dict[str, Any], ref: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def objective(sim: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+def objective(
+    sim: dict[str, Any], ref: dict[str, Any], weights: dict[str, float] | None = None
+) -> dict[str, Any]:
     """Loss of one simulated series against the reference (both ``cycle_realism`` results).
 
-    ``loss`` = the sum of ``terms``, each a difference divided by its ``SCALES`` entry:
+    ``loss`` = the sum of ``terms`` (each times its ``weights`` entry, 1 by default), each a
+    difference divided by its ``SCALES`` entry:
 
     - ``lag``: ``|lag_fraction − ref| / 0.03``;
     - ``amplitude``: ``|ln(amp_ratio / ref amp_ratio)| / 0.25``;
@@ -202,7 +207,9 @@ def objective(sim: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
         ),
         "cycles": CYCLE_PENALTY * max(0, MIN_CYCLES - int(sim["n_cycles"])),
     }
-    return {"loss": float(sum(terms.values())), "terms": terms, **shapes}
+    w = weights or {}
+    loss = sum(w.get(name, 1.0) * value for name, value in terms.items())
+    return {"loss": float(loss), "terms": terms, **shapes}
 
 
 def scalar_statistics(stats: dict[str, Any]) -> dict[str, Any]:

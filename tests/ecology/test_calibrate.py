@@ -254,7 +254,7 @@ def test_rerank_chooses_by_the_replay_not_the_search(monkeypatch):
         assert coefficients == cal.coefficients_for(params)  # the trial's own policies
         return {s: {"extinct": False, "lag_fraction": 0.1, "e": env["energy_init"]} for s in seeds}
 
-    def fake_score(per_seed, ref):
+    def fake_score(per_seed, ref, weights=None):
         return {"loss": replay[next(iter(per_seed.values()))["e"]], "per_seed": {}}
 
     monkeypatch.setattr(cal, "parallel_seed_statistics", fake_stats)
@@ -333,3 +333,19 @@ def test_narrow_searches_around_the_configs_values(tmp_path):
                 assert value in spec[1:]
             else:
                 assert spec[1] * (1 - 1e-9) <= value <= spec[2] * (1 + 1e-9), (k, value, spec)
+
+
+def test_weights_scale_their_terms_and_bad_weights_are_one_line(capsys, tmp_path):
+    data = cycle_realism(load_lynx_hare())
+    wrong = cycle_realism(_shifted(0.30))
+    plain = objective(wrong, data)
+    heavy = objective(wrong, data, {"lag": 3.0, "amplitude": 0.0})
+    assert heavy["terms"] == plain["terms"]
+    expected = plain["loss"] + 2 * plain["terms"]["lag"] - plain["terms"]["amplitude"]
+    assert heavy["loss"] == pytest.approx(expected)
+    assert plain["terms"]["lag"] > 1
+    base = ["ecology", "calibrate", "--reference", "lynx_hare", "--out", str(tmp_path / "x")]
+    for bad, needle in (("speed=2", "unknown term"), ("lag", "TERM=NUMBER"), ("lag=-1", ">= 0")):
+        assert main([*base, "--weight", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert needle in err and "\n" not in err, err

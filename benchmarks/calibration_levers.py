@@ -3,10 +3,11 @@
 time, on the re-ranking seeds (2000–2003: no trial's and no validation's).
 
 Run: ``python benchmarks/calibration_levers.py [--steps 1500] [--burn-in 300]``; prints one
-JSON object per variant: the lag/period per seed and its mean, the mean-cycle shape
-correlations with the lynx–hare data, and full cycles (``bioflux.ecology.realism``). ~2 min on
-2 cores. The variants are the levers docs/ecology.md names as not yet searched: the
-Lotka–Volterra policies' coefficients (``bioflux.policy_modules.lotka_volterra``) and a
+JSON object per variant: the lag/period per seed and its mean, the lag in steps and the
+period (FFT of the prey series) it is the ratio of, the mean-cycle shape correlations with the
+lynx–hare data, and full cycles (``bioflux.ecology.realism``). ~3 min on 2 cores. The
+variants: the Lotka–Volterra policies' coefficients
+(``bioflux.policy_modules.lotka_volterra``), predator crowding halved and doubled, and a
 bigger world at the same densities.
 """
 
@@ -38,28 +39,67 @@ def bigger(env: dict, factor: float) -> dict:
     return out
 
 
+def crowded(env: dict, per_cell: float) -> dict:
+    """``env`` with ``predator_crowding`` at ``per_cell`` × its cells."""
+    return dict(env, predator_crowding=per_cell * env["height"] * env["width"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=1500)
     ap.add_argument("--burn-in", type=int, default=300)
     args = ap.parse_args()
     ref = cycle_realism(reference_series("lynx_hare"))
-    base = load("ecology_lynx_hare").env_config.to_dict()
+    shipped = load("ecology_lynx_hare")
+    base = shipped.env_config.to_dict()
+    lv = shipped.lotka_volterra or {}  # the shipped coefficients; a variant changes one
     base["max_steps"] = args.steps
+    from bioflux.policy_modules.lotka_volterra import DEFAULTS
+
+    def coefficient(species: str, name: str) -> float:
+        return lv.get(species, {}).get(name, DEFAULTS[name])
+
+    per_cell = base["predator_crowding"] / (base["height"] * base["width"])
     variants = {
         "shipped": (base, {}, {}),
-        "predator temperature 1.0 (default 0.25)": (base, {"temperature": 1.0}, {}),
-        "predator pursuit delta 1.0 (default 2.0)": (base, {"delta": 1.0}, {}),
-        "predator search gamma 0 (default 0.3)": (base, {"gamma": 0.0}, {}),
-        "prey flight beta 1.0 (default 2.0)": (base, {}, {"beta": 1.0}),
+        f"predator temperature 1.0 (shipped {coefficient('predator', 'temperature'):.2f})": (
+            base,
+            {"temperature": 1.0},
+            {},
+        ),
+        f"predator pursuit delta 1.0 (shipped {coefficient('predator', 'delta'):.1f})": (
+            base,
+            {"delta": 1.0},
+            {},
+        ),
+        f"predator search gamma 0 (shipped {coefficient('predator', 'gamma'):.1f})": (
+            base,
+            {"gamma": 0.0},
+            {},
+        ),
+        f"prey flight beta 1.0 (shipped {coefficient('prey', 'beta'):.2f})": (
+            base,
+            {},
+            {"beta": 1.0},
+        ),
         "world side x1.5, same densities": (bigger(base, 1.5), {}, {}),
+        f"crowding x2 ({2 * per_cell:.3f} per cell; shipped {per_cell:.3f})": (
+            crowded(base, 2 * per_cell),
+            {},
+            {},
+        ),
+        f"crowding x0.5 ({0.5 * per_cell:.3f} per cell)": (crowded(base, 0.5 * per_cell), {}, {}),
     }
     for name, (env, pred, prey) in variants.items():
         t0 = time.perf_counter()
         res = simulate(
             env,
-            ModulePolicy(make_module("predator", **pred), name="lotka_volterra"),
-            ModulePolicy(make_module("prey", **prey), name="lotka_volterra"),
+            ModulePolicy(
+                make_module("predator", **{**lv.get("predator", {}), **pred}), name="lotka_volterra"
+            ),
+            ModulePolicy(
+                make_module("prey", **{**lv.get("prey", {}), **prey}), name="lotka_volterra"
+            ),
             args.steps,
             SEEDS,
             progress=False,
@@ -75,6 +115,8 @@ def main() -> None:
             scored = objective(stats, ref)
             per_seed[seed] = {
                 "lag_fraction": round(stats["lag_fraction"], 3),
+                "lag_steps": round(stats["lag_fraction"] * stats["period"], 1),
+                "period": round(stats["period"], 1),
                 "shape_prey": round(scored["shape_prey"], 3),
                 "shape_predator": round(scored["shape_predator"], 3),
                 "n_cycles": stats["n_cycles"],

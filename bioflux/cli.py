@@ -711,6 +711,13 @@ def _ecology_parser(sub: argparse._SubParsersAction) -> None:
         "--rerank-seeds", type=int, default=6, help="seeds each re-ranked trial is replayed on"
     )
     cal.add_argument(
+        "--choose-by",
+        choices=("loss", "lag"),
+        default="loss",
+        help="how the replay picks the trial to validate: the lowest replay loss, or the most "
+        "replay seeds with the lag within 0.03 of the data's (then the lowest loss)",
+    )
+    cal.add_argument(
         "--years",
         default=None,
         help="fit only these years START:END; the rest of the record is the held-out check",
@@ -785,6 +792,7 @@ def _cmd_ecology_calibrate(args: argparse.Namespace) -> int:
             resume=args.resume,
             rerank=args.rerank,
             rerank_seeds=args.rerank_seeds,
+            choose_by=args.choose_by,
             narrow=args.narrow,
             weights=_weights(args.weight),
             log=lambda line: print(line, flush=True),

@@ -79,6 +79,8 @@ POLICY_COEFFICIENTS = {
 PREDATOR_DENSITY = 0.01
 PREY_FRACTION_OF_CAPACITY = 4500 / 6750
 TRIAL_SEED0 = 1000
+#: The proof's lag tolerance: a seed's lag / period within this of the data's.
+LAG_TOLERANCE = 0.03
 #: The seeds the best trials are replayed on to choose among them (``rerank``): used by no
 #: trial and not by the validation.
 RERANK_SEED0 = 2000
@@ -568,7 +570,7 @@ def validate(
     )
     lag_ref = reference["lag_fraction"]
     lags = {s: v["lag_fraction"] for s, v in live.items()}
-    within = [s for s, v in lags.items() if math.isfinite(v) and abs(v - lag_ref) <= 0.03]
+    within = [s for s, v in lags.items() if math.isfinite(v) and abs(v - lag_ref) <= LAG_TOLERANCE]
     cycled = [s for s, v in live.items() if v["n_cycles"] >= 3]
     out = {
         "seeds": seeds,
@@ -636,6 +638,7 @@ def calibrate(
     narrow: float | None = None,
     overrides: list[str] | None = None,
     weights: dict[str, float] | None = None,
+    choose_by: str = "loss",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Search, validate and write the calibrated config, ``calibration.json`` and the figure
@@ -643,7 +646,8 @@ def calibrate(
     years' statistics are then the held-out check beside the statistics the objective leaves
     out. ``narrow``: search around ``config``'s own values (``space_around``); ``overrides``:
     ``--set`` items applied to ``config`` first; ``weights``: the objective's terms'
-    (``bioflux.ecology.realism.TERMS``, 1 each by default)."""
+    (``bioflux.ecology.realism.TERMS``, 1 each by default); ``choose_by``: how the replay
+    picks the trial to validate (``choose_best``)."""
     from bioflux.config import load as load_experiment
 
     for name, value, low in (
@@ -666,6 +670,8 @@ def calibrate(
     if any(not (math.isfinite(w) and w >= 0) for w in (weights or {}).values()):
         raise ValueError(f"--weight {weights}: weights must be finite and >= 0")
     weights = dict(weights or {})
+    if choose_by not in ("loss", "lag"):
+        raise ValueError(f"--choose-by {choose_by!r}: allowed: loss, lag")
     if narrow is not None and not narrow > 1:
         raise ValueError(f"--narrow={narrow} is out of range; allowed: > 1")
     if not 0.05 <= scale <= 4:
@@ -741,7 +747,18 @@ def calibrate(
     if not done:
         raise RuntimeError(f"no trial finished; see {out / 'tune'}")
     best, reranked = choose_best(
-        done, ref, base, scale, rerank, rerank_seeds, steps, burn_in, max_concurrent, log, weights
+        done,
+        ref,
+        base,
+        scale,
+        rerank,
+        rerank_seeds,
+        steps,
+        burn_in,
+        max_concurrent,
+        log,
+        weights,
+        choose_by,
     )
     log(
         f"best: trial {best['trial']} loss {best['loss']:.2f}; validating on {validate_seeds} seeds"
@@ -786,6 +803,7 @@ def calibrate(
             "space": {k: list(v) for k, v in space.items()},
             "best": best,
             "rerank": reranked,
+            "choose_by": choose_by,
             "wall_s": round(search_s, 1),
         },
         "env": env,
@@ -818,11 +836,14 @@ def choose_best(
     workers: int,
     log: Callable[[str], None],
     weights: dict[str, float] | None = None,
+    choose_by: str = "loss",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The trial to validate: the lowest search loss, or (``rerank`` > 1) the lowest mean loss
     of the ``rerank`` best trials replayed on ``rerank_seeds`` fresh seeds (``RERANK_SEED0``
     …). A trial's few seeds flatter the luckiest of many trials; the replay tells them apart
-    on seeds none of them was chosen by. Returns the trial and the replay's rows."""
+    on seeds none of them was chosen by. ``choose_by="lag"``: the most replay seeds whose lag
+    is within ``LAG_TOLERANCE`` of the data's (the proof's own count), then the lowest replay
+    loss. Returns the trial and the replay's rows."""
     ranked = sorted(done, key=lambda r: r["loss"])
     if rerank <= 1 or len(ranked) == 1:
         return ranked[0], []
@@ -844,6 +865,9 @@ def choose_best(
                 "trial": row["trial"],
                 "search_loss": row["loss"],
                 "loss": scored["loss"],
+                "lag_within_tolerance": sum(
+                    v is not None and abs(v - ref["lag_fraction"]) <= LAG_TOLERANCE for v in lags
+                ),
                 "lag_fraction": lags,
                 "extinct": sum(bool(per_seed[s]["extinct"]) for s in seeds),
             }
@@ -852,7 +876,10 @@ def choose_best(
             f"rerank: trial {row['trial']} search loss {row['loss']:.2f} -> "
             f"{scored['loss']:.2f} on seeds {seeds[0]}–{seeds[-1]} | lag/period {_fmt(lags)}"
         )
-    chosen = min(rows, key=lambda r: r["loss"])["trial"]
+    if choose_by == "lag":
+        chosen = min(rows, key=lambda r: (-r["lag_within_tolerance"], r["loss"]))["trial"]
+    else:
+        chosen = min(rows, key=lambda r: r["loss"])["trial"]
     return next(r for r in ranked if r["trial"] == chosen), rows
 
 

@@ -260,12 +260,44 @@ def test_rerank_chooses_by_the_replay_not_the_search(monkeypatch):
     monkeypatch.setattr(cal, "parallel_seed_statistics", fake_stats)
     monkeypatch.setattr(cal, "score", fake_score)
     base = {"height": 20, "width": 20}
-    best, rows = cal.choose_best(done, {}, base, 1.0, 2, 3, 300, 50, 1, lambda _: None)
+    ref = {"lag_fraction": 0.146}
+    best, rows = cal.choose_best(done, ref, base, 1.0, 2, 3, 300, 50, 1, lambda _: None)
     assert [r["trial"] for r in rows] == [2, 3]  # the 2 lowest search losses, in order
     assert best["trial"] == 3  # trial 1 (replays best of all) was not among them
     assert all(s == (2000, 2001, 2002) for _, s in seen)  # fresh seeds, not trial seeds
-    best, rows = cal.choose_best(done, {}, base, 1.0, 0, 3, 300, 50, 1, lambda _: None)
+    best, rows = cal.choose_best(done, ref, base, 1.0, 0, 3, 300, 50, 1, lambda _: None)
     assert best["trial"] == 2 and rows == []
+
+
+def test_choose_by_lag_takes_the_most_replay_seeds_within_the_tolerance(monkeypatch):
+    """``choose_by="lag"`` prefers the trial whose replay lags hit the data's ± 0.03 most often
+    over one with a lower replay loss; ties go to the lower loss."""
+    from bioflux.ecology import calibrate as cal
+
+    params = {k: spec[1] for k, spec in cal.SPACE.items()}
+    done = [
+        {"trial": t, "loss": float(t), "params": {**params, "energy_init": e}}
+        for t, e in ((1, 5.0), (2, 6.0), (3, 7.0))
+    ]
+    lags = {5.0: 0.25, 6.0: 0.15, 7.0: 0.17}  # trial 1 misses; trials 2 and 3 hit
+    losses = {5.0: 1.0, 6.0: 4.0, 7.0: 3.0}
+
+    def fake_stats(env, seeds, steps, burn_in, workers, coefficients):
+        e = env["energy_init"]
+        return {s: {"extinct": False, "lag_fraction": lags[e], "e": e} for s in seeds}
+
+    def fake_score(per_seed, ref, weights=None):
+        return {"loss": losses[next(iter(per_seed.values()))["e"]], "per_seed": {}}
+
+    monkeypatch.setattr(cal, "parallel_seed_statistics", fake_stats)
+    monkeypatch.setattr(cal, "score", fake_score)
+    ref = {"lag_fraction": 0.146}
+    args = (done, ref, {"height": 20, "width": 20}, 1.0, 3, 2, 300, 50, 1, lambda _: None)
+    best, rows = cal.choose_best(*args)
+    assert best["trial"] == 1  # the lowest replay loss
+    best, rows = cal.choose_best(*args, choose_by="lag")
+    assert [r["lag_within_tolerance"] for r in rows] == [0, 2, 2]
+    assert best["trial"] == 3  # a tie in hits: the lower loss
 
 
 def test_years_cut_the_record_and_bad_years_are_refused():

@@ -83,12 +83,16 @@ def main() -> None:
             {"beta": 1.0},
         ),
         "world side x1.5, same densities": (bigger(base, 1.5), {}, {}),
-        f"crowding x2 ({2 * per_cell:.3f} per cell; shipped {per_cell:.3f})": (
+        f"predator_crowding x2, weaker ({2 * per_cell:.3f} per cell; shipped {per_cell:.3f})": (
             crowded(base, 2 * per_cell),
             {},
             {},
         ),
-        f"crowding x0.5 ({0.5 * per_cell:.3f} per cell)": (crowded(base, 0.5 * per_cell), {}, {}),
+        f"predator_crowding x0.5, stronger ({0.5 * per_cell:.3f} per cell)": (
+            crowded(base, 0.5 * per_cell),
+            {},
+            {},
+        ),
     }
     for name, (env, pred, prey) in variants.items():
         t0 = time.perf_counter()

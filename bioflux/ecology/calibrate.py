@@ -371,15 +371,15 @@ def _in_space(
 ) -> dict[str, Any]:
     """``params`` moved into ``space`` (default ``SPACE``; bounds clipped; a choice not
     offered: the first)."""
+    from bioflux.policy_modules.lotka_volterra import DEFAULTS
+
     out: dict[str, Any] = {}
     defaults = {
         "predator_density": PREDATOR_DENSITY,
         "prey_start": PREY_FRACTION_OF_CAPACITY,
         "crowding_per_cell": math.inf,  # none: clipped to the top of the range
-        **{  # a trial logged before the policies were searched: their defaults
-            name: coefficients_for({})[species][coef]
-            for name, (species, coef) in POLICY_COEFFICIENTS.items()
-        },
+        # a trial logged before the policies were searched: their defaults
+        **{name: DEFAULTS[coef] for name, (_, coef) in POLICY_COEFFICIENTS.items()},
     }
     for k, spec in (space or SPACE).items():
         value = params.get(k, defaults.get(k))
